@@ -1,0 +1,39 @@
+"""flink-tasks: Celery-like tasks and pipelines on Apache Flink Stateful Functions."""
+
+from flink_tasks.errors import (
+    ActionError,
+    FlinkTasksError,
+    NonRetryableError,
+    PipelineCancelledError,
+    PipelineDefinitionError,
+    PipelineNotFoundError,
+    SerializationError,
+    TaskError,
+    TaskException,
+    TaskNotFoundError,
+)
+from flink_tasks.pipeline import PipelineBuilder, in_parallel
+from flink_tasks.registry import FlinkTasks, Task
+from flink_tasks.types import PipelineStatus, RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionError",
+    "FlinkTasks",
+    "FlinkTasksError",
+    "NonRetryableError",
+    "PipelineBuilder",
+    "PipelineCancelledError",
+    "PipelineDefinitionError",
+    "PipelineNotFoundError",
+    "PipelineStatus",
+    "RetryPolicy",
+    "SerializationError",
+    "Task",
+    "TaskError",
+    "TaskException",
+    "TaskNotFoundError",
+    "__version__",
+    "in_parallel",
+]

@@ -1,0 +1,302 @@
+"""Pipelines as immutable values: tasks, continuations, groups, error handlers and finally."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from flink_tasks import serialization
+from flink_tasks._proto import pipeline_pb2
+from flink_tasks.errors import PipelineDefinitionError
+from flink_tasks.types import RetryPolicy
+
+if TYPE_CHECKING:
+    from flink_tasks.registry import Task
+
+_NO_STATE: Any = object()
+
+
+def new_id() -> str:
+    """A fresh, unique id for a pipeline or task."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Options of one task entry: bind options, overridable per entry with `.set(...)`."""
+
+    namespace: str
+    worker_name: str
+    retry_policy: RetryPolicy | None = None
+    is_fruitful: bool = True
+    display_name: str = ""
+    timeout: timedelta | None = None
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """One task entry of a pipeline."""
+
+    task_id: str
+    task_type: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    options: TaskOptions
+    kind: int = pipeline_pb2.ENTRY_KIND_TASK
+
+    @property
+    def has_args(self) -> bool:
+        return bool(self.args) or bool(self.kwargs)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A fan-out of chains whose results are gathered into one list (fan-in)."""
+
+    group_id: str
+    chains: tuple[PipelineBuilder, ...]
+    max_parallelism: int
+    num_stages: int
+    return_exceptions: bool
+
+
+Entry = TaskCall | Group
+
+
+@dataclass(frozen=True)
+class Initial:
+    """Leading args, default kwargs and initial state for a pipeline's first entries."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    state: Any = _NO_STATE
+    has_args: bool = False
+    has_kwargs: bool = False
+
+    @property
+    def has_state(self) -> bool:
+        return self.state is not _NO_STATE
+
+
+class PipelineBuilder:
+    """An immutable pipeline: each method returns a new pipeline; nothing runs until submitted.
+
+    `id` is the pipeline's id; it may be set before the pipeline is submitted.
+    """
+
+    __slots__ = ("_entries", "_initial", "_inline", "id")
+
+    def __init__(
+        self,
+        entries: Sequence[Entry] = (),
+        *,
+        initial: Initial | None = None,
+        inline: bool = False,
+        pipeline_id: str | None = None,
+    ) -> None:
+        self._entries: tuple[Entry, ...] = tuple(entries)
+        self._initial = initial or Initial()
+        self._inline = inline
+        self.id: str = pipeline_id or new_id()
+        _validate(self._entries)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """The entries, in order."""
+        return self._entries
+
+    @property
+    def initial(self) -> Initial:
+        """The initial args, kwargs and state."""
+        return self._initial
+
+    @property
+    def is_inline(self) -> bool:
+        """True if, run as a child, this pipeline shares its parent's state."""
+        return self._inline
+
+    def _with_entries(self, entries: Sequence[Entry]) -> PipelineBuilder:
+        return PipelineBuilder(entries, initial=self._initial, inline=self._inline)
+
+    def continue_with(
+        self, continuation: Task[..., Any] | PipelineBuilder, *args: Any, **kwargs: Any
+    ) -> PipelineBuilder:
+        """Run `continuation` after this pipeline; it receives the previous result first."""
+        return self._with_entries(self._entries + _entries_of(continuation, args, kwargs, "continue_with"))
+
+    def exceptionally(self, handler: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
+        """On error, run `handler` with the `TaskException` first; on success it is skipped."""
+        call = _call_of(handler, args, kwargs, "exceptionally")
+        return self._with_entries((*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY)))
+
+    def finally_do(self, task: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
+        """Run `task` last, after success, error or cancellation; it gets only its own args."""
+        call = _call_of(task, args, kwargs, "finally_do")
+        return self._with_entries((*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_FINALLY)))
+
+    def with_initial(
+        self, args: Any = None, kwargs: Mapping[str, Any] | None = None, state: Any = _NO_STATE
+    ) -> PipelineBuilder:
+        """Give the first entries leading `args`, default `kwargs` and the initial `state`.
+
+        A tuple is spread into several args; any other value is one arg.
+        """
+        if args is None:
+            initial_args: tuple[Any, ...] = ()
+        elif isinstance(args, tuple):
+            initial_args = args
+        else:
+            initial_args = (args,)
+        initial = Initial(
+            args=initial_args,
+            kwargs=dict(kwargs or {}),
+            state=state,
+            has_args=args is not None,
+            has_kwargs=kwargs is not None,
+        )
+        return PipelineBuilder(self._entries, initial=initial, inline=self._inline)
+
+    def inline(self) -> PipelineBuilder:
+        """Run as a child that shares state with its parent (instead of being isolated)."""
+        return PipelineBuilder(self._entries, initial=self._initial, inline=True)
+
+    def set(self, **options: Any) -> PipelineBuilder:
+        """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
+        timeout) for this pipeline's last task entry."""
+        if not self._entries or not isinstance(self._entries[-1], TaskCall):
+            raise PipelineDefinitionError("set(...) applies to a task entry; this pipeline ends in a group")
+        unknown = set(options) - {f for f in TaskOptions.__dataclass_fields__ if f != "allow_pickle"}
+        if unknown:
+            raise PipelineDefinitionError(f"set(...) got unknown options: {sorted(unknown)}")
+        last = self._entries[-1]
+        updated = replace(last, options=replace(last.options, **options))
+        return self._with_entries((*self._entries[:-1], updated))
+
+    def task_count(self) -> int:
+        """The number of task entries, groups included."""
+        return sum(_count(e) for e in self._entries)
+
+    def to_proto(self) -> pipeline_pb2.Pipeline:
+        """The wire form; raises `SerializationError` if an argument cannot be serialized."""
+        out = pipeline_pb2.Pipeline(id=self.id, inline=self._inline)
+        for entry in self._entries:
+            _entry_to_proto(entry, out.entries.add())
+        initial = self._initial
+        pickle_ok = any(_allows_pickle(e) for e in self._entries)
+        if initial.has_args:
+            out.initial.args.CopyFrom(serialization.encode_args(initial.args, allow_pickle=pickle_ok))
+            out.initial.has_args = True
+        if initial.has_kwargs:
+            out.initial.kwargs.CopyFrom(serialization.encode_kwargs(initial.kwargs, allow_pickle=pickle_ok))
+            out.initial.has_kwargs = True
+        if initial.has_state:
+            out.initial.state.CopyFrom(serialization.encode(initial.state, allow_pickle=pickle_ok))
+            out.initial.has_state = True
+        return out
+
+    def __repr__(self) -> str:
+        return f"PipelineBuilder(id={self.id!r}, entries={len(self._entries)})"
+
+
+def in_parallel(
+    entries: Sequence[PipelineBuilder],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    return_exceptions: bool = False,
+) -> PipelineBuilder:
+    """Run pipelines in parallel; the result is the list of their results in declaration order."""
+    chains = tuple(entries)
+    for chain in chains:
+        if not isinstance(chain, PipelineBuilder):
+            raise PipelineDefinitionError(
+                f"in_parallel takes pipelines (task.send(...)), got {type(chain).__name__}"
+            )
+        if chain.initial != Initial():
+            raise PipelineDefinitionError("with_initial(...) belongs on the outer pipeline, not a chain")
+    group = Group(
+        group_id=new_id(),
+        chains=chains,
+        max_parallelism=max(0, max_parallelism or 0),
+        num_stages=max(0, num_stages or 0),
+        return_exceptions=return_exceptions,
+    )
+    return PipelineBuilder((group,))
+
+
+def _call_of(task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str) -> TaskCall:
+    make_call = getattr(task, "_make_call", None)
+    if make_call is None:
+        raise PipelineDefinitionError(f"{method}(...) takes a bound task, got {task!r}")
+    call: TaskCall = make_call(args, kwargs)
+    return call
+
+
+def _entries_of(
+    continuation: Task[..., Any] | PipelineBuilder,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    method: str,
+) -> tuple[Entry, ...]:
+    if isinstance(continuation, PipelineBuilder):
+        if args or kwargs:
+            raise PipelineDefinitionError(f"{method}(pipeline) takes no extra arguments")
+        if continuation.initial != Initial():
+            raise PipelineDefinitionError("with_initial(...) belongs on the outer pipeline")
+        return continuation.entries
+    return (_call_of(continuation, args, kwargs, method),)
+
+
+def _validate(entries: tuple[Entry, ...]) -> None:
+    if entries and isinstance(entries[0], TaskCall) and entries[0].kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+        raise PipelineDefinitionError("a pipeline may not start with exceptionally(...)")
+    for index, entry in enumerate(entries):
+        if isinstance(entry, TaskCall) and entry.kind == pipeline_pb2.ENTRY_KIND_FINALLY and index != len(entries) - 1:
+            raise PipelineDefinitionError("finally_do(...) must be the last entry of a pipeline, at most once")
+
+
+def _count(entry: Entry) -> int:
+    if isinstance(entry, TaskCall):
+        return 1
+    return sum(chain.task_count() for chain in entry.chains)
+
+
+def _allows_pickle(entry: Entry) -> bool:
+    if isinstance(entry, TaskCall):
+        return entry.options.allow_pickle
+    return any(_allows_pickle(e) for chain in entry.chains for e in chain.entries)
+
+
+def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
+    if isinstance(entry, TaskCall):
+        options = entry.options
+        task = out.task
+        task.task_id = entry.task_id
+        task.task_type = entry.task_type
+        task.namespace = options.namespace
+        task.worker_name = options.worker_name
+        task.kind = entry.kind  # type: ignore[assignment]
+        if entry.has_args:
+            task.args.CopyFrom(serialization.encode_args(entry.args, allow_pickle=options.allow_pickle))
+            task.kwargs.CopyFrom(serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle))
+            task.has_args = True
+        task.not_fruitful = not options.is_fruitful
+        if options.retry_policy is not None:
+            task.retry_policy.CopyFrom(options.retry_policy.to_proto())
+            task.has_retry_policy = True
+        task.display_name = options.display_name
+        if options.timeout is not None:
+            task.timeout_s = options.timeout.total_seconds()
+        return
+    group = out.group
+    group.group_id = entry.group_id
+    group.max_parallelism = entry.max_parallelism
+    group.num_stages = entry.num_stages
+    group.return_exceptions = entry.return_exceptions
+    for chain in entry.chains:
+        chain_out = group.chains.add(id=chain.id, inline=True)
+        for chain_entry in chain.entries:
+            _entry_to_proto(chain_entry, chain_out.entries.add())
