@@ -1,0 +1,49 @@
+"""flink-tasks-client: submit flink-tasks pipelines over Kafka and await their results.
+
+from flink_tasks_client import FlinkTasksClient
+
+async with FlinkTasksClient("localhost:9092") as client:
+    result = await client.submit_async(pipeline)
+"""
+
+from flink_tasks.errors import (
+    ActionError,
+    ClientError,
+    FlinkTasksError,
+    PipelineCancelledError,
+    PipelineDefinitionError,
+    PipelineNotFoundError,
+    ResultTimeoutError,
+    SerializationError,
+    TaskError,
+    TaskException,
+    TransportError,
+)
+from flink_tasks.types import PipelineStatus
+from flink_tasks_client._client import FlinkTasksClient
+from flink_tasks_client._events import EventStream
+from flink_tasks_client.errors import RequestTooLargeError
+from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "ActionError",
+    "ClientError",
+    "ClientSettings",
+    "EventStream",
+    "FlinkTasksClient",
+    "FlinkTasksError",
+    "PipelineCancelledError",
+    "PipelineDefinitionError",
+    "PipelineNotFoundError",
+    "PipelineStatus",
+    "RequestTooLargeError",
+    "ResultTimeoutError",
+    "SerializationError",
+    "TaskError",
+    "TaskException",
+    "TransportError",
+    "__version__",
+]

@@ -1,0 +1,144 @@
+"""kafka-python producer and consumers, with Kafka failures turned into `TransportError`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from flink_tasks.errors import TransportError
+from flink_tasks_client.settings import RECORD_HEADROOM_BYTES, ClientSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def create_producer(settings: ClientSettings) -> Any:
+    """A thread-safe producer whose metadata for the request and action topics is loaded.
+
+    Loading the metadata here means a later ``send`` does not block its caller (an event loop,
+    possibly) waiting for it, and a missing topic is reported at start-up.
+    """
+    connect_s = settings.connect_timeout.total_seconds()
+    send_ms = _ms(settings.send_timeout.total_seconds())
+    try:
+        producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{settings.client_id}-producer",
+            acks="all",
+            linger_ms=1,
+            max_request_size=settings.max_request_bytes + RECORD_HEADROOM_BYTES,
+            delivery_timeout_ms=send_ms,
+            request_timeout_ms=min(send_ms, 30_000),
+            max_block_ms=_ms(connect_s),
+            bootstrap_timeout_ms=_ms(connect_s),
+            allow_auto_create_topics=False,
+        )
+    except KafkaError as err:
+        raise unreachable(settings, err) from err
+    try:
+        for topic in (settings.request_topic, settings.action_topic):
+            _producer_topic_ready(producer, topic, settings)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            producer.close(timeout=0)
+        raise
+    return producer
+
+
+def _producer_topic_ready(producer: Any, topic: str, settings: ClientSettings) -> None:
+    try:
+        partitions = producer.partitions_for(topic)
+    except KafkaError as err:
+        raise missing_topic(settings, topic, err) from err
+    if not partitions:
+        raise missing_topic(settings, topic, None)
+
+
+def create_consumer(settings: ClientSettings, *, purpose: str) -> Any:
+    """A consumer without a consumer group (partitions are assigned by hand, nothing committed)."""
+    connect_ms = _ms(settings.connect_timeout.total_seconds())
+    try:
+        return KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{settings.client_id}-{purpose}",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed" if settings.read_committed else "read_uncommitted",
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=100,
+            request_timeout_ms=max(connect_ms, 1000),
+            bootstrap_timeout_ms=connect_ms,
+            allow_auto_create_topics=False,
+        )
+    except KafkaError as err:
+        raise unreachable(settings, err) from err
+
+
+def assign_all(
+    consumer: Any, topic: str, settings: ClientSettings, *, from_beginning: bool = False
+) -> list[Any]:
+    """Assign every partition of ``topic`` and resolve the start position of each.
+
+    The positions are resolved (not only requested) before returning, so that a record produced
+    after this returns is seen, and none produced before it is (unless ``from_beginning``).
+    """
+    deadline = time.monotonic() + settings.connect_timeout.total_seconds()
+    try:
+        partition_ids = consumer.partitions_for_topic(topic)
+    except KafkaError as err:
+        raise missing_topic(settings, topic, err) from err
+    if not partition_ids:
+        raise missing_topic(settings, topic, None)
+    partitions = [TopicPartition(topic, p) for p in sorted(partition_ids)]
+    consumer.assign(partitions)
+    if from_beginning:
+        consumer.seek_to_beginning(*partitions)
+    else:
+        consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(
+                    f"could not find the end of {topic}[{tp.partition}] on "
+                    f"{settings.bootstrap_servers} within {settings.connect_timeout}: is the "
+                    "partition's leader available? Check the broker's log."
+                )
+            try:
+                position = consumer.position(tp, timeout_ms=_ms(min(remaining, 1.0)))
+            except KafkaError as err:
+                raise TransportError(
+                    f"could not seek {topic}[{tp.partition}] on {settings.bootstrap_servers}: {err}"
+                ) from err
+            if position is not None:
+                logger.debug("assigned %s[%d] at offset %d", topic, tp.partition, position)
+                break
+    return partitions
+
+
+def unreachable(settings: ClientSettings, err: BaseException) -> TransportError:
+    """The error for a broker that cannot be reached."""
+    return TransportError(
+        f"cannot reach Kafka at {settings.bootstrap_servers} within {settings.connect_timeout} "
+        f"({type(err).__name__}: {err}). Is the broker running and bootstrap_servers right? "
+        "Raise connect_timeout if it is slow to start."
+    )
+
+
+def missing_topic(
+    settings: ClientSettings, topic: str, err: BaseException | None
+) -> TransportError:
+    """The error for a topic that does not exist (the client never creates topics)."""
+    cause = "" if err is None else f" ({type(err).__name__}: {err})"
+    return TransportError(
+        f"topic {topic!r} was not found on {settings.bootstrap_servers}{cause}. Create it (the "
+        "local runtime creates the default topics), or check the topic names in ClientSettings."
+    )

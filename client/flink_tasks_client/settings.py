@@ -1,0 +1,135 @@
+"""Client settings: a frozen dataclass, read from the environment only when asked to."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+#: Kafka's default limit on one record: the broker's ``message.max.bytes`` / the topic's
+#: ``max.message.bytes`` (1 MiB + 12 bytes) and the producer's ``max.request.size`` (1 MiB).
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: What a record needs beyond its key and value: the record batch header, record framing and
+#: varints. Requests are checked against ``max_request_bytes`` (key + value) and the producer
+#: is allowed ``max_request_bytes + RECORD_HEADROOM_BYTES``.
+RECORD_HEADROOM_BYTES = 4 * 1024
+
+#: The default request limit: Kafka's default record size minus the headroom, so a request
+#: that passes the client-side check is never refused by a default-configured broker.
+DEFAULT_MAX_REQUEST_BYTES = KAFKA_DEFAULT_MAX_MESSAGE_BYTES - RECORD_HEADROOM_BYTES
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min|h)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """How a `FlinkTasksClient` reaches Kafka, and its limits.
+
+    Attributes:
+        bootstrap_servers: Kafka bootstrap servers, ``host:port[,host:port...]``.
+        request_topic: The topic pipelines are submitted to (the StateFun ingress).
+        action_topic: The topic task actions (status, pause, cancel...) are sent to.
+        reply_topic: The topic the pipeline function replies on (the StateFun egress). Every
+            client reads the whole topic without a consumer group.
+        events_topic: The topic pipelines write their events to; empty disables events.
+        default_timeout: How long a call waits for its reply when no timeout is given.
+        connect_timeout: How long start-up may take (bootstrap, topic metadata, reply topic
+            assignment and seek) before calls fail with `TransportError`.
+        send_timeout: How long one request may take to be acknowledged by Kafka before the call
+            fails with `TransportError` (the producer's ``delivery_timeout_ms``).
+        read_committed: Read replies with ``isolation_level=read_committed``; set it when the
+            StateFun egress is exactly-once, so replies of aborted transactions are not seen.
+        allow_pickle: Accept pickled results. Unpickling runs code chosen by the sender: enable
+            it only when the workers are trusted.
+        max_request_bytes: The largest request (key + value) sent; larger ones are refused
+            before sending. Kafka's default record limit is 1 MiB; raise this only together
+            with the broker's ``message.max.bytes`` and the topic's ``max.message.bytes``.
+        client_id: The Kafka client id prefix (shows in broker logs and metrics).
+    """
+
+    bootstrap_servers: str = "localhost:9092"
+    request_topic: str = "flink-tasks.requests"
+    action_topic: str = "flink-tasks.actions"
+    reply_topic: str = "flink-tasks.replies"
+    events_topic: str = "flink-tasks.events"
+    default_timeout: timedelta = timedelta(seconds=60)
+    connect_timeout: timedelta = timedelta(seconds=15)
+    send_timeout: timedelta = timedelta(seconds=30)
+    read_committed: bool = False
+    allow_pickle: bool = False
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    client_id: str = "flink-tasks-client"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ValueError("bootstrap_servers must name at least one host:port")
+        for name in ("request_topic", "action_topic", "reply_topic"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        for name in ("default_timeout", "connect_timeout", "send_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta):
+                raise TypeError(f"{name} must be a datetime.timedelta, got {value!r}")
+            if value <= timedelta(0):
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.max_request_bytes <= 0:
+            raise ValueError("max_request_bytes must be positive")
+
+    def replace(self, **changes: Any) -> ClientSettings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = "FLINK_TASKS_",
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ClientSettings:
+        """Build settings from ``<prefix><FIELD_NAME>`` environment variables.
+
+        For example ``FLINK_TASKS_BOOTSTRAP_SERVERS=kafka:9092``,
+        ``FLINK_TASKS_DEFAULT_TIMEOUT=5min``, ``FLINK_TASKS_READ_COMMITTED=true``. Durations
+        take ``ms``, ``s``, ``min`` or ``h`` (a bare number is seconds). ``overrides`` win
+        over the environment. Nothing else in the client reads the environment.
+
+        Raises:
+            ValueError: a variable has a value its field cannot take.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = prefix + f.name.upper()
+            if key not in env:
+                continue
+            raw = env[key]
+            try:
+                values[f.name] = _parse(raw, f.default)
+            except ValueError as err:
+                raise ValueError(f"environment variable {key}={raw!r}: {err}") from None
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, timedelta):
+        match = _DURATION.fullmatch(raw.lower())
+        if match is None:
+            raise ValueError("expected a duration such as 500ms, 30s, 5min or 1h")
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
+    return raw
