@@ -1,0 +1,1030 @@
+"""The pipeline engine: one message in, state changes and effects out. No I/O, never raises.
+
+Every pipeline, child pipeline and stage runs at its own pipeline-function address. An address
+runs a sequence of entries one at a time; an entry is a task or a group. A group's chains are
+each a single task or a child pipeline parked ahead at its own address, and a group with more
+chains than `auto_stage_threshold` (or with `num_stages`) is split into stages that are child
+pipelines too. So every address holds a bounded definition and a bounded aggregation, and one
+task result costs O(1) work and state traffic whatever the size of the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flink_tasks import errors
+from flink_tasks._proto import events_pb2, messages_pb2, pipeline_pb2, values_pb2
+from flink_tasks.engine import effects, values
+from flink_tasks.engine.state import AddressState, CompiledDefinition
+from flink_tasks.types import retry_delay_ms
+
+logger = logging.getLogger(__name__)
+
+S = messages_pb2  # statuses and actions
+RUNNING_STATUSES = (S.PIPELINE_STATUS_RUNNING, S.PIPELINE_STATUS_PAUSED, S.PIPELINE_STATUS_CANCELLING)
+FINISHED_STATUSES = (S.PIPELINE_STATUS_COMPLETED, S.PIPELINE_STATUS_FAILED, S.PIPELINE_STATUS_CANCELLED)
+REQUEST_STORE_SUFFIX = "~request"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Tunables of the pipeline engine."""
+
+    auto_stage_threshold: int = 100
+    """Groups with more chains are split into stages of child pipelines automatically."""
+    retention: timedelta = timedelta(hours=24)
+    """How long a finished pipeline's status and result are kept."""
+    served_namespaces: frozenset[str] | None = None
+    """Task namespaces that have an endpoint; tasks elsewhere fail at once. None: any."""
+    max_reply_bytes: int = 900 * 1024
+    """Replies above this fail with a clear error instead of breaking the Kafka egress."""
+    progress_events: int = 20
+    """Group progress events per group (at most)."""
+
+
+def step(
+    address_id: str,
+    state: AddressState,
+    message: object,
+    settings: EngineSettings,
+    *,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> list[effects.Effect]:
+    """Apply one message to one address. Never raises: an engine bug fails the pipeline."""
+    engine = _Engine(address_id, state, settings, now_ms)
+    try:
+        engine.handle(message)
+    except Exception:
+        logger.exception("pipeline engine failed at %s", address_id)
+        engine.fail_internal(traceback.format_exc())
+    return engine.effects
+
+
+@dataclass
+class _Engine:
+    address_id: str
+    state: AddressState
+    settings: EngineSettings
+    now_ms: Callable[[], int]
+    effects: list[effects.Effect] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def handle(self, message: object) -> None:
+        if isinstance(message, messages_pb2.PipelineRequest):
+            self.on_submit(message)
+        elif isinstance(message, messages_pb2.TaskResult):
+            self.on_result(message)
+        elif isinstance(message, messages_pb2.ActionRequest):
+            self.on_action(message)
+        elif isinstance(message, messages_pb2.PipelineMessage):
+            kind = message.WhichOneof("kind")
+            if kind == "define_child":
+                self.on_define_child(message.define_child)
+            elif kind == "start_child":
+                self.on_start_child(message.start_child)
+            elif kind == "child_result":
+                self.on_result(message.child_result)
+            elif kind == "retry_due":
+                self.on_retry_due(message.retry_due)
+            elif kind == "control":
+                self.on_control(message.control.action)
+            elif kind == "expire":
+                self.on_expire(message.expire)
+            elif kind == "store_request":
+                self.state.set_raw("request", message.store_request.SerializeToString())
+            elif kind == "get_request":
+                self.on_get_request(message.get_request)
+        self.flush_skipped()
+
+    # ---------------------------------------------------------------- submission
+
+    def on_submit(self, request: messages_pb2.PipelineRequest) -> None:
+        run = self.state.run
+        if run is not None and run.status in RUNNING_STATUSES and not run.parent_id:
+            self.reply_error(
+                request.reply_topic,
+                request.reply_id,
+                errors.ALREADY_RUNNING_ERROR,
+                f"pipeline {self.address_id!r} is already running; wait for it to finish or cancel it",
+            )
+            return
+        if not request.pipeline.entries:
+            self.reply_error(
+                request.reply_topic, request.reply_id, errors.INVALID_REQUEST_ERROR, "the pipeline has no entries"
+            )
+            return
+        invocation = (run.invocation + 1) if run is not None else 1
+        self.state.clear()
+        self.effects.append(
+            effects.SendPipelineMessage(
+                self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(store_request=request)
+            )
+        )
+        pipeline = request.pipeline
+        run = messages_pb2.Run(
+            status=S.PIPELINE_STATUS_RUNNING,
+            invocation=invocation,
+            root_pipeline_id=self.address_id,
+            reply_topic=request.reply_topic,
+            reply_id=request.reply_id,
+            events_topic=request.events_topic,
+            size=_task_count(pipeline),
+        )
+        run.input.initial.CopyFrom(pipeline.initial)
+        if pipeline.initial.has_state:
+            run.state.CopyFrom(pipeline.initial.state)
+            run.has_state = True
+        self.state.set_run(run)
+        self.emit(events_pb2.PipelineEvent(pipeline_created=events_pb2.PipelineCreated(pipeline=_structure(pipeline))))
+        self.emit_status(S.PIPELINE_STATUS_RUNNING)
+        self.state.set_definition(self.compile(pipeline, run))
+        self.start_entry()
+
+    def on_define_child(self, definition: messages_pb2.ChildDefinition) -> None:
+        run = messages_pb2.Run(
+            status=S.PIPELINE_STATUS_PENDING,
+            parked=True,
+            parent_id=definition.parent_id,
+            root_pipeline_id=definition.root_pipeline_id,
+            events_topic=definition.events_topic,
+            inline=True,
+            size=_task_count(definition.pipeline),
+        )
+        self.state.clear()
+        self.state.set_run(run)
+        self.state.set_definition(self.compile(definition.pipeline, run))
+
+    def on_start_child(self, start: messages_pb2.ChildStart) -> None:
+        run = self.state.run
+        if start.has_pipeline:
+            run = messages_pb2.Run(
+                parent_id=start.parent_id,
+                root_pipeline_id=start.root_pipeline_id,
+                events_topic=start.events_topic,
+                inline=start.pipeline.inline,
+                size=_task_count(start.pipeline),
+            )
+            self.state.clear()
+            self.state.set_run(run)
+            self.state.set_definition(self.compile(start.pipeline, run))
+            self.emit(
+                events_pb2.PipelineEvent(
+                    pipeline_created=events_pb2.PipelineCreated(
+                        pipeline=_structure(start.pipeline), parent_id=start.parent_id
+                    )
+                )
+            )
+        elif run is None or not run.parked:
+            # Cannot happen while messages between two addresses stay in order; answer, never hang.
+            failure = _exception(
+                self.address_id, "", errors.INTERNAL_ERROR, f"child pipeline {self.address_id!r} has no definition"
+            )
+            self.send_to_parent(start.parent_id, start.entry_id, start.invocation, failure=failure)
+            return
+        run.parked = False
+        run.status = S.PIPELINE_STATUS_RUNNING
+        run.parent_entry_id = start.entry_id
+        run.parent_invocation = start.invocation
+        run.invocation = 1
+        run.paused = start.paused
+        run.input.CopyFrom(start.input)
+        if start.has_state:
+            run.state.CopyFrom(start.state)
+            run.has_state = True
+        self.state.touch_run()
+        self.start_entry()
+
+    # ---------------------------------------------------------------- compilation (staging, parking)
+
+    def compile(self, pipeline: pipeline_pb2.Pipeline, run: messages_pb2.Run) -> pipeline_pb2.Pipeline:
+        """Stage large groups and park multi-entry chains at child addresses."""
+        out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
+        for entry in pipeline.entries:
+            if entry.WhichOneof("kind") == "group":
+                out.entries.add().group.CopyFrom(self.compile_group(entry.group, run))
+            else:
+                out.entries.append(entry)
+        return out
+
+    def compile_group(self, group: pipeline_pb2.GroupEntry, run: messages_pb2.Run) -> pipeline_pb2.GroupEntry:
+        threshold = max(2, self.settings.auto_stage_threshold)
+        chains: Sequence[pipeline_pb2.Pipeline] = group.chains
+        if group.num_stages > 1 or len(chains) > threshold:
+            return self.compile_group(self.stage(group, threshold), run)
+        out = pipeline_pb2.GroupEntry(
+            group_id=group.group_id,
+            max_parallelism=group.max_parallelism,
+            return_exceptions=group.return_exceptions,
+            flatten=group.flatten,
+        )
+        seen: set[str] = set()
+        for position, chain in enumerate(chains):
+            if len(chain.entries) == 1 and chain.entries[0].WhichOneof("kind") in ("task", "child"):
+                chain_id = chain.entries[0].task.task_id or chain.entries[0].child.child_id
+                out.chains.append(chain)
+                if chain_id in seen:  # the same pipeline value used twice: results must not collide
+                    out.chains[-1].entries[0].task.task_id = f"{chain_id}.{position}"
+                seen.add(chain_id)
+            else:
+                child_id = self.new_child_id(run)
+                self.send(
+                    child_id,
+                    messages_pb2.PipelineMessage(
+                        define_child=messages_pb2.ChildDefinition(
+                            pipeline=pipeline_pb2.Pipeline(id=child_id, entries=chain.entries, inline=True),
+                            parent_id=self.address_id,
+                            root_pipeline_id=run.root_pipeline_id,
+                            events_topic=run.events_topic,
+                        )
+                    ),
+                )
+                ref = out.chains.add(id=child_id, inline=True).entries.add().child
+                ref.child_id = child_id
+                ref.size = _task_count(chain)
+        return out
+
+    def stage(self, group: pipeline_pb2.GroupEntry, threshold: int) -> pipeline_pb2.GroupEntry:
+        """Split a group into consecutive stages, each an inline child pipeline of its own group."""
+        chains = group.chains
+        count = group.num_stages if group.num_stages > 1 else math.ceil(len(chains) / threshold)
+        count = max(1, min(count, len(chains)))
+        outer_limit = inner_limit = 0
+        if group.max_parallelism > 0:
+            outer_limit = min(group.max_parallelism, count)
+            inner_limit = max(1, group.max_parallelism // outer_limit)
+        staged = pipeline_pb2.GroupEntry(
+            group_id=group.group_id,
+            max_parallelism=outer_limit,
+            return_exceptions=group.return_exceptions,
+            flatten=True,
+        )
+        base, extra = divmod(len(chains), count)
+        start = 0
+        for index in range(count):
+            size = base + (1 if index < extra else 0)
+            stage = pipeline_pb2.Pipeline(id=f"{group.group_id}.s{index}", inline=True)
+            stage.entries.add().group.CopyFrom(
+                pipeline_pb2.GroupEntry(
+                    group_id=f"{group.group_id}.s{index}",
+                    chains=chains[start : start + size],
+                    max_parallelism=inner_limit,
+                    return_exceptions=group.return_exceptions,
+                    flatten=group.flatten,
+                )
+            )
+            staged.chains.append(stage)
+            start += size
+        return staged
+
+    def new_child_id(self, run: messages_pb2.Run) -> str:
+        return f"{run.root_pipeline_id or self.address_id}:{uuid.uuid4().hex[:20]}"
+
+    # ---------------------------------------------------------------- running entries
+
+    @property
+    def run(self) -> messages_pb2.Run:
+        run = self.state.run
+        assert run is not None
+        return run
+
+    @property
+    def definition(self) -> CompiledDefinition:
+        definition = self.state.definition
+        assert definition is not None
+        return definition
+
+    def start_entry(self) -> None:
+        """Start the entry at the cursor, skipping what the current outcome skips."""
+        run = self.run
+        entries = self.definition.pipeline.entries
+        while True:
+            if run.cursor >= len(entries):
+                self.finish()
+                return
+            entry = entries[run.cursor]
+            kind = entry.task.kind if entry.WhichOneof("kind") == "task" else pipeline_pb2.ENTRY_KIND_TASK
+            if kind == pipeline_pb2.ENTRY_KIND_FINALLY:
+                if not run.has_outcome:
+                    run.outcome.CopyFrom(self.current_outcome())
+                    run.has_outcome = True
+                run.finalizing = True
+                run.failing = False
+            elif run.failing and kind != pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+                self.skipped.extend(_entry_task_ids(entry))
+                run.cursor += 1
+                continue
+            elif not run.failing and kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+                run.cursor += 1  # on success the result passes through
+                continue
+            break
+        self.state.touch_run()
+        if run.paused and not run.finalizing:
+            run.entry_started = False
+            return
+        run.entry_started = True
+        if entry.WhichOneof("kind") == "task":
+            self.start_task_entry(entry.task)
+        else:
+            self.start_group(entry.group)
+
+    def start_task_entry(self, task: pipeline_pb2.TaskEntry) -> None:
+        run = self.run
+        if task.kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+            args = values_pb2.ValueList()
+            args.items.add().exception.CopyFrom(run.error)
+            args.items.extend(task.args.items)
+            kwargs = task.kwargs
+        elif task.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
+            args, kwargs = task.args, task.kwargs
+        else:
+            args, kwargs = values.entry_args(task, run.input)
+        run.task_id = task.task_id
+        run.attempt = 1
+        self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=1)
+
+    def send_task(
+        self,
+        task: pipeline_pb2.TaskEntry,
+        args: values_pb2.ValueList,
+        kwargs: values_pb2.ValueMap,
+        state: values_pb2.Value | None,
+        *,
+        attempt: int,
+    ) -> None:
+        run = self.run
+        served = self.settings.served_namespaces
+        if served is not None and task.namespace not in served:
+            failure = _exception(
+                task.task_id,
+                task.task_type,
+                errors.TASK_NOT_FOUND_ERROR,
+                f"task {task.task_type!r} is bound to namespace {task.namespace!r}, which no endpoint "
+                f"serves (served: {sorted(served)}); add it to the StateFun module",
+            )
+            result = messages_pb2.TaskResult(task_id=task.task_id, error=failure, invocation=run.invocation)
+            self.send(self.address_id, result)
+            return
+        request = messages_pb2.TaskRequest(
+            task_id=task.task_id,
+            task_type=task.task_type,
+            args=args,
+            kwargs=kwargs,
+            reply_id=self.address_id,
+            attempt=attempt,
+            timeout_s=task.timeout_s,
+            pipeline_id=self.address_id,
+            root_pipeline_id=run.root_pipeline_id,
+            invocation=run.invocation,
+        )
+        if state is not None:
+            request.state.CopyFrom(state)
+            request.has_state = True
+        if task.has_retry_policy:
+            request.retry_policy.CopyFrom(task.retry_policy)
+            request.has_retry_policy = True
+        self.effects.append(
+            effects.SendTask(task.namespace, task.worker_name, _task_address(task.task_id, attempt), request)
+        )
+
+    def start_group(self, group: pipeline_pb2.GroupEntry) -> None:
+        run = self.run
+        run.next_chain = run.running = run.completed = 0
+        self.state.set_slots(messages_pb2.GroupSlots(slots=[messages_pb2.Slot() for _ in group.chains]))
+        if not group.chains:
+            self.complete_entry(values.list_value([]))
+            return
+        self.pump_group(group)
+
+    def pump_group(self, group: pipeline_pb2.GroupEntry) -> None:
+        run = self.run
+        limit = group.max_parallelism
+        while (
+            not run.paused
+            and not run.cancelling
+            and run.next_chain < len(group.chains)
+            and (limit <= 0 or run.running < limit)
+        ):
+            self.start_chain(group.chains[run.next_chain])
+            run.next_chain += 1
+            run.running += 1
+        self.state.touch_run()
+
+    def start_chain(self, chain: pipeline_pb2.Pipeline) -> None:
+        run = self.run
+        head = chain.entries[0]
+        if head.WhichOneof("kind") == "task":
+            args, kwargs = values.entry_args(head.task, run.input)
+            self.send_task(head.task, args, kwargs, run.state if run.has_state else None, attempt=1)
+            return
+        child_id = head.child.child_id
+        start = messages_pb2.ChildStart(
+            parent_id=self.address_id,
+            root_pipeline_id=run.root_pipeline_id,
+            entry_id=child_id,
+            input=run.input,
+            events_topic=run.events_topic,
+            invocation=run.invocation,
+        )
+        if run.has_state:
+            start.state.CopyFrom(run.state)
+            start.has_state = True
+        run.active_children.append(child_id)
+        self.send(child_id, messages_pb2.PipelineMessage(start_child=start))
+
+    # ---------------------------------------------------------------- results
+
+    def on_result(self, result: messages_pb2.TaskResult) -> None:
+        run = self.state.run
+        if run is None or run.parked or result.invocation != run.invocation or run.status in FINISHED_STATUSES:
+            logger.debug("ignoring a stale result for %s at %s", result.task_id, self.address_id)
+            return
+        if run.cancelling and not run.finalizing:
+            return  # results of running tasks are ignored once cancelled
+        if result.task_id in run.active_children:
+            run.active_children.remove(result.task_id)
+        entry = self.definition.pipeline.entries[run.cursor] if run.cursor < len(self.definition.pipeline.entries) else None
+        if entry is None:
+            return
+        if entry.WhichOneof("kind") == "task":
+            if result.task_id != run.task_id or not run.entry_started:
+                return
+            self.on_task_entry_result(entry.task, result)
+        else:
+            chain_index = self.definition.chain_index[run.cursor].get(result.task_id)
+            if chain_index is None:
+                return
+            self.on_chain_result(entry.group, chain_index, result)
+
+    def on_task_entry_result(self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult) -> None:
+        run = self.run
+        outcome = result.WhichOneof("outcome")
+        if outcome == "pipeline":
+            if result.has_state:
+                run.state.CopyFrom(result.state)
+                run.has_state = True
+            self.start_orchestrated_child(result, run.state if run.has_state else None)
+            return
+        if outcome == "error":
+            if self.schedule_retry(task, result, result.attempt or run.attempt):
+                return
+            run.failing = True
+            run.error.CopyFrom(_with_state(_final_error(result.error, result.attempt or run.attempt), run))
+        else:
+            if result.has_state:
+                run.state.CopyFrom(result.state)
+                run.has_state = True
+            if run.finalizing:
+                run.cursor += 1
+                self.start_entry()
+                return
+            run.failing = False
+            run.ClearField("error")
+            value = values.none_value() if task.not_fruitful else result.result
+            run.input.Clear()
+            run.input.has_previous = True
+            run.input.previous.CopyFrom(value)
+        if run.finalizing and outcome == "error":
+            run.outcome.Clear()
+            run.outcome.error.CopyFrom(run.error)
+        run.cursor += 1
+        run.entry_started = False
+        self.state.touch_run()
+        self.start_entry()
+
+    def on_chain_result(self, group: pipeline_pb2.GroupEntry, index: int, result: messages_pb2.TaskResult) -> None:
+        run = self.run
+        slots = self.state.slots
+        assert slots is not None
+        slot = slots.slots[index]
+        if slot.done:
+            return
+        head = group.chains[index].entries[0]
+        outcome = result.WhichOneof("outcome")
+        if outcome == "pipeline":
+            state = result.state if result.has_state else (run.state if run.has_state else None)
+            self.start_orchestrated_child(result, state)
+            return
+        if outcome == "error" and head.WhichOneof("kind") == "task":
+            if self.schedule_retry(head.task, result, result.attempt or 1):
+                return
+        slot.done = True
+        if outcome == "error":
+            slot.failed = True
+            error = _final_error(result.error, result.attempt or 1)
+            if not error.has_state and run.has_state:
+                error.state.CopyFrom(run.state)
+                error.has_state = True
+            slot.error.CopyFrom(error)
+        elif head.WhichOneof("kind") == "task" and head.task.not_fruitful:
+            slot.result.none = True
+        else:
+            slot.result.CopyFrom(result.result)
+        if result.has_state and outcome != "error":
+            slot.state.CopyFrom(result.state)
+            slot.has_state = True
+        self.state.touch_slots()
+        run.running -= 1
+        run.completed += 1
+        self.progress(group, run.completed)
+        if run.completed == len(group.chains):
+            self.finish_group(group)
+        else:
+            self.pump_group(group)
+
+    def start_orchestrated_child(self, result: messages_pb2.TaskResult, state: values_pb2.Value | None) -> None:
+        """A task returned a pipeline: run it as a child whose result becomes the task's result."""
+        run = self.run
+        pipeline = result.pipeline
+        child_id = self.new_child_id(run)
+        start = messages_pb2.ChildStart(
+            parent_id=self.address_id,
+            root_pipeline_id=run.root_pipeline_id,
+            entry_id=result.task_id,
+            pipeline=pipeline,
+            has_pipeline=True,
+            events_topic=run.events_topic,
+            invocation=run.invocation,
+            paused=run.paused,
+        )
+        start.input.initial.CopyFrom(pipeline.initial)
+        if pipeline.inline:
+            if state is not None:
+                start.state.CopyFrom(state)
+                start.has_state = True
+        elif pipeline.initial.has_state:
+            start.state.CopyFrom(pipeline.initial.state)
+            start.has_state = True
+        run.active_children.append(result.task_id)
+        self.state.touch_run()
+        self.send(child_id, messages_pb2.PipelineMessage(start_child=start))
+
+    def schedule_retry(self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult, attempt: int) -> bool:
+        """Schedule a durable retry if the task's policy allows one more attempt."""
+        if not (task.has_retry_policy and result.error.retryable and attempt <= task.retry_policy.max_retries):
+            return False
+        run = self.run
+        delay = retry_delay_ms(task.retry_policy, attempt)
+        due = messages_pb2.RetryDue(task_id=task.task_id, attempt=attempt + 1, invocation=run.invocation)
+        self.send(self.address_id, messages_pb2.PipelineMessage(retry_due=due), delay_ms=delay)
+        logger.warning("task %s failed (attempt %d); retrying in %d ms", task.task_id, attempt, delay)
+        return True
+
+    def on_retry_due(self, due: messages_pb2.RetryDue) -> None:
+        run = self.state.run
+        if run is None or due.invocation != run.invocation or run.status in FINISHED_STATUSES or run.cancelling:
+            return
+        if run.paused:
+            run.pending_retries.append(due)
+            self.state.touch_run()
+            return
+        self.resend(due)
+
+    def resend(self, due: messages_pb2.RetryDue) -> None:
+        run = self.run
+        entries = self.definition.pipeline.entries
+        if run.cursor >= len(entries):
+            return
+        entry = entries[run.cursor]
+        if entry.WhichOneof("kind") == "task":
+            task = entry.task
+            if task.task_id != due.task_id:
+                return
+            if task.kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+                args = values_pb2.ValueList()
+                args.items.add().exception.CopyFrom(run.error)
+                args.items.extend(task.args.items)
+                kwargs = task.kwargs
+            elif task.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
+                args, kwargs = task.args, task.kwargs
+            else:
+                args, kwargs = values.entry_args(task, run.input)
+            run.attempt = due.attempt
+            self.state.touch_run()
+        else:
+            index = self.definition.chain_index[run.cursor].get(due.task_id)
+            if index is None:
+                return
+            task = entry.group.chains[index].entries[0].task
+            args, kwargs = values.entry_args(task, run.input)
+        self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=due.attempt)
+
+    def complete_entry(self, value: values_pb2.Value) -> None:
+        run = self.run
+        run.input.Clear()
+        run.input.has_previous = True
+        run.input.previous.CopyFrom(value)
+        run.cursor += 1
+        run.entry_started = False
+        self.state.touch_run()
+        self.start_entry()
+
+    def finish_group(self, group: pipeline_pb2.GroupEntry) -> None:
+        run = self.run
+        slots = self.state.slots
+        assert slots is not None
+        items: list[values_pb2.Value] = []
+        failures: list[values_pb2.TaskException] = []
+        states: list[values_pb2.Value] = []
+        for slot in slots.slots:
+            if slot.failed:
+                if group.return_exceptions:
+                    items.append(values_pb2.Value(exception=slot.error))
+                else:
+                    failures.append(slot.error)
+            elif group.flatten and slot.result.WhichOneof("kind") == "list_value":
+                items.extend(slot.result.list_value.items)
+            else:
+                items.append(slot.result)
+            if slot.has_state:
+                states.append(slot.state)
+            elif run.has_state:
+                states.append(run.state)
+        if states:
+            run.state.CopyFrom(values.merge_states(states))
+            run.has_state = True
+        self.state.set_slots(None)
+        if failures:
+            run.failing = True
+            run.error.CopyFrom(_with_state(_aggregate(group.group_id, failures), run))
+            run.cursor += 1
+            run.entry_started = False
+            self.state.touch_run()
+            self.start_entry()
+            return
+        self.complete_entry(values.list_value(items))
+
+    def progress(self, group: pipeline_pb2.GroupEntry, completed: int) -> None:
+        total = len(group.chains)
+        every = max(1, total // max(1, self.settings.progress_events))
+        if completed == total or completed % every == 0:
+            self.emit(
+                events_pb2.PipelineEvent(
+                    group_progress=events_pb2.GroupProgress(group_id=group.group_id, completed=completed, total=total)
+                )
+            )
+
+    # ---------------------------------------------------------------- finishing
+
+    def current_outcome(self) -> messages_pb2.Reply:
+        run = self.run
+        outcome = messages_pb2.Reply()
+        if run.failing:
+            outcome.error.CopyFrom(run.error)
+        elif run.input.has_previous:
+            outcome.result.CopyFrom(run.input.previous)
+        else:
+            outcome.result.none = True
+        return outcome
+
+    def finish(self) -> None:
+        run = self.run
+        outcome = run.outcome if run.has_outcome else self.current_outcome()
+        if run.has_state:
+            outcome.state.CopyFrom(run.state)
+            outcome.has_state = True
+        if run.parent_id:
+            self.finish_child(run, outcome)
+            return
+        outcome.reply_id = run.reply_id
+        outcome.pipeline_id = self.address_id
+        if outcome.ByteSize() > self.settings.max_reply_bytes and outcome.WhichOneof("outcome") == "result":
+            size = outcome.ByteSize()
+            outcome.ClearField("result")
+            outcome.error.CopyFrom(
+                _exception(
+                    self.address_id,
+                    "",
+                    errors.SERIALIZATION_ERROR,
+                    f"the pipeline's result is {size} bytes, above the {self.settings.max_reply_bytes}-byte "
+                    "reply limit; return a reference (e.g. a storage key) instead of the data",
+                )
+            )
+            outcome.ClearField("state")
+            outcome.has_state = False
+        if outcome.WhichOneof("outcome") == "error":
+            cancelled = outcome.error.exception_type == errors.CANCELLED_ERROR
+            status = S.PIPELINE_STATUS_CANCELLED if cancelled else S.PIPELINE_STATUS_FAILED
+        else:
+            status = S.PIPELINE_STATUS_COMPLETED
+        invocation = run.invocation
+        reply_topic = run.reply_topic
+        events_topic = run.events_topic
+        self.state.clear()
+        finished = messages_pb2.Run(
+            status=status,
+            invocation=invocation,
+            root_pipeline_id=self.address_id,
+            reply_topic=reply_topic,
+            events_topic=events_topic,
+        )
+        self.state.set_run(finished)
+        self.state.set_raw("result", outcome.SerializeToString())
+        if reply_topic:
+            self.effects.append(effects.SendReply(reply_topic, self.address_id, outcome))
+        self.emit_status(status)
+        expire = messages_pb2.PipelineMessage(expire=messages_pb2.Expire(invocation=invocation))
+        self.send(self.address_id, expire, delay_ms=int(self.settings.retention.total_seconds() * 1000))
+
+    def finish_child(self, run: messages_pb2.Run, outcome: messages_pb2.Reply) -> None:
+        failure = outcome.error if outcome.WhichOneof("outcome") == "error" else None
+        state = outcome.state if (outcome.has_state and run.inline) else None
+        self.send_to_parent(
+            run.parent_id, run.parent_entry_id, run.parent_invocation, result=outcome.result, failure=failure, state=state
+        )
+        self.state.clear()
+
+    def send_to_parent(
+        self,
+        parent_id: str,
+        entry_id: str,
+        invocation: int,
+        *,
+        result: values_pb2.Value | None = None,
+        failure: values_pb2.TaskException | None = None,
+        state: values_pb2.Value | None = None,
+    ) -> None:
+        message = messages_pb2.TaskResult(task_id=entry_id, invocation=invocation)
+        if failure is not None:
+            message.error.CopyFrom(failure)
+        else:
+            message.result.CopyFrom(result if result is not None else values.none_value())
+        if state is not None:
+            message.state.CopyFrom(state)
+            message.has_state = True
+        self.send(parent_id, messages_pb2.PipelineMessage(child_result=message))
+
+    def on_expire(self, expire: messages_pb2.Expire) -> None:
+        run = self.state.run
+        if run is None and self.address_id.endswith(REQUEST_STORE_SUFFIX):
+            self.state.clear()
+            return
+        if run is not None and run.invocation == expire.invocation and run.status in FINISHED_STATUSES:
+            self.state.clear()
+            self.send(self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(expire=expire))
+
+    def fail_internal(self, stacktrace: str) -> None:
+        """An engine bug: fail this pipeline with an internal error rather than leave it hanging."""
+        self.effects.clear()
+        self.skipped.clear()
+        run = self.state.run
+        if run is None or run.status in FINISHED_STATUSES:
+            return
+        try:
+            run.failing = True
+            run.error.CopyFrom(
+                _exception(self.address_id, "", errors.INTERNAL_ERROR, "the pipeline engine failed", stacktrace)
+            )
+            run.has_outcome = False
+            run.cursor = 1 << 30
+            self.state.touch_run()
+            self.finish()
+        except Exception:
+            logger.exception("could not fail pipeline %s after an engine error", self.address_id)
+
+    # ---------------------------------------------------------------- actions
+
+    def on_action(self, action: messages_pb2.ActionRequest) -> None:
+        run = self.state.run
+        kind = action.action
+        if kind == S.ACTION_GET_REQUEST:
+            self.send(self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(get_request=action))
+            return
+        if kind == S.ACTION_GET_STATUS:
+            status = run.status if run is not None and not run.parked else S.PIPELINE_STATUS_PENDING
+            self.reply_action(action, status=status)
+            return
+        if kind == S.ACTION_GET_RESULT:
+            stored = self.state.get_message("result", messages_pb2.Reply)
+            if stored is None:
+                what = "is unknown" if run is None else "has not finished"
+                self.reply_error(
+                    action.reply_topic, action.reply_id, errors.NOT_FOUND_ERROR, f"pipeline {self.address_id!r} {what}"
+                )
+                return
+            stored.reply_id = action.reply_id
+            self.effects.append(effects.SendReply(action.reply_topic, self.address_id, stored))
+            return
+        if run is None or run.parked or run.parent_id:
+            self.reply_error(
+                action.reply_topic, action.reply_id, errors.NOT_FOUND_ERROR, f"pipeline {self.address_id!r} is unknown"
+            )
+            return
+        if run.status in FINISHED_STATUSES:
+            self.reply_error(
+                action.reply_topic,
+                action.reply_id,
+                errors.ACTION_ERROR,
+                f"pipeline {self.address_id!r} has finished ({S.PipelineStatus.Name(run.status)}); "
+                f"{S.Action.Name(kind).removeprefix('ACTION_').lower()} changes nothing",
+            )
+            return
+        self.on_control(kind)
+        self.reply_action(action, status=self.run.status if self.state.run is not None else S.PIPELINE_STATUS_PENDING)
+
+    def on_control(self, kind: int) -> None:
+        run = self.state.run
+        if run is None or run.parked or run.status in FINISHED_STATUSES:
+            return
+        for child_id in run.active_children:
+            self.send(child_id, messages_pb2.PipelineMessage(control=messages_pb2.ChildControl(action=kind)))  # type: ignore[arg-type]
+        if kind == S.ACTION_PAUSE:
+            if not run.paused and not run.cancelling:
+                run.paused = True
+                run.status = S.PIPELINE_STATUS_PAUSED
+                self.state.touch_run()
+                self.emit_status(run.status)
+        elif kind == S.ACTION_UNPAUSE:
+            if run.paused:
+                run.paused = False
+                if not run.cancelling:
+                    run.status = S.PIPELINE_STATUS_RUNNING
+                self.state.touch_run()
+                self.emit_status(run.status)
+                self.resume()
+        elif kind == S.ACTION_CANCEL and not run.cancelling:
+            self.cancel()
+
+    def resume(self) -> None:
+        run = self.run
+        pending = list(run.pending_retries)
+        del run.pending_retries[:]
+        entries = self.definition.pipeline.entries
+        if run.cursor < len(entries):
+            entry = entries[run.cursor]
+            if not run.entry_started:
+                self.start_entry()
+            elif entry.WhichOneof("kind") == "group":
+                self.pump_group(entry.group)
+        for due in pending:
+            self.resend(due)
+
+    def cancel(self) -> None:
+        run = self.run
+        run.cancelling = True
+        run.paused = False
+        run.status = S.PIPELINE_STATUS_CANCELLING
+        del run.pending_retries[:]
+        del run.active_children[:]
+        self.state.touch_run()
+        self.emit_status(run.status)
+        cancelled = _exception(self.address_id, "", errors.CANCELLED_ERROR, f"pipeline {self.address_id!r} was cancelled")
+        entries = self.definition.pipeline.entries
+        last = entries[-1] if entries else None
+        has_finally = (
+            last is not None and last.WhichOneof("kind") == "task" and last.task.kind == pipeline_pb2.ENTRY_KIND_FINALLY
+        )
+        run.outcome.Clear()
+        run.outcome.error.CopyFrom(_with_state(cancelled, run))
+        run.has_outcome = True
+        if has_finally and not run.finalizing:
+            run.cursor = len(entries) - 1
+            run.entry_started = False
+            self.state.set_slots(None)
+            self.start_entry()
+        elif not run.finalizing:
+            run.cursor = len(entries)
+            self.finish()
+
+    def on_get_request(self, action: messages_pb2.ActionRequest) -> None:
+        data = self.state.raw.get("request")
+        if not data:
+            self.reply_error(
+                action.reply_topic, action.reply_id, errors.NOT_FOUND_ERROR, f"pipeline {action.pipeline_id!r} is unknown"
+            )
+            return
+        reply = messages_pb2.Reply(reply_id=action.reply_id, pipeline_id=action.pipeline_id)
+        reply.request.ParseFromString(data)
+        self.effects.append(effects.SendReply(action.reply_topic, action.pipeline_id, reply))
+
+    # ---------------------------------------------------------------- output helpers
+
+    def reply_action(self, action: messages_pb2.ActionRequest, *, status: int) -> None:
+        reply = messages_pb2.Reply(reply_id=action.reply_id, pipeline_id=self.address_id, status=status)  # type: ignore[arg-type]
+        self.effects.append(effects.SendReply(action.reply_topic, self.address_id, reply))
+
+    def reply_error(self, topic: str, reply_id: str, exception_type: str, message: str) -> None:
+        if not topic:
+            logger.warning("no reply topic for %s: %s", self.address_id, message)
+            return
+        reply = messages_pb2.Reply(reply_id=reply_id, pipeline_id=self.address_id)
+        reply.error.CopyFrom(_exception(self.address_id, "", exception_type, message))
+        self.effects.append(effects.SendReply(topic, self.address_id, reply))
+
+    def send(self, pipeline_id: str, message: messages_pb2.PipelineMessage | messages_pb2.TaskResult, delay_ms: int = 0) -> None:
+        self.effects.append(effects.SendPipelineMessage(pipeline_id, message, delay_ms))
+
+    def emit(self, event: events_pb2.PipelineEvent) -> None:
+        run = self.state.run
+        if run is None or not run.events_topic:
+            return
+        event.pipeline_id = self.address_id
+        event.root_pipeline_id = run.root_pipeline_id or self.address_id
+        event.timestamp_ms = self.now_ms()
+        self.effects.append(effects.EmitEvent(run.events_topic, event.root_pipeline_id, event))
+
+    def emit_status(self, status: int) -> None:
+        self.emit(events_pb2.PipelineEvent(status_changed=events_pb2.PipelineStatusChanged(status=status)))  # type: ignore[arg-type]
+
+    def flush_skipped(self) -> None:
+        if self.skipped:
+            self.emit(events_pb2.PipelineEvent(tasks_skipped=events_pb2.PipelineTasksSkipped(task_ids=self.skipped)))
+            self.skipped = []
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _task_address(task_id: str, attempt: int) -> str:
+    # One address per task attempt: attempts never queue behind each other's batch.
+    return task_id if attempt <= 1 else f"{task_id}#{attempt}"
+
+
+def _exception(
+    task_id: str, task_type: str, exception_type: str, message: str, stacktrace: str = ""
+) -> values_pb2.TaskException:
+    return values_pb2.TaskException(
+        id=task_id, type=task_type, exception_type=exception_type, exception_message=message, stacktrace=stacktrace
+    )
+
+
+def _with_state(error: values_pb2.TaskException, run: messages_pb2.Run) -> values_pb2.TaskException:
+    if not error.has_state and run.has_state:
+        error.state.CopyFrom(run.state)
+        error.has_state = True
+    return error
+
+
+def _final_error(error: values_pb2.TaskException, attempts: int) -> values_pb2.TaskException:
+    out = values_pb2.TaskException()
+    out.CopyFrom(error)
+    if attempts > 1 and "attempts)" not in out.exception_message:
+        out.exception_message = f"{out.exception_message} (failed after {attempts} attempts)"
+    out.attempts = attempts
+    out.retryable = False
+    return out
+
+
+def _aggregate(group_id: str, failures: Sequence[values_pb2.TaskException]) -> values_pb2.TaskException:
+    lines: list[str] = []
+    for failure in failures:
+        if failure.exception_type == errors.AGGREGATED_ERROR:
+            lines.extend(failure.exception_message.splitlines()[1:])
+        else:
+            lines.append(f"  {failure.id}: {failure.exception_type}: {failure.exception_message}")
+    message = f"{len(lines)} chain(s) of group {group_id} failed:\n" + "\n".join(lines)
+    stacktrace = "\n".join(f.stacktrace for f in failures if f.stacktrace)
+    return _exception(group_id, "", errors.AGGREGATED_ERROR, message, stacktrace)
+
+
+def _entry_task_ids(entry: pipeline_pb2.Entry) -> list[str]:
+    kind = entry.WhichOneof("kind")
+    if kind == "task":
+        return [entry.task.task_id]
+    if kind == "child":
+        return [entry.child.child_id]
+    return [entry.group.group_id]
+
+
+def _task_count(pipeline: pipeline_pb2.Pipeline) -> int:
+    total = 0
+    for entry in pipeline.entries:
+        kind = entry.WhichOneof("kind")
+        if kind == "task":
+            total += 1
+        elif kind == "child":
+            total += entry.child.size
+        else:
+            total += sum(_task_count(chain) for chain in entry.group.chains)
+    return total
+
+
+def _structure(pipeline: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:
+    """The pipeline's shape for events: arguments and state left out."""
+    out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
+    for entry in pipeline.entries:
+        kind = entry.WhichOneof("kind")
+        if kind == "task":
+            task = out.entries.add().task
+            task.CopyFrom(entry.task)
+            task.ClearField("args")
+            task.ClearField("kwargs")
+        elif kind == "child":
+            out.entries.append(entry)
+        else:
+            group = out.entries.add().group
+            group.group_id = entry.group.group_id
+            group.max_parallelism = entry.group.max_parallelism
+            group.num_stages = entry.group.num_stages
+            group.return_exceptions = entry.group.return_exceptions
+            for chain in entry.group.chains:
+                group.chains.append(_structure(chain))
+    return out

@@ -1,0 +1,7 @@
+"""The worker: serves task functions and the pipeline function to StateFun over HTTP."""
+
+from flink_tasks.worker.functions import Worker
+from flink_tasks.worker.server import WorkerServer
+from flink_tasks.worker.task_runner import TaskRunner, WorkerHooks
+
+__all__ = ["TaskRunner", "Worker", "WorkerHooks", "WorkerServer"]

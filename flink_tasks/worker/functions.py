@@ -1,0 +1,140 @@
+"""The worker's StateFun functions: the pipeline function (engine shell) and the task functions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from google.protobuf.message import DecodeError
+
+from flink_tasks import wire
+from flink_tasks._proto import messages_pb2
+from flink_tasks.engine import effects as fx
+from flink_tasks.engine.orchestrator import EngineSettings, step
+from flink_tasks.engine.state import CELLS, AddressState
+from flink_tasks.registry import FlinkTasks
+from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
+from flink_tasks.worker.metrics import Metrics
+from flink_tasks.worker.task_runner import TaskRunner, WorkerHooks
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_CELLS = [CellSpec(name, f"flink_tasks.v1/{name}") for name in CELLS]
+
+_PIPELINE_INPUTS: dict[str, type] = {
+    wire.PIPELINE_REQUEST: messages_pb2.PipelineRequest,
+    wire.ACTION_REQUEST: messages_pb2.ActionRequest,
+    wire.TASK_RESULT: messages_pb2.TaskResult,
+    wire.PIPELINE_MESSAGE: messages_pb2.PipelineMessage,
+}
+
+
+class Worker:
+    """Serves a `FlinkTasks` registry's tasks and the pipeline function over request-reply.
+
+    Args:
+        tasks: the task registry.
+        engine: pipeline engine settings; `served_namespaces` defaults to the registry's.
+        hooks: in-process task hooks (received, started, finished, retried).
+    """
+
+    def __init__(
+        self,
+        tasks: FlinkTasks,
+        *,
+        engine: EngineSettings | None = None,
+        hooks: Sequence[WorkerHooks] = (),
+        max_result_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.tasks = tasks
+        self.metrics = Metrics()
+        self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
+        self.runner = TaskRunner(tasks, hooks=hooks, max_result_bytes=max_result_bytes)
+        self.endpoint = StatefunEndpoint()
+        self.endpoint.register(wire.PIPELINE_FUNCTION, self._pipeline_function, PIPELINE_CELLS)
+        for namespace in sorted({*tasks.namespaces, wire.PIPELINE_FUNCTION.partition("/")[0]}):
+            self.endpoint.register_fallback(namespace, self._task_function)
+
+    async def handle(self, body: bytes) -> bytes:
+        """One request-reply round: `ToFunction` bytes in, `FromFunction` bytes out."""
+        return await self.endpoint.handle(body)
+
+    # ---------------------------------------------------------------- pipeline function
+
+    async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
+        message_type = _PIPELINE_INPUTS.get(invocation.typename)
+        if message_type is None:
+            self._reject("unknown_type", invocation, f"unexpected message type {invocation.typename!r}")
+            return
+        try:
+            message = message_type.FromString(invocation.payload)
+        except DecodeError as err:
+            self._reject("unparsable", invocation, f"cannot parse {invocation.typename}: {err}")
+            return
+        if isinstance(message, messages_pb2.PipelineRequest) and not message.pipeline.entries:
+            self.metrics.inc("rejected_messages", "invalid_request")
+        state = outbox.scratch.get("state")
+        if state is None:
+            # parsed once per batch; written back after every invocation
+            state = AddressState(raw={cell: outbox.get(cell) for cell in CELLS})
+            outbox.scratch["state"] = state
+        effects = step(invocation.address_id, state, message, self.engine)
+        for cell, data in state.encoded().items():
+            outbox.set(cell, data)
+            state.raw[cell] = data
+        state.dirty.clear()
+        for effect in effects:
+            self._apply(effect, outbox)
+        self.metrics.inc("pipeline_messages", invocation.typename.rpartition("/")[2])
+
+    def _apply(self, effect: fx.Effect, outbox: Outbox) -> None:
+        if isinstance(effect, fx.SendTask):
+            outbox.send(
+                f"{effect.namespace}/{effect.worker_name}",
+                effect.address_id,
+                wire.TASK_REQUEST,
+                effect.request.SerializeToString(),
+            )
+        elif isinstance(effect, fx.SendPipelineMessage):
+            typename = wire.TASK_RESULT if isinstance(effect.message, messages_pb2.TaskResult) else wire.PIPELINE_MESSAGE
+            payload = effect.message.SerializeToString()
+            if effect.delay_ms > 0:
+                outbox.send_after(
+                    timedelta(milliseconds=effect.delay_ms), wire.PIPELINE_FUNCTION, effect.pipeline_id, typename, payload
+                )
+            else:
+                outbox.send(wire.PIPELINE_FUNCTION, effect.pipeline_id, typename, payload)
+        elif isinstance(effect, fx.SendReply):
+            outbox.egress(effect.topic, effect.key, effect.reply.SerializeToString())
+        elif isinstance(effect, fx.EmitEvent):
+            outbox.egress(effect.topic, effect.key, effect.event.SerializeToString())
+
+    def _reject(self, reason: str, invocation: Invocation, detail: str) -> None:
+        self.metrics.inc("rejected_messages", reason)
+        logger.error(
+            "rejected a message for %s/%s %r: %s",
+            invocation.namespace,
+            invocation.function,
+            invocation.address_id,
+            detail,
+        )
+
+    # ---------------------------------------------------------------- task functions
+
+    async def _task_function(self, invocation: Invocation, outbox: Outbox) -> None:
+        if invocation.typename != wire.TASK_REQUEST:
+            self._reject("unknown_type", invocation, f"unexpected message type {invocation.typename!r}")
+            return
+        try:
+            request = messages_pb2.TaskRequest.FromString(invocation.payload)
+        except DecodeError as err:
+            self._reject("unparsable", invocation, f"cannot parse a task request: {err}")
+            return
+        result = await self.runner.run(request)
+        self.metrics.inc("tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded")
+        reply_to = request.reply_id or request.pipeline_id
+        if not reply_to:
+            self._reject("no_reply_address", invocation, f"task request {request.task_id!r} names no pipeline")
+            return
+        outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
