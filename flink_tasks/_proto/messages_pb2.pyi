@@ -197,6 +197,7 @@ class TaskRequest(google.protobuf.message.Message):
     PIPELINE_ID_FIELD_NUMBER: builtins.int
     ROOT_PIPELINE_ID_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
+    NOT_FRUITFUL_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     task_type: builtins.str
     has_state: builtins.bool
@@ -213,6 +214,8 @@ class TaskRequest(google.protobuf.message.Message):
     root_pipeline_id: builtins.str
     invocation: builtins.int
     """pipeline-run generation; stale results are ignored"""
+    not_fruitful: builtins.bool
+    """the result is not wanted: None is passed on"""
     @property
     def args(self) -> flink_tasks._proto.values_pb2.ValueList: ...
     @property
@@ -240,9 +243,10 @@ class TaskRequest(google.protobuf.message.Message):
         pipeline_id: builtins.str = ...,
         root_pipeline_id: builtins.str = ...,
         invocation: builtins.int = ...,
+        not_fruitful: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "reply_namespace", b"reply_namespace", "reply_type", b"reply_type", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "reply_namespace", b"reply_namespace", "reply_type", b"reply_type", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 

@@ -384,6 +384,7 @@ class _Engine:
             pipeline_id=self.address_id,
             root_pipeline_id=run.root_pipeline_id,
             invocation=run.invocation,
+            not_fruitful=task.not_fruitful,
         )
         if state is not None:
             request.state.CopyFrom(state)

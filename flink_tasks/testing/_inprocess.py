@@ -108,6 +108,9 @@ class InMemoryRuntime:
             while address.backlog and not self._closed:
                 batch = [address.backlog.popleft() for _ in range(min(self._max_batch, len(address.backlog)))]
                 await self._invoke(address, batch)
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise
         except BaseException as err:  # StateFun would retry and then fail the job: surface it
             logger.exception("in-memory runtime: the handler failed for %s %r", address.typename, address.address_id)
             self.failure = err

@@ -115,7 +115,7 @@ class TaskRunner:
                 result.has_state = True
             if isinstance(output, PipelineBuilder):
                 result.pipeline.CopyFrom(output.to_proto())
-            elif not definition.options.is_fruitful:
+            elif request.not_fruitful:
                 result.result.none = True
             else:
                 try:

@@ -1,0 +1,345 @@
+"""Smoke tests of the local runtime: Kafka ingress -> StateFun -> Python endpoint -> Kafka egress.
+
+The endpoint here is a throwaway aiohttp app using the ``statefun`` SDK that answers
+``flink_tasks/pipeline`` by counting messages per id (in StateFun state) and echoing each
+message to the replies topic through the ``flink_tasks/kafka`` egress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+from flink_tasks.runtime import (
+    ACTION_REQUEST_TYPE,
+    EGRESS_ID,
+    PIPELINE_FUNCTION,
+    PIPELINE_REQUEST_TYPE,
+    LocalRuntime,
+    LocalRuntimeSettings,
+    render_module_yaml,
+)
+from flink_tasks.runtime.pytest_plugin import (  # noqa: F401  (fixtures)
+    local_runtime,
+    local_runtime_settings,
+)
+
+# state name chosen not to clash with the real pipeline function's state
+COUNT_STATE = "runtime_smoke_test_count"
+
+
+class EchoWorker:
+    """A StateFun HTTP endpoint for ``flink_tasks/pipeline`` in a background thread."""
+
+    def __init__(self, host: str, port: int, reply_topic: str) -> None:
+        self.host, self.port, self.reply_topic = host, port, reply_topic
+        self.invocations = 0
+        self._thread = threading.Thread(target=self._run, name="echo-worker", daemon=True)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def _app(self) -> Any:
+        from aiohttp import web
+        from statefun import (
+            Context,
+            IntType,
+            Message,
+            RequestReplyHandler,
+            StatefulFunctions,
+            ValueSpec,
+            kafka_egress_message,
+        )
+
+        functions = StatefulFunctions()
+
+        @functions.bind(
+            typename=PIPELINE_FUNCTION, specs=[ValueSpec(name=COUNT_STATE, type=IntType)]
+        )
+        def pipeline(ctx: Context, message: Message) -> None:
+            self.invocations += 1
+            count = (getattr(ctx.storage, COUNT_STATE) or 0) + 1
+            setattr(ctx.storage, COUNT_STATE, count)
+            body = f"{count}|{message.value_typename()}|".encode() + (message.raw_value() or b"")
+            ctx.send_egress(
+                kafka_egress_message(
+                    typename=EGRESS_ID, topic=self.reply_topic, key=ctx.address.id, value=body
+                )
+            )
+
+        handler = RequestReplyHandler(functions)
+
+        async def handle(request: web.Request) -> web.Response:
+            reply = await handler.handle_async(await request.read())
+            return web.Response(body=reply, content_type="application/octet-stream")
+
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.add_routes([web.post("/statefun/{name}", handle)])
+        return app
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def serve() -> None:
+            runner = web.AppRunner(self._app())
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, self.host, self.port).start()
+                self._stop = asyncio.Event()
+                self._loop = asyncio.get_running_loop()
+                self._started.set()
+                await self._stop.wait()
+            finally:
+                await runner.cleanup()
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+
+    def __enter__(self) -> EchoWorker:
+        self._thread.start()
+        self._started.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"echo worker failed to start: {self._error!r}")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+def produce(bootstrap: str, records: list[tuple[str, str, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for topic, key, value in records:
+            producer.send(topic, key=key.encode(), value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+class ReplyReader:
+    """Reads the replies topic from its current end, keeping only our keys."""
+
+    def __init__(self, bootstrap: str, topic: str, *, read_committed: bool) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
+        )
+        parts = self.consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in parts]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)  # resolve the end offsets now, before producing
+
+    def read(self, keys: set[str], expected: int, timeout: float) -> list[tuple[str, str]]:
+        got: list[tuple[str, str]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < expected and time.monotonic() < deadline:
+            for batch in self.consumer.poll(timeout_ms=500).values():
+                for rec in batch:
+                    key = rec.key.decode() if rec.key else ""
+                    if key in keys:
+                        got.append((key, rec.value.decode()))
+        return got
+
+    def drain(self, keys: set[str], seconds: float) -> list[tuple[str, str]]:
+        return self.read(keys, sys.maxsize, seconds)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+# --- fast checks (no runtime) ------------------------------------------------------------------
+
+
+def test_module_yaml_has_the_three_components() -> None:
+    settings = LocalRuntimeSettings(
+        delivery_semantic="exactly-once", extra_function_namespaces=("other",)
+    )
+    text = render_module_yaml(settings)
+    docs = [d for d in text.split("\n---\n") if "kind:" in d]
+    assert text.count("kind: io.statefun.endpoints.v2/http") == 2
+    assert 'functions: "flink_tasks/*"' in text and 'functions: "other/*"' in text
+    assert "http://127.0.0.1:18000/statefun/{function.name}" in text
+    assert "call: 10min" in text and "connect: 10s" in text
+    assert "payload_max_bytes: 33554432" in text and "maxNumBatchRequests: 1000" in text
+    assert "id: flink_tasks/ingress" in text and "consumerGroupId: flink-tasks" in text
+    assert f"valueType: {PIPELINE_REQUEST_TYPE}" in text
+    assert f"valueType: {ACTION_REQUEST_TYPE}" in text
+    assert "type: group-offsets" in text and "autoOffsetResetPosition: earliest" in text
+    assert "id: flink_tasks/kafka" in text and "transactionTimeout: 5min" in text
+    assert len(docs) == 4
+    plain = render_module_yaml(LocalRuntimeSettings())
+    assert "type: at-least-once" in plain and "transactionTimeout" not in plain
+
+
+def test_settings_from_env() -> None:
+    env = {
+        "FLINK_TASKS_RUNTIME_DIR": "/tmp/x-runtime",
+        "FLINK_TASKS_PARALLELISM": "2",
+        "FLINK_TASKS_EGRESS": "exactly-once",
+        "FLINK_TASKS_CHECKPOINT_INTERVAL": "500ms",
+        "FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES": "a, b",
+        "FLINK_TASKS_WAIT_FOR_CHECKPOINT": "false",
+        "OTHER": "1",
+    }
+    s = LocalRuntimeSettings.from_env(environ=env)
+    assert s.run_dir == Path("/tmp/x-runtime")
+    assert s.parallelism == 2 and s.delivery_semantic == "exactly-once"
+    assert s.checkpoint_interval == timedelta(milliseconds=500)
+    assert s.extra_function_namespaces == ("a", "b") and s.wait_for_checkpoint is False
+    assert LocalRuntimeSettings.from_identity(s.identity()) == s.replace(
+        deploy_dir=LocalRuntimeSettings().deploy_dir, wait_for_checkpoint=True
+    )
+
+
+def test_cli_parser_builds() -> None:
+    from flink_tasks.cli import build_parser
+
+    args = build_parser().parse_args(["local", "up", "--parallelism", "2", "--egress",
+                                      "exactly-once", "--checkpoint-interval", "2s"])
+    assert args.parallelism == 2 and args.egress == "exactly-once"
+    assert args.checkpoint_interval == timedelta(seconds=2)
+
+
+# --- the real runtime ----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_round_trip_at_least_once(local_runtime: LocalRuntime) -> None:
+    settings = local_runtime.settings
+    status = local_runtime.status()
+    assert status.ready, status
+    run = uuid.uuid4().hex[:8]
+    k1, k2, k3 = f"smoke-{run}-1", f"smoke-{run}-2", f"smoke-{run}-3"
+    reader = ReplyReader(settings.bootstrap_servers, settings.replies_topic, read_committed=False)
+    try:
+        with EchoWorker(settings.worker_host, settings.worker_port, settings.replies_topic):
+            produce(
+                settings.bootstrap_servers,
+                [
+                    (settings.requests_topic, k1, b"a"),
+                    (settings.requests_topic, k2, b"b"),
+                    (settings.actions_topic, k3, b"c"),
+                    (settings.requests_topic, k1, b"d"),
+                ],
+            )
+            got = reader.read({k1, k2, k3}, expected=4, timeout=120)
+    finally:
+        reader.close()
+    assert sorted(got) == sorted(
+        [
+            (k1, f"1|{PIPELINE_REQUEST_TYPE}|a"),
+            (k1, f"2|{PIPELINE_REQUEST_TYPE}|d"),
+            (k2, f"1|{PIPELINE_REQUEST_TYPE}|b"),
+            (k3, f"1|{ACTION_REQUEST_TYPE}|c"),
+        ]
+    )
+
+
+@pytest.mark.integration
+def test_cli_status_sees_the_runtime(local_runtime: LocalRuntime) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flink_tasks", "local", "status", "--json",
+         "--run-dir", str(local_runtime.run_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '"state": "RUNNING"' in proc.stdout
+
+
+@pytest.fixture
+def exactly_once_runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
+    kafka, controller, rest, worker = free_ports(4)
+    settings = LocalRuntimeSettings(
+        run_dir=tmp_path / "runtime",
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        rest_port=rest,
+        worker_port=worker,
+        delivery_semantic="exactly-once",
+        transaction_timeout=timedelta(minutes=5),
+        call_timeout=timedelta(minutes=2),
+    )
+    with LocalRuntime(settings) as runtime:
+        yield runtime
+    assert not runtime.status().kafka.running
+    assert not runtime.status().statefun.running
+
+
+@pytest.mark.integration
+def test_exactly_once_egress_survives_kill_9(exactly_once_runtime: LocalRuntime) -> None:
+    rt = exactly_once_runtime
+    s = rt.settings
+    k1, k2 = "eo-1", "eo-2"
+    committed = ReplyReader(s.bootstrap_servers, s.replies_topic, read_committed=True)
+    try:
+        with EchoWorker(s.worker_host, s.worker_port, s.replies_topic):
+            produce(s.bootstrap_servers,
+                    [(s.requests_topic, k1, b"a"), (s.requests_topic, k1, b"b"),
+                     (s.requests_topic, k2, b"c")])
+            first = committed.read({k1, k2}, expected=3, timeout=120)
+            assert sorted(first) == [
+                (k1, f"1|{PIPELINE_REQUEST_TYPE}|a"),
+                (k1, f"2|{PIPELINE_REQUEST_TYPE}|b"),
+                (k2, f"1|{PIPELINE_REQUEST_TYPE}|c"),
+            ]
+            # committed output means a checkpoint covering the state updates completed
+            rt.kill_statefun()
+            assert not rt.status().statefun.running
+            checkpoint = rt.latest_checkpoint()
+            assert checkpoint is not None and (checkpoint / "_metadata").is_file()
+            rt.restart_statefun(from_checkpoint=True)
+            produce(s.bootstrap_servers,
+                    [(s.requests_topic, k1, b"d"), (s.requests_topic, k2, b"e")])
+            second = committed.read({k1, k2}, expected=2, timeout=120)
+            second += committed.drain({k1, k2}, seconds=3)  # nothing duplicated after that
+    finally:
+        committed.close()
+    assert sorted(second) == [
+        (k1, f"3|{PIPELINE_REQUEST_TYPE}|d"),
+        (k2, f"2|{PIPELINE_REQUEST_TYPE}|e"),
+    ]
+    log_text = s.statefun_log_file.read_text()
+    assert "Restoring job" in log_text and checkpoint.name in log_text
