@@ -208,6 +208,15 @@ class FlinkTasks:
         """Serve a task bound on another registry from this one as well."""
         self._tasks[task.type_name] = replace(task.definition)
 
+    def include(self, other: FlinkTasks) -> FlinkTasks:
+        """Serve every task of `other` from this registry as well; returns self."""
+        for type_name, definition in other._tasks.items():
+            existing = self._tasks.get(type_name)
+            if existing is not None and existing.fn is not definition.fn:
+                raise ValueError(f"a task named {type_name!r} is already bound")
+            self._tasks[type_name] = definition
+        return self
+
     def get(self, type_name: str) -> TaskDefinition:
         """The definition of a bound task; `TaskNotFoundError` names the type if none."""
         try:

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import uuid
 from collections import defaultdict
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol
@@ -186,8 +187,12 @@ class PipelineEnvironment:
         return env
 
     @classmethod
-    def start_local(cls, tasks: FlinkTasks, **options: Any) -> PipelineEnvironment:
-        """The real runtime: Kafka + StateFun started (or reused) locally, `tasks` served here."""
+    def start_local(cls, tasks: FlinkTasks, **options: Any) -> AbstractAsyncContextManager[PipelineEnvironment]:
+        """The real runtime: Kafka + StateFun started (or reused) locally, `tasks` served here.
+
+        Options: `settings` (a `LocalRuntimeSettings`), `engine`, `default_timeout`,
+        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse).
+        """
         from flink_tasks.testing._local import start_local
 
         return start_local(cls, tasks, **options)

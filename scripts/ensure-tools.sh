@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Make sure the JVM tools the local runtime needs are present: Java (17) and Maven.
+# On Debian they come from the distribution's packages; this needs root (as on the project's machines).
+set -euo pipefail
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing ${missing[*]} (Debian packages) for the local Kafka + StateFun runtime"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "not root: install ${missing[*]} yourself (e.g. sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
