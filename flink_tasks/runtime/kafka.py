@@ -9,6 +9,8 @@ import os
 import subprocess
 import time
 import uuid
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from flink_tasks.runtime.configs import (
@@ -17,7 +19,13 @@ from flink_tasks.runtime.configs import (
     render_kafka_server_properties,
 )
 from flink_tasks.runtime.errors import StartupError
-from flink_tasks.runtime.process import ManagedProcess, ensure_ports_free, rotate_log_file, tail
+from flink_tasks.runtime.process import (
+    ManagedProcess,
+    ensure_ports_free,
+    port_accepts,
+    rotate_log_file,
+    tail,
+)
 from flink_tasks.runtime.settings import LocalRuntimeSettings
 from flink_tasks.runtime.tools import JavaRuntime, maven_classpath
 
@@ -36,6 +44,7 @@ class KafkaBroker:
         self.process = ManagedProcess(
             "kafka", settings.run_dir / "kafka.pid", settings.kafka_log_file
         )
+        self.last_error: BaseException | None = None
 
     @property
     def ports(self) -> dict[int, str]:
@@ -81,7 +90,8 @@ class KafkaBroker:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         (self.settings.run_dir / "kafka" / "tmp").mkdir(parents=True, exist_ok=True)
-        cmd = self._java_cmd(java, classpath, STORAGE_TOOL_MAIN) + [
+        cmd = [
+            *self._java_cmd(java, classpath, STORAGE_TOOL_MAIN),
             "format",
             "-t",
             cluster_id,
@@ -94,8 +104,12 @@ class KafkaBroker:
             out.write(f"# formatting Kafka storage, cluster id {cluster_id}\n".encode())
             out.flush()
             proc = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                timeout=120, check=False,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+                check=False,
             )
         if proc.returncode != 0:
             raise StartupError(
@@ -115,8 +129,9 @@ class KafkaBroker:
         if rotate_log:
             rotate_log_file(self.settings.kafka_log_file)
         self.format_storage(java, classpath)
-        cmd = self._java_cmd(java, classpath, BROKER_MAIN) + [
-            str(self.conf_dir / "server.properties")
+        cmd = [
+            *self._java_cmd(java, classpath, BROKER_MAIN),
+            str(self.conf_dir / "server.properties"),
         ]
         started = time.monotonic()
         self.process.start(cmd, cwd=self.settings.run_dir, rotate_log=False)
@@ -133,22 +148,26 @@ class KafkaBroker:
     def admin(self, timeout_ms: int = 5000) -> Any:
         from kafka.admin import KafkaAdminClient
 
-        return KafkaAdminClient(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            client_id="flink-tasks-launcher",
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-        )
+        with _quiet():
+            return KafkaAdminClient(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                client_id="flink-tasks-launcher",
+                request_timeout_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms,
+            )
 
     def list_topics(self, timeout_ms: int = 3000) -> set[str] | None:
-        """Topic names, or None if the broker does not answer."""
+        """Topic names, or None if the broker does not answer (see ``last_error``)."""
         try:
             admin = self.admin(timeout_ms)
-        except Exception:
+        except Exception as exc:
+            self.last_error = exc
             return None
         try:
-            return set(admin.list_topics())
-        except Exception:
+            with _quiet():
+                return set(admin.list_topics())
+        except Exception as exc:
+            self.last_error = exc
             return None
         finally:
             with contextlib.suppress(Exception):
@@ -158,12 +177,15 @@ class KafkaBroker:
         deadline = time.monotonic() + timeout
         while True:
             self.process.check_alive("start-up")
-            if self.list_topics(timeout_ms=2000) is not None:
+            # a plain TCP probe first: kafka-python leaks a socket per refused connection
+            if port_accepts(self.settings.kafka_port) and (
+                self.list_topics(timeout_ms=2000) is not None
+            ):
                 return
             if time.monotonic() > deadline:
                 raise StartupError(
                     f"Kafka did not answer on {self.settings.bootstrap_servers} "
-                    f"within {timeout:.0f}s",
+                    f"within {timeout:.0f}s (last client error: {self.last_error!r})",
                     log_file=self.settings.kafka_log_file,
                     log_tail=tail(self.settings.kafka_log_file, 20),
                 )
@@ -171,6 +193,10 @@ class KafkaBroker:
 
     def create_topics(self) -> None:
         """Create the missing topics and wait until every partition has a leader."""
+        with _quiet():
+            self._create_topics()
+
+    def _create_topics(self) -> None:
         from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
@@ -197,8 +223,7 @@ class KafkaBroker:
                     and not described[name].get("error_code")
                     and described[name].get("partitions")
                     and all(
-                        _field(p, "leader_id", "leader") >= 0
-                        for p in described[name]["partitions"]
+                        _field(p, "leader_id", "leader") >= 0 for p in described[name]["partitions"]
                     )
                     for name in wanted
                 )
@@ -216,7 +241,9 @@ class KafkaBroker:
                 if have != parts:
                     log.warning(
                         "topic %s exists with %d partitions, settings ask for %d",
-                        name, have, parts,
+                        name,
+                        have,
+                        parts,
                     )
         finally:
             with contextlib.suppress(Exception):
@@ -225,6 +252,14 @@ class KafkaBroker:
     def stop(self, *, kill: bool = False) -> bool:
         return self.process.stop(self.settings.stop_grace.total_seconds(), kill=kill)
 
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """kafka-python 3.0 on Python 3.11 triggers importlib.resources DeprecationWarnings; do
+    not let a caller's ``-W error`` (e.g. pytest's filterwarnings) break the launcher."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _field(data: dict[str, Any], *names: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -73,6 +74,24 @@ class LocalRuntime:
         self.reused: set[str] = set()
         self._java: dict[str, JavaRuntime] = {}
 
+    @classmethod
+    def attach(cls, settings: LocalRuntimeSettings | None = None) -> LocalRuntime:
+        """The runtime recorded in ``settings.run_dir`` (by whoever started it), with the
+        settings it was started with; ``settings`` only chooses the run dir (and launcher
+        timeouts). Falls back to ``settings`` when nothing was recorded."""
+        base = settings if settings is not None else LocalRuntimeSettings.from_env()
+        try:
+            state = json.loads((base.run_dir / STATE_FILE).read_text())
+            identity = state["identity"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return cls(base)
+        launcher_only = {
+            f.name: getattr(base, f.name)
+            for f in dataclasses.fields(base)
+            if not f.metadata.get("identity", True)
+        }
+        return cls(LocalRuntimeSettings.from_identity(identity, **launcher_only))
+
     # --- convenience ---------------------------------------------------------------------------
     @property
     def bootstrap_servers(self) -> str:
@@ -137,8 +156,9 @@ class LocalRuntime:
             state["identity"] = self.settings.identity()
             self._write_state(state)
         if self.reused:
-            log.info("reusing the running %s in %s", " and ".join(sorted(self.reused)),
-                     self.run_dir)
+            log.info(
+                "reusing the running %s in %s", " and ".join(sorted(self.reused)), self.run_dir
+            )
         return self
 
     def stop(self, *, force: bool = False) -> None:
@@ -253,9 +273,7 @@ class LocalRuntime:
                 f"processes are running in {self.run_dir} but {STATE_FILE} is missing; "
                 "stop them with `flink-tasks local down`"
             )
-        diff = {
-            k: (recorded.get(k), v) for k, v in mine.items() if recorded.get(k) != v
-        }
+        diff = {k: (recorded.get(k), v) for k, v in mine.items() if recorded.get(k) != v}
         lines = "\n".join(f"  {k}: running={a!r} wanted={b!r}" for k, (a, b) in diff.items())
         raise SettingsMismatchError(
             f"a runtime with other settings is already running in {self.run_dir}:\n{lines}\n"

@@ -122,7 +122,7 @@ def to_yaml(value: YamlValue, indent: int = 0) -> str:
                 lines.append(f"{pad}- {_scalar(item)}\n")
             else:
                 nested = to_yaml(item, indent + 1)
-                lines.append(f"{pad}- {nested[len(pad) + 2:]}")
+                lines.append(f"{pad}- {nested[len(pad) + 2 :]}")
         return "".join(lines)
     return f"{pad}{_scalar(value)}\n"
 
@@ -145,7 +145,7 @@ def _quote(text: str) -> str:
     plain_ok = (
         text
         and all(c.isalnum() or c in "._/-:{}" for c in text)
-        and not text[0] in "-:{}"
+        and text[0] not in "-:{}"
         and text.lower() not in ("true", "false", "yes", "no", "on", "off", "null", "~")
         and not _looks_numeric(text)
         and "{" not in text

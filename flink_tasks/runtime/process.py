@@ -43,6 +43,15 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """True if a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def ensure_ports_free(ports: dict[int, str]) -> None:
     for port, what in ports.items():
         if not port_is_free(port):
@@ -55,7 +64,7 @@ def _proc_start_ticks(pid: int) -> int | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):  # zombie / dead: as good as gone
         return None
     return int(fields[19])
@@ -91,6 +100,15 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+class _DetachedPopen(subprocess.Popen[bytes]):
+    """A Popen whose process is meant to outlive this object (it is found again through its
+    pid file), so garbage collection must not warn "subprocess is still running"."""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.poll()
+
+
 @dataclass(frozen=True)
 class PidRecord:
     pid: int
@@ -111,7 +129,7 @@ class ManagedProcess:
         self.name = name
         self.pid_file = pid_file
         self.log_file = log_file
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._popen: _DetachedPopen | None = None
 
     # --- pid file ------------------------------------------------------------------------------
     def read_pid(self) -> PidRecord | None:
@@ -154,7 +172,7 @@ class ManagedProcess:
             stamp = datetime.now().isoformat(timespec="seconds")
             out.write(f"# {stamp} flink-tasks: starting {self.name}:\n# {' '.join(cmd)}\n".encode())
             out.flush()
-            self._popen = subprocess.Popen(
+            self._popen = _DetachedPopen(
                 list(cmd),
                 cwd=cwd,
                 env=env,

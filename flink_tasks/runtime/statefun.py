@@ -40,8 +40,10 @@ class JobStatus:
 
     @property
     def ready(self) -> bool:
-        return self.state == "RUNNING" and self.tasks_total > 0 and (
-            self.tasks_running == self.tasks_total
+        return (
+            self.state == "RUNNING"
+            and self.tasks_total > 0
+            and (self.tasks_running == self.tasks_total)
         )
 
 
@@ -114,6 +116,8 @@ class StatefunJob:
             "-Djava.awt.headless=true",
             f"-Djava.io.tmpdir={self.dirs['tmp']}",
             f"-Dlog4j.configurationFile={self.project / 'log4j2.properties'}",
+            # lets the Flink web/REST API serve the log (it reads this property)
+            f"-Dlog.file={self.settings.statefun_log_file}",
             "-cp",
             os.pathsep.join(classpath),
             LAUNCHER_MAIN,
@@ -146,7 +150,8 @@ class StatefunJob:
             rotate_log_file(self.settings.statefun_log_file)
         started = time.monotonic()
         self.process.start(
-            self.command(java, classpath, restore_from), cwd=self.settings.run_dir,
+            self.command(java, classpath, restore_from),
+            cwd=self.settings.run_dir,
             rotate_log=False,
         )
         try:
@@ -212,8 +217,10 @@ class StatefunJob:
                     log_file=self.settings.statefun_log_file,
                     log_tail=tail(self.settings.statefun_log_file),
                 )
-            if last is not None and last.ready and (
-                not wait_for_checkpoint or last.completed_checkpoints >= 1
+            if (
+                last is not None
+                and last.ready
+                and (not wait_for_checkpoint or last.completed_checkpoints >= 1)
             ):
                 return last
             if time.monotonic() > deadline:

@@ -185,20 +185,26 @@ def maven_classpath(project: Path, *, package: bool, timeout: float) -> list[str
         digest = _sources_digest(project)
         if not _up_to_date(cp_file, stamp, digest):
             mvn = find_maven()
-            goals = ["package", "dependency:build-classpath"] if package else [
-                "dependency:build-classpath"
-            ]
+            goals = (
+                ["package", "dependency:build-classpath"]
+                if package
+                else ["dependency:build-classpath"]
+            )
             cmd = [mvn, "-B", "-q", *goals]
-            log.info("building %s: %s (first run downloads jars from Maven Central)", project,
-                     " ".join(cmd))
+            log.info(
+                "building %s: %s (first run downloads jars from Maven Central)",
+                project,
+                " ".join(cmd),
+            )
             started = time.monotonic()
             try:
                 proc = subprocess.run(
                     cmd, cwd=project, capture_output=True, text=True, timeout=timeout, check=False
                 )
             except subprocess.TimeoutExpired as exc:
-                raise BuildError(f"`{' '.join(cmd)}` in {project} timed out after {timeout}s") \
-                    from exc
+                raise BuildError(
+                    f"`{' '.join(cmd)}` in {project} timed out after {timeout}s"
+                ) from exc
             if proc.returncode != 0 or not cp_file.is_file():
                 output = (proc.stdout + proc.stderr).strip().splitlines()[-40:]
                 raise BuildError(

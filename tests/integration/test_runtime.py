@@ -31,10 +31,9 @@ from flink_tasks.runtime import (
     LocalRuntimeSettings,
     render_module_yaml,
 )
-from flink_tasks.runtime.pytest_plugin import (  # noqa: F401  (fixtures)
-    local_runtime,
-    local_runtime_settings,
-)
+
+# the session fixture ``local_runtime`` (also fine if a conftest registers the plugin too)
+pytest_plugins = ["flink_tasks.runtime.pytest_plugin"]
 
 # kafka-python 3.0 on Python 3.11 calls importlib.resources.read_text, whose DeprecationWarning is
 # attributed to importlib (not kafka), so the project-wide kafka.* filter does not catch it.
@@ -72,7 +71,7 @@ class EchoWorker:
 
         functions = StatefulFunctions()
 
-        @functions.bind(
+        @functions.bind(  # type: ignore[misc]
             typename=PIPELINE_FUNCTION, specs=[ValueSpec(name=COUNT_STATE, type=IntType)]
         )
         def pipeline(ctx: Context, message: Message) -> None:
@@ -243,8 +242,18 @@ def test_settings_from_env() -> None:
 def test_cli_parser_builds() -> None:
     from flink_tasks.cli import build_parser
 
-    args = build_parser().parse_args(["local", "up", "--parallelism", "2", "--egress",
-                                      "exactly-once", "--checkpoint-interval", "2s"])
+    args = build_parser().parse_args(
+        [
+            "local",
+            "up",
+            "--parallelism",
+            "2",
+            "--egress",
+            "exactly-once",
+            "--checkpoint-interval",
+            "2s",
+        ]
+    )
     assert args.parallelism == 2 and args.egress == "exactly-once"
     assert args.checkpoint_interval == timedelta(seconds=2)
 
@@ -287,9 +296,20 @@ def test_round_trip_at_least_once(local_runtime: LocalRuntime) -> None:
 @pytest.mark.integration
 def test_cli_status_sees_the_runtime(local_runtime: LocalRuntime) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "flink_tasks", "local", "status", "--json",
-         "--run-dir", str(local_runtime.run_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "flink_tasks",
+            "local",
+            "status",
+            "--json",
+            "--run-dir",
+            str(local_runtime.run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"state": "RUNNING"' in proc.stdout
@@ -322,9 +342,14 @@ def test_exactly_once_egress_survives_kill_9(exactly_once_runtime: LocalRuntime)
     committed = ReplyReader(s.bootstrap_servers, s.replies_topic, read_committed=True)
     try:
         with EchoWorker(s.worker_host, s.worker_port, s.replies_topic):
-            produce(s.bootstrap_servers,
-                    [(s.requests_topic, k1, b"a"), (s.requests_topic, k1, b"b"),
-                     (s.requests_topic, k2, b"c")])
+            produce(
+                s.bootstrap_servers,
+                [
+                    (s.requests_topic, k1, b"a"),
+                    (s.requests_topic, k1, b"b"),
+                    (s.requests_topic, k2, b"c"),
+                ],
+            )
             first = committed.read({k1, k2}, expected=3, timeout=120)
             assert sorted(first) == [
                 (k1, f"1|{PIPELINE_REQUEST_TYPE}|a"),
@@ -337,8 +362,9 @@ def test_exactly_once_egress_survives_kill_9(exactly_once_runtime: LocalRuntime)
             checkpoint = rt.latest_checkpoint()
             assert checkpoint is not None and (checkpoint / "_metadata").is_file()
             rt.restart_statefun(from_checkpoint=True)
-            produce(s.bootstrap_servers,
-                    [(s.requests_topic, k1, b"d"), (s.requests_topic, k2, b"e")])
+            produce(
+                s.bootstrap_servers, [(s.requests_topic, k1, b"d"), (s.requests_topic, k2, b"e")]
+            )
             second = committed.read({k1, k2}, expected=2, timeout=120)
             second += committed.drain({k1, k2}, seconds=3)  # nothing duplicated after that
     finally:

