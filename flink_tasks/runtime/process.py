@@ -52,10 +52,15 @@ def port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bo
         return False
 
 
-def ensure_ports_free(ports: dict[int, str]) -> None:
+def ensure_ports_free(ports: dict[int, str], wait: float = 5.0) -> None:
+    """Raise PortInUseError for the first port still taken after ``wait`` seconds (a JVM we
+    just stopped may take a moment to release its sockets)."""
+    deadline = time.monotonic() + wait
     for port, what in ports.items():
-        if not port_is_free(port):
-            raise PortInUseError(port, what)
+        while not port_is_free(port):
+            if time.monotonic() > deadline:
+                raise PortInUseError(port, what)
+            time.sleep(0.1)
 
 
 def _proc_start_ticks(pid: int) -> int | None:

@@ -8,7 +8,7 @@ message to the replies topic through the ``flink_tasks/kafka`` egress.
 from __future__ import annotations
 
 import asyncio
-import socket
+import random
 import subprocess
 import sys
 import threading
@@ -31,6 +31,7 @@ from flink_tasks.runtime import (
     LocalRuntimeSettings,
     render_module_yaml,
 )
+from flink_tasks.runtime.process import port_is_free
 
 # the session fixture ``local_runtime`` (also fine if a conftest registers the plugin too)
 pytest_plugins = ["flink_tasks.runtime.pytest_plugin"]
@@ -184,14 +185,14 @@ class ReplyReader:
 
 
 def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """Free ports below Linux's ephemeral range (32768+), so that no client connection of this
+    session can take them between now and the runtime's start."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(20000, 32000)
+        if port not in ports and port_is_free(port):
+            ports.append(port)
     return ports
 
 
