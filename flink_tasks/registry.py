@@ -10,14 +10,19 @@ from datetime import timedelta
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from flink_tasks.errors import TaskNotFoundError
-from flink_tasks.pipeline.builder import PipelineBuilder, TaskCall, TaskOptions, new_id
+from flink_tasks.pipeline.builder import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_WORKER_NAME,
+    PipelineBuilder,
+    TaskCall,
+    TaskOptions,
+    new_task_id,
+)
 from flink_tasks.types import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_NAMESPACE = "flink_tasks"
-DEFAULT_WORKER_NAME = "worker"
 PIPELINE_FUNCTION_NAME = "pipeline"
 
 
@@ -56,7 +61,7 @@ class Task(Generic[P, R]):
 
     def _make_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> TaskCall:
         return TaskCall(
-            task_id=new_id(),
+            task_id=new_task_id(),
             task_type=self._definition.type_name,
             args=tuple(args),
             kwargs=dict(kwargs),
@@ -187,7 +192,7 @@ class FlinkTasks:
                 worker_name=worker_name or self.worker_name,
                 retry_policy=retry_policy,
                 is_fruitful=is_fruitful,
-                display_name=display_name or fn.__name__,
+                display_name=display_name or "",
                 timeout=timeout,
                 allow_pickle=allow_pickle,
             )

@@ -23,6 +23,7 @@ from flink_tasks import errors
 from flink_tasks._proto import events_pb2, messages_pb2, pipeline_pb2, values_pb2
 from flink_tasks.engine import effects, values
 from flink_tasks.engine.state import AddressState, CompiledDefinition
+from flink_tasks.pipeline.builder import DEFAULT_NAMESPACE, DEFAULT_WORKER_NAME
 from flink_tasks.types import retry_delay_ms
 
 logger = logging.getLogger(__name__)
@@ -361,13 +362,14 @@ class _Engine:
         attempt: int,
     ) -> None:
         run = self.run
+        namespace = task.namespace or DEFAULT_NAMESPACE
         served = self.settings.served_namespaces
-        if served is not None and task.namespace not in served:
+        if served is not None and namespace not in served:
             failure = _exception(
                 task.task_id,
                 task.task_type,
                 errors.TASK_NOT_FOUND_ERROR,
-                f"task {task.task_type!r} is bound to namespace {task.namespace!r}, which no endpoint "
+                f"task {task.task_type!r} is bound to namespace {namespace!r}, which no endpoint "
                 f"serves (served: {sorted(served)}); add it to the StateFun module",
             )
             result = messages_pb2.TaskResult(task_id=task.task_id, error=failure, invocation=run.invocation)
@@ -393,7 +395,9 @@ class _Engine:
             request.retry_policy.CopyFrom(task.retry_policy)
             request.has_retry_policy = True
         self.effects.append(
-            effects.SendTask(task.namespace, task.worker_name, _task_address(task.task_id, attempt), request)
+            effects.SendTask(
+                namespace, task.worker_name or DEFAULT_WORKER_NAME, _task_address(task.task_id, attempt), request
+            )
         )
 
     def start_group(self, group: pipeline_pb2.GroupEntry) -> None:

@@ -17,11 +17,19 @@ if TYPE_CHECKING:
     from flink_tasks.registry import Task
 
 _NO_STATE: Any = object()
+# Task entries leave these out on the wire; the engine reads empty as the default.
+DEFAULT_NAMESPACE = "flink_tasks"
+DEFAULT_WORKER_NAME = "worker"
 
 
 def new_id() -> str:
     """A fresh, unique id for a pipeline or task."""
     return uuid.uuid4().hex
+
+
+def new_task_id() -> str:
+    """A task id: 80 random bits, short because a fan-out carries one per task."""
+    return uuid.uuid4().hex[:20]
 
 
 @dataclass(frozen=True)
@@ -276,18 +284,22 @@ def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
         task = out.task
         task.task_id = entry.task_id
         task.task_type = entry.task_type
-        task.namespace = options.namespace
-        task.worker_name = options.worker_name
+        if options.namespace != DEFAULT_NAMESPACE:
+            task.namespace = options.namespace
+        if options.worker_name != DEFAULT_WORKER_NAME:
+            task.worker_name = options.worker_name
         task.kind = entry.kind  # type: ignore[assignment]
         if entry.has_args:
             task.args.CopyFrom(serialization.encode_args(entry.args, allow_pickle=options.allow_pickle))
-            task.kwargs.CopyFrom(serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle))
+            if entry.kwargs:
+                task.kwargs.CopyFrom(serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle))
             task.has_args = True
         task.not_fruitful = not options.is_fruitful
         if options.retry_policy is not None:
             task.retry_policy.CopyFrom(options.retry_policy.to_proto())
             task.has_retry_policy = True
-        task.display_name = options.display_name
+        if options.display_name:
+            task.display_name = options.display_name
         if options.timeout is not None:
             task.timeout_s = options.timeout.total_seconds()
         return
@@ -297,6 +309,6 @@ def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
     group.num_stages = entry.num_stages
     group.return_exceptions = entry.return_exceptions
     for chain in entry.chains:
-        chain_out = group.chains.add(id=chain.id, inline=True)
+        chain_out = group.chains.add()
         for chain_entry in chain.entries:
             _entry_to_proto(chain_entry, chain_out.entries.add())
