@@ -587,6 +587,7 @@ class FlinkTasksClient:
     def _run(self) -> None:
         consumer: Any = None
         try:
+            _kafka.wait_reachable(self._settings)
             consumer = _kafka.create_consumer(self._settings, purpose="replies")
             _kafka.assign_all(consumer, self._settings.reply_topic, self._settings)
             if self._stop.is_set():

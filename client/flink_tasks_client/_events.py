@@ -160,6 +160,7 @@ class EventStream:
     def _run(self) -> None:
         consumer: Any = None
         try:
+            _kafka.wait_reachable(self._settings)
             consumer = _kafka.create_consumer(self._settings, purpose="events")
             _kafka.assign_all(
                 consumer,

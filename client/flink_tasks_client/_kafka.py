@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -18,6 +19,35 @@ logger = logging.getLogger(__name__)
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def wait_reachable(settings: ClientSettings) -> None:
+    """Wait until a bootstrap server accepts a TCP connection, or raise `TransportError`.
+
+    kafka-python 3.0.12 leaks its I/O thread and sockets when a consumer cannot bootstrap, so a
+    broker that is down is detected here, before any kafka-python object is created.
+    """
+    addresses = [_split_address(a) for a in settings.bootstrap_servers.split(",") if a.strip()]
+    deadline = time.monotonic() + settings.connect_timeout.total_seconds()
+    last: BaseException | None = None
+    while True:
+        for host, port in addresses:
+            remaining = deadline - time.monotonic()
+            try:
+                with socket.create_connection((host, port), timeout=max(0.05, min(remaining, 2.0))):
+                    return
+            except OSError as err:
+                last = err
+        if time.monotonic() >= deadline:
+            raise unreachable(settings, last or TimeoutError("no address answered"))
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise TransportError(f"bootstrap server {address.strip()!r} is not host:port")
+    return host.strip("[]"), int(port)
 
 
 def create_producer(settings: ClientSettings) -> Any:
@@ -36,7 +66,7 @@ def create_producer(settings: ClientSettings) -> Any:
             linger_ms=1,
             max_request_size=settings.max_request_bytes + RECORD_HEADROOM_BYTES,
             delivery_timeout_ms=send_ms,
-            request_timeout_ms=min(send_ms, 30_000),
+            request_timeout_ms=max(1, min(send_ms - 10, 30_000)),
             max_block_ms=_ms(connect_s),
             bootstrap_timeout_ms=_ms(connect_s),
             allow_auto_create_topics=False,
