@@ -14,6 +14,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from flink_tasks.runtime.errors import RuntimeLauncherError
@@ -113,6 +114,12 @@ def register_local(subparsers: Subparsers) -> None:
     )
     down.set_defaults(handler=cmd_local_down)
 
+    build = actions.add_parser(
+        "build", help="download the jars and build the StateFun launcher, start nothing"
+    )
+    _add_run_dir(build)
+    build.set_defaults(handler=cmd_local_build)
+
     status = actions.add_parser("status", help="show pids, ports, log files and job state")
     _add_run_dir(status)
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -148,8 +155,6 @@ _UP_OVERRIDES: dict[str, str] = {
 
 def settings_from_args(args: argparse.Namespace) -> LocalRuntimeSettings:
     """``FLINK_TASKS_*`` environment settings, overridden by the given command-line flags."""
-    from pathlib import Path
-
     overrides: dict[str, Any] = {}
     for arg, setting in _UP_OVERRIDES.items():
         value = getattr(args, arg, None)
@@ -183,6 +188,16 @@ def cmd_local_down(args: argparse.Namespace) -> int:
         for sub in ("kafka", "statefun"):
             shutil.rmtree(runtime.run_dir / sub, ignore_errors=True)
         print(f"deleted Kafka data and StateFun checkpoints/state in {runtime.run_dir}")
+    return 0
+
+
+def cmd_local_build(args: argparse.Namespace) -> int:
+    runtime = LocalRuntime(settings_from_args(args))
+    for name, classpath in runtime.build().items():
+        size = sum(Path(e).stat().st_size for e in classpath if Path(e).is_file())
+        print(f"{name}: {len(classpath)} classpath entries, {size / 2**20:.0f} MiB of jars")
+    for_flink = runtime.java(for_flink=True)
+    print(f"java: {for_flink.describe()}")
     return 0
 
 

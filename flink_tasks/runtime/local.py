@@ -112,6 +112,11 @@ class LocalRuntime:
         return self._java[key]
 
     # --- lifecycle -----------------------------------------------------------------------------
+    def build(self) -> dict[str, list[str]]:
+        """Resolve (download on first use) and build both JVM classpaths without starting
+        anything; returns ``{"kafka": [...], "statefun": [...]}`` classpath entries."""
+        return {"kafka": self.kafka.classpath(), "statefun": self.statefun.classpath()}
+
     def start(self) -> LocalRuntime:
         """Start (or reuse) Kafka, then StateFun; return when both are ready."""
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)

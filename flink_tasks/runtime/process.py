@@ -175,7 +175,8 @@ class ManagedProcess:
             rotate_log_file(self.log_file)
         with self.log_file.open("ab") as out:
             stamp = datetime.now().isoformat(timespec="seconds")
-            out.write(f"# {stamp} flink-tasks: starting {self.name}:\n# {' '.join(cmd)}\n".encode())
+            shown = _abbreviate_classpath(cmd)
+            out.write(f"# {stamp} flink-tasks: starting {self.name}:\n# {shown}\n".encode())
             out.flush()
             self._popen = _DetachedPopen(
                 list(cmd),
@@ -250,6 +251,15 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except PermissionError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _abbreviate_classpath(cmd: Sequence[str]) -> str:
+    parts = list(cmd)
+    for i, part in enumerate(parts[:-1]):
+        if part in ("-cp", "-classpath"):
+            entries = parts[i + 1].split(os.pathsep)
+            parts[i + 1] = f"{entries[0]}:<{len(entries) - 1} more jars>"
+    return " ".join(parts)
 
 
 def rotate_log_file(log_file: Path) -> None:
