@@ -153,7 +153,9 @@ class FlinkTasksClient:
             TransportError: Kafka could not be reached or a topic is missing.
             ClientError: the client was closed.
         """
-        limit = timeout if timeout is not None else self._settings.connect_timeout * 2
+        # Start-up has four steps, each bounded by connect_timeout (reach the broker, bootstrap
+        # the consumer, seek the reply topic, load the producer's metadata).
+        limit = timeout if timeout is not None else self._settings.connect_timeout * 4
         try:
             self._started.result(timeout=limit.total_seconds())
         except TimeoutError as err:

@@ -405,3 +405,50 @@ async def test_events_timeout(settings: ClientSettings, stand_in: PipelineFuncti
                 async for event in events:
                     seen.append(event)
         assert [e.WhichOneof("event") for e in seen] == ["pipeline_created", "status_changed"]
+
+
+# --- exactly-once egress: read_committed ------------------------------------------------------
+
+
+def _reply_in_transactions(settings: ClientSettings, topics: Topics) -> None:
+    """Answer the one request on the topic twice: in an aborted, then a committed transaction."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    partitions = [TopicPartition(topics.requests, p) for p in (0, 1)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    request = messages_pb2.PipelineRequest()
+    deadline = time.monotonic() + 20
+    while not request.reply_id and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            request.ParseFromString(records[0].value)
+    consumer.close()
+    assert request.reply_id
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, transactional_id=f"t-{request.reply_id}"
+    )
+    producer.init_transactions()
+    for text, commit in (("aborted", False), ("committed", True)):
+        producer.begin_transaction()
+        reply = messages_pb2.Reply(reply_id=request.reply_id, pipeline_id=request.pipeline.id)
+        reply.result.str_value = text
+        producer.send(
+            request.reply_topic, key=request.pipeline.id.encode(), value=reply.SerializeToString()
+        )
+        producer.flush()
+        if commit:
+            producer.commit_transaction()
+        else:
+            producer.abort_transaction()
+    producer.close(timeout=5)
+
+
+@pytest.mark.parametrize(("read_committed", "expected"), [(True, "committed"), (False, "aborted")])
+def test_read_committed(
+    settings: ClientSettings, topics: Topics, read_committed: bool, expected: str
+) -> None:
+    with FlinkTasksClient(settings=settings, read_committed=read_committed) as client:
+        future = client.submit(echo.send("x"))
+        _reply_in_transactions(settings, topics)
+        assert future.result(timeout=30) == expected
