@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import logging
@@ -82,15 +81,11 @@ class LocalRuntime:
         base = settings if settings is not None else LocalRuntimeSettings.from_env()
         try:
             state = json.loads((base.run_dir / STATE_FILE).read_text())
-            identity = state["identity"]
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            recorded = state.get("settings") or state["identity"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
             return cls(base)
-        launcher_only = {
-            f.name: getattr(base, f.name)
-            for f in dataclasses.fields(base)
-            if not f.metadata.get("identity", True)
-        }
-        return cls(LocalRuntimeSettings.from_identity(identity, **launcher_only))
+        launcher = {name: getattr(base, name) for name in base.launcher_field_names()}
+        return cls(LocalRuntimeSettings.from_identity(recorded, **launcher))
 
     # --- convenience ---------------------------------------------------------------------------
     @property
@@ -126,6 +121,7 @@ class LocalRuntime:
             if not self._anything_running():
                 state = {
                     "identity": self.settings.identity(),
+                    "settings": self.settings.recorded(),
                     "started_at": datetime.now().isoformat(timespec="seconds"),
                 }
             if self.kafka.process.is_running():
@@ -159,6 +155,7 @@ class LocalRuntime:
                 state["statefun_java"] = java.describe()
                 self.started.add("statefun")
             state["identity"] = self.settings.identity()
+            state.setdefault("settings", self.settings.recorded())
             self._write_state(state)
         if self.reused:
             log.info(
@@ -244,7 +241,7 @@ class LocalRuntime:
             java=state.get("statefun_java"),
             latest_checkpoint=self.latest_checkpoint(),
             started_at=state.get("started_at"),
-            settings=state.get("identity", {}),
+            settings=state.get("settings") or state.get("identity", {}),
         )
 
     @staticmethod

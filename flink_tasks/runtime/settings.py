@@ -33,6 +33,12 @@ _DURATION_UNITS: dict[str, float] = {
 }
 
 
+#: field metadata: an option of the launcher itself (not recorded, not compared for reuse)
+_LAUNCHER: dict[str, str] = {"kind": "launcher"}
+#: field metadata: a JVM choice (recorded for status/attach, not compared for reuse)
+_PROCESS: dict[str, str] = {"kind": "process"}
+
+
 def project_root() -> Path:
     """The source checkout this package lives in (the folder holding ``deploy/local``)."""
     here = Path(__file__).resolve()
@@ -55,18 +61,19 @@ class LocalRuntimeSettings:
     """Everything that configures ``flink-tasks local up``.
 
     All processes bind to 127.0.0.1 only. Durations are :class:`datetime.timedelta`.
-    Fields marked ``identity=False`` in their metadata (timeouts of the launcher itself) do not
-    decide whether an already running runtime can be reused.
+    Whether an already running runtime can be reused is decided by :meth:`identity`: every
+    field except the launcher's own options (``_LAUNCHER``: timeouts, paths, start actions) and
+    the JVM choices (``_PROCESS``: Java, heap sizes), which are recorded but not compared.
     """
 
     # --- where things live -------------------------------------------------------------------
     run_dir: Path = field(default_factory=default_run_dir)
-    deploy_dir: Path = field(default_factory=default_deploy_dir, metadata={"identity": False})
+    deploy_dir: Path = field(default_factory=default_deploy_dir, metadata=_LAUNCHER)
 
     # --- Kafka ---------------------------------------------------------------------------------
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
-    kafka_heap_mb: int = 512
+    kafka_heap_mb: int = field(default=512, metadata=_PROCESS)
     requests_topic: str = "flink-tasks.requests"
     actions_topic: str = "flink-tasks.actions"
     replies_topic: str = "flink-tasks.replies"
@@ -83,7 +90,7 @@ class LocalRuntimeSettings:
     # --- StateFun / Flink ----------------------------------------------------------------------
     rest_port: int = 18081
     parallelism: int = 1
-    statefun_heap_mb: int = 1024
+    statefun_heap_mb: int = field(default=1024, metadata=_PROCESS)
     checkpoint_interval: timedelta = timedelta(seconds=1)
     restart_attempts: int = 10
     restart_delay: timedelta = timedelta(seconds=1)
@@ -91,9 +98,9 @@ class LocalRuntimeSettings:
     consumer_group_id: str = "flink-tasks"
     delivery_semantic: DeliverySemantic = "at-least-once"
     transaction_timeout: timedelta = timedelta(minutes=5)
-    java: JavaChoice = "auto"
+    java: JavaChoice = field(default="auto", metadata=_PROCESS)
     #: Restore the StateFun job from the newest retained checkpoint on start.
-    restore_from_checkpoint: bool = False
+    restore_from_checkpoint: bool = field(default=False, metadata=_LAUNCHER)
 
     # --- the Python worker (remote functions) --------------------------------------------------
     worker_host: str = "127.0.0.1"
@@ -106,15 +113,11 @@ class LocalRuntimeSettings:
     max_batch_requests: int = 1000
 
     # --- the launcher itself -------------------------------------------------------------------
-    kafka_start_timeout: timedelta = field(
-        default=timedelta(seconds=90), metadata={"identity": False}
-    )
-    statefun_start_timeout: timedelta = field(
-        default=timedelta(seconds=180), metadata={"identity": False}
-    )
-    wait_for_checkpoint: bool = field(default=True, metadata={"identity": False})
-    stop_grace: timedelta = field(default=timedelta(seconds=20), metadata={"identity": False})
-    build_timeout: timedelta = field(default=timedelta(minutes=20), metadata={"identity": False})
+    kafka_start_timeout: timedelta = field(default=timedelta(seconds=90), metadata=_LAUNCHER)
+    statefun_start_timeout: timedelta = field(default=timedelta(seconds=180), metadata=_LAUNCHER)
+    wait_for_checkpoint: bool = field(default=True, metadata=_LAUNCHER)
+    stop_grace: timedelta = field(default=timedelta(seconds=20), metadata=_LAUNCHER)
+    build_timeout: timedelta = field(default=timedelta(minutes=20), metadata=_LAUNCHER)
 
     def __post_init__(self) -> None:
         if self.delivery_semantic not in ("at-least-once", "exactly-once"):
@@ -188,11 +191,24 @@ class LocalRuntimeSettings:
 
     def identity(self) -> dict[str, str]:
         """The settings that must match for a running runtime to be reused."""
-        out: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            if f.metadata.get("identity", True):
-                out[f.name] = _to_text(getattr(self, f.name))
-        return out
+        return self._as_text(kinds=(None,))
+
+    def recorded(self) -> dict[str, str]:
+        """What a started runtime records about itself (identity plus JVM choices)."""
+        return self._as_text(kinds=(None, "process"))
+
+    def _as_text(self, kinds: tuple[str | None, ...]) -> dict[str, str]:
+        return {
+            f.name: _to_text(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.metadata.get("kind") in kinds
+        }
+
+    @classmethod
+    def launcher_field_names(cls) -> tuple[str, ...]:
+        return tuple(
+            f.name for f in dataclasses.fields(cls) if f.metadata.get("kind") == "launcher"
+        )
 
     # --- environment ---------------------------------------------------------------------------
     @classmethod
@@ -229,7 +245,7 @@ class LocalRuntimeSettings:
 
     @classmethod
     def from_identity(cls, identity: Mapping[str, str], **overrides: Any) -> LocalRuntimeSettings:
-        """Rebuild settings from :meth:`identity` (as recorded by a running runtime)."""
+        """Rebuild settings from :meth:`identity` or :meth:`recorded` text values."""
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {k: _parse(v, hints[k]) for k, v in identity.items() if k in names}

@@ -235,9 +235,9 @@ def test_settings_from_env() -> None:
     assert s.parallelism == 2 and s.delivery_semantic == "exactly-once"
     assert s.checkpoint_interval == timedelta(milliseconds=500)
     assert s.extra_function_namespaces == ("a", "b") and s.wait_for_checkpoint is False
-    assert LocalRuntimeSettings.from_identity(s.identity()) == s.replace(
-        deploy_dir=LocalRuntimeSettings().deploy_dir, wait_for_checkpoint=True
-    )
+    assert LocalRuntimeSettings.from_identity(s.recorded()) == s.replace(wait_for_checkpoint=True)
+    assert "java" in s.recorded() and "java" not in s.identity()
+    assert "statefun_start_timeout" not in s.recorded()
 
 
 def test_cli_parser_builds() -> None:
