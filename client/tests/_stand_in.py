@@ -148,7 +148,7 @@ class PipelineFunctionStandIn:
         self.producer.send(request.events_topic, key=pid.encode(), value=event.SerializeToString())
 
     def _status_event(self, request: messages_pb2.PipelineRequest, status: int) -> None:
-        self._event(request, status_changed=events_pb2.PipelineStatusChanged(status=status))
+        self._event(request, status_changed=events_pb2.PipelineStatusChanged(status=status))  # type: ignore[arg-type]
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class PipelineFunctionStandIn:
 
         kind = action.action
         if kind == messages_pb2.ACTION_GET_STATUS:
-            reply.status = run.status if run else messages_pb2.PIPELINE_STATUS_PENDING
+            reply.status = run.status if run else messages_pb2.PIPELINE_STATUS_PENDING  # type: ignore[assignment]
         elif run is None:
             error(NOT_FOUND_ERROR, f"no pipeline {action.pipeline_id!r} is known")
         elif kind == messages_pb2.ACTION_GET_REQUEST:
