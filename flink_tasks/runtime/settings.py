@@ -190,8 +190,15 @@ class LocalRuntimeSettings:
         return dataclasses.replace(self, **changes)
 
     def identity(self) -> dict[str, str]:
-        """The settings that must match for a running runtime to be reused."""
-        return self._as_text(kinds=(None,))
+        """The settings that must match for a running runtime to be reused.
+
+        Namespaces are compared as the set of served namespaces, not as spelled.
+        """
+        out = self._as_text(kinds=(None,))
+        out.pop("function_namespace")
+        out.pop("extra_function_namespaces")
+        out["function_namespaces"] = ",".join(sorted(self.function_namespaces))
+        return out
 
     def recorded(self) -> dict[str, str]:
         """What a started runtime records about itself (identity plus JVM choices)."""

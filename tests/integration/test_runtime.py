@@ -8,7 +8,10 @@ message to the replies topic through the ``flink_tasks/kafka`` egress.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -29,9 +32,13 @@ from flink_tasks.runtime import (
     PIPELINE_REQUEST_TYPE,
     LocalRuntime,
     LocalRuntimeSettings,
+    PortInUseError,
+    SettingsMismatchError,
+    StartupError,
+    ToolMissingError,
     render_module_yaml,
 )
-from flink_tasks.runtime.process import port_is_free
+from flink_tasks.runtime.process import ManagedProcess, port_is_free
 
 # the session fixture ``local_runtime`` (also fine if a conftest registers the plugin too)
 pytest_plugins = ["flink_tasks.runtime.pytest_plugin"]
@@ -259,31 +266,149 @@ def test_cli_parser_builds() -> None:
     assert args.checkpoint_interval == timedelta(seconds=2)
 
 
+def test_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rt = LocalRuntime(LocalRuntimeSettings(run_dir=tmp_path, kafka_port=port))
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port}"):
+            rt.kafka.start(rt.java(for_flink=False))
+    assert not rt.kafka.process.pid_file.exists()
+
+
+def test_a_process_dying_at_start_up_reports_its_log(tmp_path: Path) -> None:
+    proc = ManagedProcess("dummy", tmp_path / "dummy.pid", tmp_path / "logs" / "dummy.log")
+    proc.start(["sh", "-c", "echo something went wrong >&2; exit 3"], cwd=tmp_path)
+    deadline = time.monotonic() + 10
+    while proc.is_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(StartupError) as caught:
+        proc.check_alive()
+    assert "exit code 3" in str(caught.value)
+    assert "something went wrong" in str(caught.value)
+    assert str(tmp_path / "logs" / "dummy.log") in str(caught.value)
+
+
+def test_stop_reaches_the_whole_process_group(tmp_path: Path) -> None:
+    proc = ManagedProcess("sleeper", tmp_path / "sleeper.pid", tmp_path / "sleeper.log")
+    proc.start(["sh", "-c", "sleep 600 & sleep 600; wait"], cwd=tmp_path)
+    pid = proc.pid
+    assert pid is not None
+    children: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(children) < 2 and time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        time.sleep(0.05)
+    assert len(children) == 2
+    assert proc.stop(grace=5)
+    assert not proc.is_running() and not proc.pid_file.exists()
+    deadline = time.monotonic() + 10  # SIGKILLed children may take a moment to exit
+    while time.monotonic() < deadline:
+        states = [_proc_state(int(child)) for child in children]
+        if all(state in ("gone", "Z", "X") for state in states):
+            break
+        time.sleep(0.05)
+    assert all(state in ("gone", "Z", "X") for state in states), states
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "gone"
+    return raw[raw.rindex(")") + 2 :].split()[0]
+
+
+def test_missing_maven_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flink_tasks.runtime.tools import find_maven
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ToolMissingError, match="Maven"):
+        find_maven()
+
+
+def test_reuse_requires_the_same_settings(tmp_path: Path) -> None:
+    """A runtime recorded with other settings in the run dir is not silently reused."""
+    proc = ManagedProcess("kafka", tmp_path / "kafka.pid", tmp_path / "kafka.log")
+    proc.start(["sleep", "60"], cwd=tmp_path)  # stands in for a running broker
+    try:
+        recorded = LocalRuntimeSettings(run_dir=tmp_path)
+        (tmp_path / "runtime.json").write_text(
+            json.dumps({"identity": recorded.identity(), "settings": recorded.recorded()})
+        )
+        other = LocalRuntime(recorded.replace(parallelism=2))
+        with pytest.raises(SettingsMismatchError, match="parallelism"):
+            other.start()
+        same_namespaces = recorded.replace(extra_function_namespaces=("flink_tasks",))
+        assert same_namespaces.identity() == recorded.identity()
+        attached = LocalRuntime.attach(LocalRuntimeSettings(run_dir=tmp_path))
+        assert attached.settings.parallelism == 1
+    finally:
+        proc.stop(grace=5)
+
+
 # --- the real runtime ----------------------------------------------------------------------------
 
 
 @pytest.mark.integration
-def test_round_trip_at_least_once(local_runtime: LocalRuntime) -> None:
-    settings = local_runtime.settings
+def test_local_runtime_fixture(local_runtime: LocalRuntime) -> None:
+    """The session runtime (started here, or reused from `flink-tasks local up`) is ready and
+    visible to `flink-tasks local status` from another process."""
     status = local_runtime.status()
     assert status.ready, status
-    run = uuid.uuid4().hex[:8]
-    k1, k2, k3 = f"smoke-{run}-1", f"smoke-{run}-2", f"smoke-{run}-3"
-    reader = ReplyReader(settings.bootstrap_servers, settings.replies_topic, read_committed=False)
-    try:
-        with EchoWorker(settings.worker_host, settings.worker_port, settings.replies_topic):
-            produce(
-                settings.bootstrap_servers,
-                [
-                    (settings.requests_topic, k1, b"a"),
-                    (settings.requests_topic, k2, b"b"),
-                    (settings.actions_topic, k3, b"c"),
-                    (settings.requests_topic, k1, b"d"),
-                ],
-            )
-            got = reader.read({k1, k2, k3}, expected=4, timeout=120)
-    finally:
-        reader.close()
+    assert status.kafka.pid and status.statefun.pid
+    assert status.kafka.log_file.is_file() and status.statefun.log_file.is_file()
+    assert local_runtime.latest_checkpoint() is not None
+    cmd = [sys.executable, "-m", "flink_tasks", "local", "status", "--json"]
+    cmd += ["--run-dir", str(local_runtime.run_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '"state": "RUNNING"' in proc.stdout
+
+
+@contextlib.contextmanager
+def isolated_runtime(base: Path, **changes: Any) -> Iterator[LocalRuntime]:
+    """A runtime of its own (run dir, ports, worker port), so its echo worker never competes
+    with the session's real worker for a port; checks that stopping it leaves nothing behind."""
+    kafka, controller, rest, worker = free_ports(4)
+    settings = LocalRuntimeSettings(
+        run_dir=base / "runtime",
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        rest_port=rest,
+        worker_port=worker,
+        call_timeout=timedelta(minutes=2),
+        **changes,
+    )
+    with LocalRuntime(settings) as runtime:
+        yield runtime
+    status = runtime.status()
+    assert not status.kafka.running and not status.statefun.running
+
+
+@pytest.mark.integration
+def test_round_trip_at_least_once(tmp_path: Path) -> None:
+    """Kafka ingress (both topics) -> StateFun -> Python endpoint (with state) -> egress."""
+    with isolated_runtime(tmp_path) as rt:
+        s = rt.settings
+        run = uuid.uuid4().hex[:8]
+        k1, k2, k3 = f"smoke-{run}-1", f"smoke-{run}-2", f"smoke-{run}-3"
+        reader = ReplyReader(s.bootstrap_servers, s.replies_topic, read_committed=False)
+        try:
+            with EchoWorker(s.worker_host, s.worker_port, s.replies_topic):
+                produce(
+                    s.bootstrap_servers,
+                    [
+                        (s.requests_topic, k1, b"a"),
+                        (s.requests_topic, k2, b"b"),
+                        (s.actions_topic, k3, b"c"),
+                        (s.requests_topic, k1, b"d"),
+                    ],
+                )
+                got = reader.read({k1, k2, k3}, expected=4, timeout=120)
+        finally:
+            reader.close()
     assert sorted(got) == sorted(
         [
             (k1, f"1|{PIPELINE_REQUEST_TYPE}|a"),
@@ -295,84 +420,45 @@ def test_round_trip_at_least_once(local_runtime: LocalRuntime) -> None:
 
 
 @pytest.mark.integration
-def test_cli_status_sees_the_runtime(local_runtime: LocalRuntime) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flink_tasks",
-            "local",
-            "status",
-            "--json",
-            "--run-dir",
-            str(local_runtime.run_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert '"state": "RUNNING"' in proc.stdout
-
-
-@pytest.fixture
-def exactly_once_runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    kafka, controller, rest, worker = free_ports(4)
-    settings = LocalRuntimeSettings(
-        run_dir=tmp_path / "runtime",
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        rest_port=rest,
-        worker_port=worker,
-        delivery_semantic="exactly-once",
-        transaction_timeout=timedelta(minutes=5),
-        call_timeout=timedelta(minutes=2),
-    )
-    with LocalRuntime(settings) as runtime:
-        yield runtime
-    assert not runtime.status().kafka.running
-    assert not runtime.status().statefun.running
-
-
-@pytest.mark.integration
-def test_exactly_once_egress_survives_kill_9(exactly_once_runtime: LocalRuntime) -> None:
-    rt = exactly_once_runtime
-    s = rt.settings
-    k1, k2 = "eo-1", "eo-2"
-    committed = ReplyReader(s.bootstrap_servers, s.replies_topic, read_committed=True)
-    try:
-        with EchoWorker(s.worker_host, s.worker_port, s.replies_topic):
-            produce(
-                s.bootstrap_servers,
-                [
-                    (s.requests_topic, k1, b"a"),
-                    (s.requests_topic, k1, b"b"),
-                    (s.requests_topic, k2, b"c"),
-                ],
-            )
-            first = committed.read({k1, k2}, expected=3, timeout=120)
-            assert sorted(first) == [
-                (k1, f"1|{PIPELINE_REQUEST_TYPE}|a"),
-                (k1, f"2|{PIPELINE_REQUEST_TYPE}|b"),
-                (k2, f"1|{PIPELINE_REQUEST_TYPE}|c"),
-            ]
-            # committed output means a checkpoint covering the state updates completed
-            rt.kill_statefun()
-            assert not rt.status().statefun.running
-            checkpoint = rt.latest_checkpoint()
-            assert checkpoint is not None and (checkpoint / "_metadata").is_file()
-            rt.restart_statefun(from_checkpoint=True)
-            produce(
-                s.bootstrap_servers, [(s.requests_topic, k1, b"d"), (s.requests_topic, k2, b"e")]
-            )
-            second = committed.read({k1, k2}, expected=2, timeout=120)
-            second += committed.drain({k1, k2}, seconds=3)  # nothing duplicated after that
-    finally:
-        committed.close()
+def test_exactly_once_egress_survives_kill_9(tmp_path: Path) -> None:
+    """read_committed sees each result once, also across kill -9 + restore from checkpoint."""
+    with isolated_runtime(tmp_path, delivery_semantic="exactly-once") as rt:
+        s = rt.settings
+        k1, k2 = "eo-1", "eo-2"
+        committed = ReplyReader(s.bootstrap_servers, s.replies_topic, read_committed=True)
+        try:
+            with EchoWorker(s.worker_host, s.worker_port, s.replies_topic):
+                produce(
+                    s.bootstrap_servers,
+                    [
+                        (s.requests_topic, k1, b"a"),
+                        (s.requests_topic, k1, b"b"),
+                        (s.requests_topic, k2, b"c"),
+                    ],
+                )
+                first = committed.read({k1, k2}, expected=3, timeout=120)
+                assert sorted(first) == [
+                    (k1, f"1|{PIPELINE_REQUEST_TYPE}|a"),
+                    (k1, f"2|{PIPELINE_REQUEST_TYPE}|b"),
+                    (k2, f"1|{PIPELINE_REQUEST_TYPE}|c"),
+                ]
+                # committed output means a checkpoint covering the state updates completed
+                rt.kill_statefun()
+                assert not rt.status().statefun.running
+                checkpoint = rt.latest_checkpoint()
+                assert checkpoint is not None and (checkpoint / "_metadata").is_file()
+                rt.restart_statefun(from_checkpoint=True)
+                produce(
+                    s.bootstrap_servers,
+                    [(s.requests_topic, k1, b"d"), (s.requests_topic, k2, b"e")],
+                )
+                second = committed.read({k1, k2}, expected=2, timeout=120)
+                second += committed.drain({k1, k2}, seconds=3)  # and nothing duplicated
+        finally:
+            committed.close()
+        log_text = s.statefun_log_file.read_text()
     assert sorted(second) == [
         (k1, f"3|{PIPELINE_REQUEST_TYPE}|d"),
         (k2, f"2|{PIPELINE_REQUEST_TYPE}|e"),
     ]
-    log_text = s.statefun_log_file.read_text()
     assert "Restoring job" in log_text and checkpoint.name in log_text
