@@ -123,6 +123,10 @@ class TransportError(ClientError):
     """Kafka could not be reached or refused a record."""
 
 
+class RequestTooLargeError(ClientError, ValueError):
+    """A request is larger than the client's ``max_request_bytes``; it was refused before sending."""
+
+
 class PipelineNotFoundError(FlinkTasksError, LookupError):
     """No pipeline (or no result yet) is known under that id."""
 

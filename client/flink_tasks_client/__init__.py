@@ -13,6 +13,7 @@ from flink_tasks.errors import (
     PipelineCancelledError,
     PipelineDefinitionError,
     PipelineNotFoundError,
+    RequestTooLargeError,
     ResultTimeoutError,
     SerializationError,
     TaskError,
@@ -22,7 +23,6 @@ from flink_tasks.errors import (
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client._client import FlinkTasksClient
 from flink_tasks_client._events import EventStream
-from flink_tasks_client.errors import RequestTooLargeError
 from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
 
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ from flink_tasks.errors import (
     ClientError,
     PipelineDefinitionError,
     PipelineNotFoundError,
+    RequestTooLargeError,
     ResultTimeoutError,
     TaskError,
     TransportError,
@@ -35,7 +36,6 @@ from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client import _kafka
 from flink_tasks_client._events import EventStream
-from flink_tasks_client.errors import RequestTooLargeError
 from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class FlinkTasksClient:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def wait_ready(self, timeout: timedelta | None = None) -> None:
+    def wait_ready(self, timeout: timedelta | float | None = None) -> None:
         """Block until start-up is done.
 
         Raises:
@@ -155,7 +155,7 @@ class FlinkTasksClient:
         """
         # Start-up has four steps, each bounded by connect_timeout (reach the broker, bootstrap
         # the consumer, seek the reply topic, load the producer's metadata).
-        limit = timeout if timeout is not None else self._settings.connect_timeout * 4
+        limit = self._settings.connect_timeout * 4 if timeout is None else self._timeout(timeout)
         try:
             self._started.result(timeout=limit.total_seconds())
         except TimeoutError as err:
@@ -248,7 +248,9 @@ class FlinkTasksClient:
 
     # --- submitting ---------------------------------------------------------------------------
 
-    def submit(self, pipeline: PipelineBuilder, timeout: timedelta | None = None) -> Future[Any]:
+    def submit(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> Future[Any]:
         """Submit a pipeline; the returned future completes with its result.
 
         Bad input is refused here, before anything is sent. The future fails with `TaskError`
@@ -286,7 +288,7 @@ class FlinkTasksClient:
         )
 
     async def submit_async(
-        self, pipeline: PipelineBuilder, timeout: timedelta | None = None
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
     ) -> Any:
         """Submit a pipeline and await its result.
 
@@ -310,17 +312,67 @@ class FlinkTasksClient:
         """
         return await asyncio.wrap_future(self.submit(pipeline, timeout))
 
-    def submit_sync(self, pipeline: PipelineBuilder, timeout: timedelta | None = None) -> Any:
+    def submit_sync(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> Any:
         """Submit a pipeline and block until its result; the same as ``submit(...).result()``.
 
         Do not call it from an event loop's thread: use `submit_async` there.
         """
         return self.submit(pipeline, timeout).result()
 
+    def enqueue(self, pipeline: PipelineBuilder) -> Future[str]:
+        """Submit a pipeline without waiting for its result.
+
+        The returned future completes with ``pipeline.id`` once Kafka has acknowledged the
+        request (or fails with `TransportError` within ``send_timeout``). The result is not
+        awaited: look it up with `get_status` / `get_result` / `events` by pipeline id.
+
+        Raises:
+            SerializationError, RequestTooLargeError, PipelineDefinitionError: bad input,
+                refused before sending.
+            ClientError: the client is closed.
+        """
+        self._check_open()
+        # The reply still carries a fresh reply_id, which no client waits for.
+        value = self._encode_request(pipeline, uuid.uuid4().hex)
+        topic = self._settings.request_topic
+        key = pipeline.id.encode("utf-8")
+        what = f"pipeline {pipeline.id!r}"
+        acked: Future[str] = Future()
+
+        def produce(started: Future[None]) -> None:
+            error = started.exception()
+            if error is not None:
+                _fail(acked, error)
+                return
+            try:
+                sent = self._producer.send(topic, key=key, value=value)
+            except Exception as err:
+                _fail(acked, TransportError(f"could not send {what} to {topic!r}: {err}"))
+                return
+            sent.add_callback(lambda _: _succeed(acked, pipeline.id))
+            sent.add_errback(
+                lambda err: _fail(
+                    acked,
+                    TransportError(
+                        f"Kafka did not accept {what} on {topic!r} within "
+                        f"{self._settings.send_timeout}: {type(err).__name__}: {err}"
+                    ),
+                )
+            )
+
+        self._started.add_done_callback(produce)
+        return acked
+
+    async def enqueue_async(self, pipeline: PipelineBuilder) -> str:
+        """`enqueue`, awaited: returns ``pipeline.id`` once Kafka has acknowledged the request."""
+        return await asyncio.wrap_future(self.enqueue(pipeline))
+
     # --- actions ------------------------------------------------------------------------------
 
     def action(
-        self, pipeline_id: str, action: int, timeout: timedelta | None = None
+        self, pipeline_id: str, action: int, timeout: timedelta | float | None = None
     ) -> Future[Any]:
         """Send a task action; the returned future completes with its interpreted reply.
 
@@ -356,13 +408,13 @@ class FlinkTasksClient:
         )
 
     async def get_status(
-        self, pipeline_id: str, timeout: timedelta | None = None
+        self, pipeline_id: str, timeout: timedelta | float | None = None
     ) -> PipelineStatus:
         """The pipeline's status; `PipelineStatus.PENDING` for an id that is not known."""
         return await self._await(self.action(pipeline_id, messages_pb2.ACTION_GET_STATUS, timeout))
 
     async def get_request(
-        self, pipeline_id: str, timeout: timedelta | None = None
+        self, pipeline_id: str, timeout: timedelta | float | None = None
     ) -> messages_pb2.PipelineRequest:
         """The request the pipeline was submitted with.
 
@@ -371,7 +423,7 @@ class FlinkTasksClient:
         """
         return await self._await(self.action(pipeline_id, messages_pb2.ACTION_GET_REQUEST, timeout))
 
-    async def get_result(self, pipeline_id: str, timeout: timedelta | None = None) -> Any:
+    async def get_result(self, pipeline_id: str, timeout: timedelta | float | None = None) -> Any:
         """The result of a finished pipeline.
 
         Raises:
@@ -380,7 +432,9 @@ class FlinkTasksClient:
         """
         return await self._await(self.action(pipeline_id, messages_pb2.ACTION_GET_RESULT, timeout))
 
-    async def pause(self, pipeline_id: str, timeout: timedelta | None = None) -> PipelineStatus:
+    async def pause(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
         """Pause a pipeline: no new task is sent until `unpause`. Returns the new status.
 
         Raises:
@@ -388,7 +442,9 @@ class FlinkTasksClient:
         """
         return await self._await(self.action(pipeline_id, messages_pb2.ACTION_PAUSE, timeout))
 
-    async def unpause(self, pipeline_id: str, timeout: timedelta | None = None) -> PipelineStatus:
+    async def unpause(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
         """Resume a paused pipeline. Returns the new status.
 
         Raises:
@@ -396,7 +452,9 @@ class FlinkTasksClient:
         """
         return await self._await(self.action(pipeline_id, messages_pb2.ACTION_UNPAUSE, timeout))
 
-    async def cancel(self, pipeline_id: str, timeout: timedelta | None = None) -> PipelineStatus:
+    async def cancel(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
         """Cancel a pipeline (its ``finally_do`` still runs). Returns the new status.
 
         Raises:
@@ -404,18 +462,49 @@ class FlinkTasksClient:
         """
         return await self._await(self.action(pipeline_id, messages_pb2.ACTION_CANCEL, timeout))
 
-    def get_status_sync(self, pipeline_id: str, timeout: timedelta | None = None) -> PipelineStatus:
+    def get_status_sync(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
         """Blocking `get_status`."""
         status: PipelineStatus = self.action(
             pipeline_id, messages_pb2.ACTION_GET_STATUS, timeout
         ).result()
         return status
 
-    def get_result_sync(self, pipeline_id: str, timeout: timedelta | None = None) -> Any:
+    def get_result_sync(self, pipeline_id: str, timeout: timedelta | float | None = None) -> Any:
         """Blocking `get_result`."""
         return self.action(pipeline_id, messages_pb2.ACTION_GET_RESULT, timeout).result()
 
-    def cancel_sync(self, pipeline_id: str, timeout: timedelta | None = None) -> PipelineStatus:
+    def get_request_sync(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> messages_pb2.PipelineRequest:
+        """Blocking `get_request`."""
+        request: messages_pb2.PipelineRequest = self.action(
+            pipeline_id, messages_pb2.ACTION_GET_REQUEST, timeout
+        ).result()
+        return request
+
+    def pause_sync(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
+        """Blocking `pause`."""
+        status: PipelineStatus = self.action(
+            pipeline_id, messages_pb2.ACTION_PAUSE, timeout
+        ).result()
+        return status
+
+    def unpause_sync(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
+        """Blocking `unpause`."""
+        status: PipelineStatus = self.action(
+            pipeline_id, messages_pb2.ACTION_UNPAUSE, timeout
+        ).result()
+        return status
+
+    def cancel_sync(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> PipelineStatus:
         """Blocking `cancel`."""
         status: PipelineStatus = self.action(
             pipeline_id, messages_pb2.ACTION_CANCEL, timeout
@@ -429,7 +518,7 @@ class FlinkTasksClient:
         pipeline_id: str,
         *,
         from_beginning: bool = False,
-        timeout: timedelta | None = None,
+        timeout: timedelta | float | None = None,
     ) -> EventStream:
         """Follow the events of a root pipeline (and of its children) from the events topic.
 
@@ -462,13 +551,15 @@ class FlinkTasksClient:
 
     # --- internals: requests ------------------------------------------------------------------
 
-    def _timeout(self, timeout: timedelta | None) -> timedelta:
+    def _timeout(self, timeout: timedelta | float | None) -> timedelta:
         if timeout is None:
             return self._settings.default_timeout
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            timeout = timedelta(seconds=timeout)
         if not isinstance(timeout, timedelta):
             raise TypeError(
-                f"timeout must be a datetime.timedelta (e.g. timedelta(seconds=30)), "
-                f"got {timeout!r}"
+                f"timeout must be a datetime.timedelta (e.g. timedelta(seconds=30)) or a number "
+                f"of seconds, got {timeout!r}"
             )
         if timeout <= timedelta(0):
             raise ValueError(f"timeout must be positive, got {timeout}")

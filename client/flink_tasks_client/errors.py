@@ -1,9 +1,7 @@
-"""Errors raised by the client, in addition to those of `flink_tasks.errors`."""
+"""Errors raised by the client: all of them live in `flink_tasks.errors`; kept for imports."""
 
 from __future__ import annotations
 
-from flink_tasks.errors import ClientError
+from flink_tasks.errors import ClientError, RequestTooLargeError
 
-
-class RequestTooLargeError(ClientError, ValueError):
-    """A request is larger than ``max_request_bytes``; it was refused before sending."""
+__all__ = ["ClientError", "RequestTooLargeError"]
