@@ -200,8 +200,11 @@ async def test_timeout(settings: ClientSettings, stand_in: PipelineFunctionStand
             await client.submit_async(silent.send(), timeout=timedelta(milliseconds=500))
         assert 0.45 < time.monotonic() - started < 5
         assert client.pending_count == 0
+        # a number is seconds (as for the in-process environment); anything else is refused
+        with pytest.raises(ResultTimeoutError):
+            await client.submit_async(silent.send(), timeout=0.3)
         with pytest.raises(TypeError, match="timedelta"):
-            client.submit(silent.send(), timeout=5)  # type: ignore[arg-type]
+            client.submit(silent.send(), timeout="5s")  # type: ignore[arg-type]
 
 
 async def test_cancelling_the_awaiting_task_forgets_the_call(
