@@ -198,6 +198,7 @@ class TaskRequest(google.protobuf.message.Message):
     ROOT_PIPELINE_ID_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
     NOT_FRUITFUL_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     task_type: builtins.str
     has_state: builtins.bool
@@ -216,6 +217,8 @@ class TaskRequest(google.protobuf.message.Message):
     """pipeline-run generation; stale results are ignored"""
     not_fruitful: builtins.bool
     """the result is not wanted: None is passed on"""
+    slot: builtins.int
+    """1 + the chain's index in the running group; 0: not in a group"""
     @property
     def args(self) -> flink_tasks._proto.values_pb2.ValueList: ...
     @property
@@ -244,9 +247,10 @@ class TaskRequest(google.protobuf.message.Message):
         root_pipeline_id: builtins.str = ...,
         invocation: builtins.int = ...,
         not_fruitful: builtins.bool = ...,
+        slot: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "reply_namespace", b"reply_namespace", "reply_type", b"reply_type", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "reply_namespace", b"reply_namespace", "reply_type", b"reply_type", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 
@@ -264,10 +268,13 @@ class TaskResult(google.protobuf.message.Message):
     HAS_STATE_FIELD_NUMBER: builtins.int
     ATTEMPT_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     has_state: builtins.bool
     attempt: builtins.int
     invocation: builtins.int
+    slot: builtins.int
+    """echoed from the request"""
     @property
     def result(self) -> flink_tasks._proto.values_pb2.Value: ...
     @property
@@ -289,9 +296,10 @@ class TaskResult(google.protobuf.message.Message):
         has_state: builtins.bool = ...,
         attempt: builtins.int = ...,
         invocation: builtins.int = ...,
+        slot: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "state", b"state", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["outcome", b"outcome"]) -> typing.Literal["result", "error", "pipeline"] | None: ...
 
 global___TaskResult = TaskResult
@@ -334,6 +342,12 @@ class Run(google.protobuf.message.Message):
     PARKED_FIELD_NUMBER: builtins.int
     SIZE_FIELD_NUMBER: builtins.int
     PENDING_RETRIES_FIELD_NUMBER: builtins.int
+    PARENT_SLOT_FIELD_NUMBER: builtins.int
+    GROUP_ID_FIELD_NUMBER: builtins.int
+    GROUP_SIZE_FIELD_NUMBER: builtins.int
+    GROUP_LIMIT_FIELD_NUMBER: builtins.int
+    GROUP_FLATTEN_FIELD_NUMBER: builtins.int
+    GROUP_RETURN_EXCEPTIONS_FIELD_NUMBER: builtins.int
     status: global___PipelineStatus.ValueType
     invocation: builtins.int
     """generation; a finished id may be run again"""
@@ -370,6 +384,13 @@ class Run(google.protobuf.message.Message):
     """child definition stored, not yet started"""
     size: builtins.int
     """tasks in this pipeline, for progress"""
+    parent_slot: builtins.int
+    group_id: builtins.str
+    """the running group, so that a result needs no look at the definition"""
+    group_size: builtins.int
+    group_limit: builtins.int
+    group_flatten: builtins.bool
+    group_return_exceptions: builtins.bool
     @property
     def input(self) -> global___EntryInput:
         """input of the current entry"""
@@ -425,9 +446,15 @@ class Run(google.protobuf.message.Message):
         parked: builtins.bool = ...,
         size: builtins.int = ...,
         pending_retries: collections.abc.Iterable[global___RetryDue] | None = ...,
+        parent_slot: builtins.int = ...,
+        group_id: builtins.str = ...,
+        group_size: builtins.int = ...,
+        group_limit: builtins.int = ...,
+        group_flatten: builtins.bool = ...,
+        group_return_exceptions: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_id", b"task_id"]) -> None: ...
 
 global___Run = Run
 
@@ -591,6 +618,7 @@ class ChildStart(google.protobuf.message.Message):
     EVENTS_TOPIC_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
     PAUSED_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
     parent_id: builtins.str
     root_pipeline_id: builtins.str
     entry_id: builtins.str
@@ -601,6 +629,8 @@ class ChildStart(google.protobuf.message.Message):
     invocation: builtins.int
     """the parent's run generation, echoed in child_result"""
     paused: builtins.bool
+    slot: builtins.int
+    """echoed in child_result"""
     @property
     def input(self) -> global___EntryInput:
         """what the child's first entry receives"""
@@ -625,9 +655,10 @@ class ChildStart(google.protobuf.message.Message):
         events_topic: builtins.str = ...,
         invocation: builtins.int = ...,
         paused: builtins.bool = ...,
+        slot: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["input", b"input", "pipeline", b"pipeline", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "events_topic", b"events_topic", "has_pipeline", b"has_pipeline", "has_state", b"has_state", "input", b"input", "invocation", b"invocation", "parent_id", b"parent_id", "paused", b"paused", "pipeline", b"pipeline", "root_pipeline_id", b"root_pipeline_id", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "events_topic", b"events_topic", "has_pipeline", b"has_pipeline", "has_state", b"has_state", "input", b"input", "invocation", b"invocation", "parent_id", b"parent_id", "paused", b"paused", "pipeline", b"pipeline", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state"]) -> None: ...
 
 global___ChildStart = ChildStart
 
@@ -664,17 +695,20 @@ class RetryDue(google.protobuf.message.Message):
     TASK_ID_FIELD_NUMBER: builtins.int
     ATTEMPT_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     attempt: builtins.int
     invocation: builtins.int
+    slot: builtins.int
     def __init__(
         self,
         *,
         task_id: builtins.str = ...,
         attempt: builtins.int = ...,
         invocation: builtins.int = ...,
+        slot: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "invocation", b"invocation", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "invocation", b"invocation", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
 
 global___RetryDue = RetryDue
 

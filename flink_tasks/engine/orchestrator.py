@@ -195,6 +195,7 @@ class _Engine:
         run.status = S.PIPELINE_STATUS_RUNNING
         run.parent_entry_id = start.entry_id
         run.parent_invocation = start.invocation
+        run.parent_slot = start.slot
         run.invocation = 1
         run.paused = start.paused
         run.input.CopyFrom(start.input)
@@ -360,6 +361,7 @@ class _Engine:
         state: values_pb2.Value | None,
         *,
         attempt: int,
+        slot: int = 0,
     ) -> None:
         run = self.run
         namespace = task.namespace or DEFAULT_NAMESPACE
@@ -372,7 +374,7 @@ class _Engine:
                 f"task {task.task_type!r} is bound to namespace {namespace!r}, which no endpoint "
                 f"serves (served: {sorted(served)}); add it to the StateFun module",
             )
-            result = messages_pb2.TaskResult(task_id=task.task_id, error=failure, invocation=run.invocation)
+            result = messages_pb2.TaskResult(task_id=task.task_id, error=failure, invocation=run.invocation, slot=slot)
             self.send(self.address_id, result)
             return
         request = messages_pb2.TaskRequest(
@@ -387,6 +389,7 @@ class _Engine:
             root_pipeline_id=run.root_pipeline_id,
             invocation=run.invocation,
             not_fruitful=task.not_fruitful,
+            slot=slot,
         )
         if state is not None:
             request.state.CopyFrom(state)
@@ -403,32 +406,41 @@ class _Engine:
     def start_group(self, group: pipeline_pb2.GroupEntry) -> None:
         run = self.run
         run.next_chain = run.running = run.completed = 0
+        run.group_id = group.group_id
+        run.group_size = len(group.chains)
+        run.group_limit = group.max_parallelism
+        run.group_flatten = group.flatten
+        run.group_return_exceptions = group.return_exceptions
         self.state.set_slots(messages_pb2.GroupSlots(slots=[messages_pb2.Slot() for _ in group.chains]))
         if not group.chains:
-            self.complete_entry(values.list_value([]))
+            self.finish_group()
             return
-        self.pump_group(group)
+        self.pump_group()
 
-    def pump_group(self, group: pipeline_pb2.GroupEntry) -> None:
+    def pump_group(self) -> None:
+        """Start chains while the group's parallelism allows; no-op once every chain started."""
         run = self.run
-        limit = group.max_parallelism
+        limit = run.group_limit
+        chains: Sequence[pipeline_pb2.Pipeline] | None = None
         while (
             not run.paused
             and not run.cancelling
-            and run.next_chain < len(group.chains)
+            and run.next_chain < run.group_size
             and (limit <= 0 or run.running < limit)
         ):
-            self.start_chain(group.chains[run.next_chain])
+            if chains is None:
+                chains = self.definition.pipeline.entries[run.cursor].group.chains
+            self.start_chain(run.next_chain, chains[run.next_chain])
             run.next_chain += 1
             run.running += 1
         self.state.touch_run()
 
-    def start_chain(self, chain: pipeline_pb2.Pipeline) -> None:
+    def start_chain(self, index: int, chain: pipeline_pb2.Pipeline) -> None:
         run = self.run
         head = chain.entries[0]
         if head.WhichOneof("kind") == "task":
             args, kwargs = values.entry_args(head.task, run.input)
-            self.send_task(head.task, args, kwargs, run.state if run.has_state else None, attempt=1)
+            self.send_task(head.task, args, kwargs, run.state if run.has_state else None, attempt=1, slot=index + 1)
             return
         child_id = head.child.child_id
         start = messages_pb2.ChildStart(
@@ -438,6 +450,7 @@ class _Engine:
             input=run.input,
             events_topic=run.events_topic,
             invocation=run.invocation,
+            slot=index + 1,
         )
         if run.has_state:
             start.state.CopyFrom(run.state)
@@ -456,18 +469,17 @@ class _Engine:
             return  # results of running tasks are ignored once cancelled
         if result.task_id in run.active_children:
             run.active_children.remove(result.task_id)
-        entry = self.definition.pipeline.entries[run.cursor] if run.cursor < len(self.definition.pipeline.entries) else None
-        if entry is None:
+        if result.slot > 0:
+            # a chain of the running group: no need to look at the definition
+            if run.entry_started and result.slot <= run.group_size:
+                self.on_chain_result(result.slot - 1, result)
             return
+        entries = self.definition.pipeline.entries
+        if run.cursor >= len(entries) or not run.entry_started or result.task_id != run.task_id:
+            return
+        entry = entries[run.cursor]
         if entry.WhichOneof("kind") == "task":
-            if result.task_id != run.task_id or not run.entry_started:
-                return
             self.on_task_entry_result(entry.task, result)
-        else:
-            chain_index = self.definition.chain_index[run.cursor].get(result.task_id)
-            if chain_index is None:
-                return
-            self.on_chain_result(entry.group, chain_index, result)
 
     def on_task_entry_result(self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult) -> None:
         run = self.run
@@ -505,21 +517,23 @@ class _Engine:
         self.state.touch_run()
         self.start_entry()
 
-    def on_chain_result(self, group: pipeline_pb2.GroupEntry, index: int, result: messages_pb2.TaskResult) -> None:
+    def on_chain_result(self, index: int, result: messages_pb2.TaskResult) -> None:
         run = self.run
         slots = self.state.slots
         assert slots is not None
         slot = slots.slots[index]
         if slot.done:
             return
-        head = group.chains[index].entries[0]
         outcome = result.WhichOneof("outcome")
         if outcome == "pipeline":
             state = result.state if result.has_state else (run.state if run.has_state else None)
-            self.start_orchestrated_child(result, state)
+            self.start_orchestrated_child(result, state, slot=index + 1)
             return
-        if outcome == "error" and head.WhichOneof("kind") == "task":
-            if self.schedule_retry(head.task, result, result.attempt or 1):
+        if outcome == "error" and result.error.retryable:
+            head = self.definition.pipeline.entries[run.cursor].group.chains[index].entries[0]
+            if head.WhichOneof("kind") == "task" and self.schedule_retry(
+                head.task, result, result.attempt or 1, slot=index + 1
+            ):
                 return
         slot.done = True
         if outcome == "error":
@@ -529,23 +543,23 @@ class _Engine:
                 error.state.CopyFrom(run.state)
                 error.has_state = True
             slot.error.CopyFrom(error)
-        elif head.WhichOneof("kind") == "task" and head.task.not_fruitful:
-            slot.result.none = True
         else:
             slot.result.CopyFrom(result.result)
-        if result.has_state and outcome != "error":
-            slot.state.CopyFrom(result.state)
-            slot.has_state = True
+            if result.has_state:
+                slot.state.CopyFrom(result.state)
+                slot.has_state = True
         self.state.touch_slots()
         run.running -= 1
         run.completed += 1
-        self.progress(group, run.completed)
-        if run.completed == len(group.chains):
-            self.finish_group(group)
+        self.progress(run.completed)
+        if run.completed == run.group_size:
+            self.finish_group()
         else:
-            self.pump_group(group)
+            self.pump_group()
 
-    def start_orchestrated_child(self, result: messages_pb2.TaskResult, state: values_pb2.Value | None) -> None:
+    def start_orchestrated_child(
+        self, result: messages_pb2.TaskResult, state: values_pb2.Value | None, *, slot: int = 0
+    ) -> None:
         """A task returned a pipeline: run it as a child whose result becomes the task's result."""
         run = self.run
         pipeline = result.pipeline
@@ -559,6 +573,7 @@ class _Engine:
             events_topic=run.events_topic,
             invocation=run.invocation,
             paused=run.paused,
+            slot=slot,
         )
         start.input.initial.CopyFrom(pipeline.initial)
         if pipeline.inline:
@@ -572,13 +587,15 @@ class _Engine:
         self.state.touch_run()
         self.send(child_id, messages_pb2.PipelineMessage(start_child=start))
 
-    def schedule_retry(self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult, attempt: int) -> bool:
+    def schedule_retry(
+        self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult, attempt: int, *, slot: int = 0
+    ) -> bool:
         """Schedule a durable retry if the task's policy allows one more attempt."""
         if not (task.has_retry_policy and result.error.retryable and attempt <= task.retry_policy.max_retries):
             return False
         run = self.run
         delay = retry_delay_ms(task.retry_policy, attempt)
-        due = messages_pb2.RetryDue(task_id=task.task_id, attempt=attempt + 1, invocation=run.invocation)
+        due = messages_pb2.RetryDue(task_id=task.task_id, attempt=attempt + 1, invocation=run.invocation, slot=slot)
         self.send(self.address_id, messages_pb2.PipelineMessage(retry_due=due), delay_ms=delay)
         logger.warning("task %s failed (attempt %d); retrying in %d ms", task.task_id, attempt, delay)
         return True
@@ -615,12 +632,13 @@ class _Engine:
             run.attempt = due.attempt
             self.state.touch_run()
         else:
-            index = self.definition.chain_index[run.cursor].get(due.task_id)
-            if index is None:
+            if due.slot < 1 or due.slot > len(entry.group.chains):
                 return
-            task = entry.group.chains[index].entries[0].task
+            task = entry.group.chains[due.slot - 1].entries[0].task
+            if task.task_id != due.task_id:
+                return
             args, kwargs = values.entry_args(task, run.input)
-        self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=due.attempt)
+        self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=due.attempt, slot=due.slot)
 
     def complete_entry(self, value: values_pb2.Value) -> None:
         run = self.run
@@ -632,7 +650,7 @@ class _Engine:
         self.state.touch_run()
         self.start_entry()
 
-    def finish_group(self, group: pipeline_pb2.GroupEntry) -> None:
+    def finish_group(self) -> None:
         run = self.run
         slots = self.state.slots
         assert slots is not None
@@ -641,11 +659,11 @@ class _Engine:
         states: list[values_pb2.Value] = []
         for slot in slots.slots:
             if slot.failed:
-                if group.return_exceptions:
+                if run.group_return_exceptions:
                     items.append(values_pb2.Value(exception=slot.error))
                 else:
                     failures.append(slot.error)
-            elif group.flatten and slot.result.WhichOneof("kind") == "list_value":
+            elif run.group_flatten and slot.result.WhichOneof("kind") == "list_value":
                 items.extend(slot.result.list_value.items)
             else:
                 items.append(slot.result)
@@ -656,10 +674,12 @@ class _Engine:
         if states:
             run.state.CopyFrom(values.merge_states(states))
             run.has_state = True
+        group_id = run.group_id
+        run.group_size = 0
         self.state.set_slots(None)
         if failures:
             run.failing = True
-            run.error.CopyFrom(_with_state(_aggregate(group.group_id, failures), run))
+            run.error.CopyFrom(_with_state(_aggregate(group_id, failures), run))
             run.cursor += 1
             run.entry_started = False
             self.state.touch_run()
@@ -667,13 +687,14 @@ class _Engine:
             return
         self.complete_entry(values.list_value(items))
 
-    def progress(self, group: pipeline_pb2.GroupEntry, completed: int) -> None:
-        total = len(group.chains)
+    def progress(self, completed: int) -> None:
+        run = self.run
+        total = run.group_size
         every = max(1, total // max(1, self.settings.progress_events))
         if completed == total or completed % every == 0:
             self.emit(
                 events_pb2.PipelineEvent(
-                    group_progress=events_pb2.GroupProgress(group_id=group.group_id, completed=completed, total=total)
+                    group_progress=events_pb2.GroupProgress(group_id=run.group_id, completed=completed, total=total)
                 )
             )
 
@@ -743,7 +764,13 @@ class _Engine:
         failure = outcome.error if outcome.WhichOneof("outcome") == "error" else None
         state = outcome.state if (outcome.has_state and run.inline) else None
         self.send_to_parent(
-            run.parent_id, run.parent_entry_id, run.parent_invocation, result=outcome.result, failure=failure, state=state
+            run.parent_id,
+            run.parent_entry_id,
+            run.parent_invocation,
+            result=outcome.result,
+            failure=failure,
+            state=state,
+            slot=run.parent_slot,
         )
         self.state.clear()
 
@@ -756,8 +783,9 @@ class _Engine:
         result: values_pb2.Value | None = None,
         failure: values_pb2.TaskException | None = None,
         state: values_pb2.Value | None = None,
+        slot: int = 0,
     ) -> None:
-        message = messages_pb2.TaskResult(task_id=entry_id, invocation=invocation)
+        message = messages_pb2.TaskResult(task_id=entry_id, invocation=invocation, slot=slot)
         if failure is not None:
             message.error.CopyFrom(failure)
         else:
@@ -868,7 +896,7 @@ class _Engine:
             if not run.entry_started:
                 self.start_entry()
             elif entry.WhichOneof("kind") == "group":
-                self.pump_group(entry.group)
+                self.pump_group()
         for due in pending:
             self.resend(due)
 

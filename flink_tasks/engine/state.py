@@ -21,29 +21,15 @@ CELLS = ("run", "definition", "slots", "result", "request")
 
 @dataclass(frozen=True)
 class CompiledDefinition:
-    """A parsed definition with the lookups the engine needs, cached by its bytes."""
+    """A parsed definition, cached by its bytes (a definition never changes once written)."""
 
     pipeline: pipeline_pb2.Pipeline
-    chain_index: dict[int, dict[str, int]]  # entry index -> {task or child id -> chain index}
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=256)
 def parse_definition(raw: bytes) -> CompiledDefinition:
-    """Parse a stored definition once; later results of the same pipeline hit the cache."""
-    pipeline = pipeline_pb2.Pipeline.FromString(raw)
-    index: dict[int, dict[str, int]] = {}
-    for position, entry in enumerate(pipeline.entries):
-        if entry.WhichOneof("kind") == "group":
-            index[position] = {chain_entry_id(chain): i for i, chain in enumerate(entry.group.chains)}
-    return CompiledDefinition(pipeline, index)
-
-
-def chain_entry_id(chain: pipeline_pb2.Pipeline) -> str:
-    """The id a chain's result comes back under: its task's id, or its child's address."""
-    head = chain.entries[0]
-    if head.WhichOneof("kind") == "task":
-        return head.task.task_id
-    return head.child.child_id
+    """Parse a stored definition once for a run of steps that need it."""
+    return CompiledDefinition(pipeline_pb2.Pipeline.FromString(raw))
 
 
 @dataclass

@@ -79,7 +79,7 @@ class TaskRunner:
         if request.attempt > 1:
             self._hook("task_retried", request)
         result = messages_pb2.TaskResult(
-            task_id=request.task_id, attempt=request.attempt or 1, invocation=request.invocation
+            task_id=request.task_id, attempt=request.attempt or 1, invocation=request.invocation, slot=request.slot
         )
         definition: TaskDefinition | None = None
         try:
@@ -170,7 +170,11 @@ class TaskRunner:
             failure.retryable = bool(retry_for & _type_names(exc))
         logger.debug("task %s (%s) failed: %s", request.task_id, request.task_type, failure.exception_type)
         return messages_pb2.TaskResult(
-            task_id=request.task_id, error=failure, attempt=request.attempt or 1, invocation=request.invocation
+            task_id=request.task_id,
+            error=failure,
+            attempt=request.attempt or 1,
+            invocation=request.invocation,
+            slot=request.slot,
         )
 
     def _hook(self, name: str, *args: Any) -> None:
