@@ -1,4 +1,4 @@
-"""`make demo`: start Kafka + StateFun + a worker locally, run the seed pipelines, print results, stop."""
+"""`make demo`: start Kafka, StateFun and a worker, run the seed pipelines, print results, stop."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flink_tasks.testing import PipelineEnvironment
 
 
 async def main() -> int:
-    print("Starting the local runtime (Kafka + StateFun on Flink) and a worker; logs in .runtime/logs/")
+    print("Starting Kafka, StateFun on Flink and a worker; logs in .runtime/logs/")
     started = time.perf_counter()
     failures = 0
     async with PipelineEnvironment.start_local(tasks) as env:

@@ -113,7 +113,9 @@ def limited(count: int = 50) -> PipelineBuilder:
 
 
 def staged(count: int = 10_000) -> PipelineBuilder:
-    return in_parallel([multiply.send(i) for i in range(1, count + 1)], num_stages=10).with_initial(args=2)
+    return in_parallel([multiply.send(i) for i in range(1, count + 1)], num_stages=10).with_initial(
+        args=2
+    )
 
 
 def shared_state() -> PipelineBuilder:

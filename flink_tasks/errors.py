@@ -50,7 +50,7 @@ class TaskException:
 
 
 class TaskError(FlinkTasksError):
-    """A pipeline failed: the remote exception's type, message, traceback and the state at failure."""
+    """A pipeline failed: the remote exception's type, message, traceback and state at failure."""
 
     def __init__(
         self,
@@ -124,7 +124,7 @@ class TransportError(ClientError):
 
 
 class RequestTooLargeError(ClientError, ValueError):
-    """A request is larger than the client's ``max_request_bytes``; it was refused before sending."""
+    """A request is over the client's ``max_request_bytes``; it was refused before sending."""
 
 
 class PipelineNotFoundError(FlinkTasksError, LookupError):

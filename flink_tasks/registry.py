@@ -1,4 +1,4 @@
-"""`FlinkTasks`: binds Python functions as tasks, and `Task`: a bound function that builds pipelines."""
+"""`FlinkTasks` binds Python functions as tasks; a `Task` builds pipelines."""
 
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ class FlinkTasks:
         default_timeout: timedelta = timedelta(minutes=5),
     ) -> None:
         if worker_name == PIPELINE_FUNCTION_NAME:
-            raise ValueError(f"worker_name {PIPELINE_FUNCTION_NAME!r} is reserved for the pipeline function")
+            raise ValueError(
+                f"worker_name {PIPELINE_FUNCTION_NAME!r} is reserved for the pipeline function"
+            )
         self.namespace = namespace
         self.worker_name = worker_name
         self.default_timeout = default_timeout

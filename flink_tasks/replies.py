@@ -35,7 +35,9 @@ def status_of(reply: messages_pb2.Reply) -> PipelineStatus:
     if outcome == "error":
         raise error_of(reply)
     if outcome != "status":
-        raise errors.FlinkTasksError(f"unexpected reply {outcome!r} to an action on {reply.pipeline_id!r}")
+        raise errors.FlinkTasksError(
+            f"unexpected reply {outcome!r} to an action on {reply.pipeline_id!r}"
+        )
     return PipelineStatus(reply.status)
 
 

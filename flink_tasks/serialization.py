@@ -183,9 +183,7 @@ def encode_exception(exc: TaskException, *, allow_pickle: bool = False) -> value
     return out
 
 
-def decode_exception(
-    exc: values_pb2.TaskException, *, allow_pickle: bool = False
-) -> TaskException:
+def decode_exception(exc: values_pb2.TaskException, *, allow_pickle: bool = False) -> TaskException:
     """Decode a `TaskException`."""
     return TaskException(
         id=exc.id,

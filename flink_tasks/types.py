@@ -45,7 +45,9 @@ class RetryPolicy:
             max_retries=self.max_retries,
             delay_ms=int(self.delay / timedelta(milliseconds=1)),
             exponential_back_off=self.exponential_back_off,
-            max_delay_ms=0 if self.max_delay is None else int(self.max_delay / timedelta(milliseconds=1)),
+            max_delay_ms=0
+            if self.max_delay is None
+            else int(self.max_delay / timedelta(milliseconds=1)),
         )
 
 

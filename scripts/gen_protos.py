@@ -1,4 +1,6 @@
-"""Regenerate flink_tasks/_proto from proto/ with the pinned generator (grpcio-tools + mypy-protobuf).
+"""Regenerate flink_tasks/_proto from proto/ with the pinned generator.
+
+The generator is grpcio-tools + mypy-protobuf, pinned in pyproject.toml.
 
 Usage: python scripts/gen_protos.py [--check]
 --check regenerates into a temporary folder and fails if the committed files differ.
@@ -19,14 +21,18 @@ PACKAGE_DIR = Path("flink_tasks") / "_proto"
 
 
 def generate(out_root: Path) -> None:
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    sources = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+    )
     (out_root / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
     plugin = shutil.which("protoc-gen-mypy", path=str(Path(sys.executable).parent))
     if plugin is None:
         sys.exit("protoc-gen-mypy not found: install the dev dependencies (make install)")
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
             f"-I{PROTO_ROOT}",
             f"--python_out={out_root}",
             f"--mypy_out={out_root}",
@@ -51,8 +57,13 @@ def main() -> int:
         names = {p.name for p in fresh.iterdir()} | {
             p.name for p in committed.iterdir() if p.suffix in {".py", ".pyi"}
         }
-        stale = [n for n in sorted(names) if not (fresh / n).exists() or not (committed / n).exists()
-                 or not filecmp.cmp(fresh / n, committed / n, shallow=False)]
+        stale = [
+            n
+            for n in sorted(names)
+            if not (fresh / n).exists()
+            or not (committed / n).exists()
+            or not filecmp.cmp(fresh / n, committed / n, shallow=False)
+        ]
         if stale:
             print("generated protobuf code is stale; run `make proto`:", ", ".join(stale))
             return 1

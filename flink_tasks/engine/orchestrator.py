@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 from flink_tasks import errors
 from flink_tasks._proto import events_pb2, messages_pb2, pipeline_pb2, values_pb2
@@ -29,8 +30,16 @@ from flink_tasks.types import retry_delay_ms
 logger = logging.getLogger(__name__)
 
 S = messages_pb2  # statuses and actions
-RUNNING_STATUSES = (S.PIPELINE_STATUS_RUNNING, S.PIPELINE_STATUS_PAUSED, S.PIPELINE_STATUS_CANCELLING)
-FINISHED_STATUSES = (S.PIPELINE_STATUS_COMPLETED, S.PIPELINE_STATUS_FAILED, S.PIPELINE_STATUS_CANCELLED)
+RUNNING_STATUSES = (
+    S.PIPELINE_STATUS_RUNNING,
+    S.PIPELINE_STATUS_PAUSED,
+    S.PIPELINE_STATUS_CANCELLING,
+)
+FINISHED_STATUSES = (
+    S.PIPELINE_STATUS_COMPLETED,
+    S.PIPELINE_STATUS_FAILED,
+    S.PIPELINE_STATUS_CANCELLED,
+)
 REQUEST_STORE_SUFFIX = "~request"
 
 
@@ -115,19 +124,23 @@ class _Engine:
                 request.reply_topic,
                 request.reply_id,
                 errors.ALREADY_RUNNING_ERROR,
-                f"pipeline {self.address_id!r} is already running; wait for it to finish or cancel it",
+                f"pipeline {self.address_id!r} is already running; wait for it or cancel it",
             )
             return
         if not request.pipeline.entries:
             self.reply_error(
-                request.reply_topic, request.reply_id, errors.INVALID_REQUEST_ERROR, "the pipeline has no entries"
+                request.reply_topic,
+                request.reply_id,
+                errors.INVALID_REQUEST_ERROR,
+                "the pipeline has no entries",
             )
             return
         invocation = (run.invocation + 1) if run is not None else 1
         self.state.clear()
         self.effects.append(
             effects.SendPipelineMessage(
-                self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(store_request=request)
+                self.address_id + REQUEST_STORE_SUFFIX,
+                messages_pb2.PipelineMessage(store_request=request),
             )
         )
         pipeline = request.pipeline
@@ -145,7 +158,11 @@ class _Engine:
             run.state.CopyFrom(pipeline.initial.state)
             run.has_state = True
         self.state.set_run(run)
-        self.emit(events_pb2.PipelineEvent(pipeline_created=events_pb2.PipelineCreated(pipeline=_structure(pipeline))))
+        self.emit(
+            events_pb2.PipelineEvent(
+                pipeline_created=events_pb2.PipelineCreated(pipeline=_structure(pipeline))
+            )
+        )
         self.emit_status(S.PIPELINE_STATUS_RUNNING)
         self.state.set_definition(self.compile(pipeline, run))
         self.start_entry()
@@ -187,7 +204,10 @@ class _Engine:
         elif run is None or not run.parked:
             # Cannot happen while messages between two addresses stay in order; answer, never hang.
             failure = _exception(
-                self.address_id, "", errors.INTERNAL_ERROR, f"child pipeline {self.address_id!r} has no definition"
+                self.address_id,
+                "",
+                errors.INTERNAL_ERROR,
+                f"child pipeline {self.address_id!r} has no definition",
             )
             self.send_to_parent(start.parent_id, start.entry_id, start.invocation, failure=failure)
             return
@@ -205,9 +225,11 @@ class _Engine:
         self.state.touch_run()
         self.start_entry()
 
-    # ---------------------------------------------------------------- compilation (staging, parking)
+    # ---------------------------------------------------------------- compilation
 
-    def compile(self, pipeline: pipeline_pb2.Pipeline, run: messages_pb2.Run) -> pipeline_pb2.Pipeline:
+    def compile(
+        self, pipeline: pipeline_pb2.Pipeline, run: messages_pb2.Run
+    ) -> pipeline_pb2.Pipeline:
         """Stage large groups and park multi-entry chains at child addresses."""
         out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
         for entry in pipeline.entries:
@@ -217,7 +239,9 @@ class _Engine:
                 out.entries.append(entry)
         return out
 
-    def compile_group(self, group: pipeline_pb2.GroupEntry, run: messages_pb2.Run) -> pipeline_pb2.GroupEntry:
+    def compile_group(
+        self, group: pipeline_pb2.GroupEntry, run: messages_pb2.Run
+    ) -> pipeline_pb2.GroupEntry:
         threshold = max(2, self.settings.auto_stage_threshold)
         chains: Sequence[pipeline_pb2.Pipeline] = group.chains
         if group.num_stages > 1 or len(chains) > threshold:
@@ -242,7 +266,9 @@ class _Engine:
                     child_id,
                     messages_pb2.PipelineMessage(
                         define_child=messages_pb2.ChildDefinition(
-                            pipeline=pipeline_pb2.Pipeline(id=child_id, entries=chain.entries, inline=True),
+                            pipeline=pipeline_pb2.Pipeline(
+                                id=child_id, entries=chain.entries, inline=True
+                            ),
                             parent_id=self.address_id,
                             root_pipeline_id=run.root_pipeline_id,
                             events_topic=run.events_topic,
@@ -313,7 +339,11 @@ class _Engine:
                 self.finish()
                 return
             entry = entries[run.cursor]
-            kind = entry.task.kind if entry.WhichOneof("kind") == "task" else pipeline_pb2.ENTRY_KIND_TASK
+            kind = (
+                entry.task.kind
+                if entry.WhichOneof("kind") == "task"
+                else pipeline_pb2.ENTRY_KIND_TASK
+            )
             if kind == pipeline_pb2.ENTRY_KIND_FINALLY:
                 if not run.has_outcome:
                     run.outcome.CopyFrom(self.current_outcome())
@@ -374,7 +404,9 @@ class _Engine:
                 f"task {task.task_type!r} is bound to namespace {namespace!r}, which no endpoint "
                 f"serves (served: {sorted(served)}); add it to the StateFun module",
             )
-            result = messages_pb2.TaskResult(task_id=task.task_id, error=failure, invocation=run.invocation, slot=slot)
+            result = messages_pb2.TaskResult(
+                task_id=task.task_id, error=failure, invocation=run.invocation, slot=slot
+            )
             self.send(self.address_id, result)
             return
         request = messages_pb2.TaskRequest(
@@ -399,7 +431,10 @@ class _Engine:
             request.has_retry_policy = True
         self.effects.append(
             effects.SendTask(
-                namespace, task.worker_name or DEFAULT_WORKER_NAME, _task_address(task.task_id, attempt), request
+                namespace,
+                task.worker_name or DEFAULT_WORKER_NAME,
+                _task_address(task.task_id, attempt),
+                request,
             )
         )
 
@@ -411,7 +446,9 @@ class _Engine:
         run.group_limit = group.max_parallelism
         run.group_flatten = group.flatten
         run.group_return_exceptions = group.return_exceptions
-        self.state.set_slots(messages_pb2.GroupSlots(slots=[messages_pb2.Slot() for _ in group.chains]))
+        self.state.set_slots(
+            messages_pb2.GroupSlots(slots=[messages_pb2.Slot() for _ in group.chains])
+        )
         if not group.chains:
             self.finish_group()
             return
@@ -440,7 +477,14 @@ class _Engine:
         head = chain.entries[0]
         if head.WhichOneof("kind") == "task":
             args, kwargs = values.entry_args(head.task, run.input)
-            self.send_task(head.task, args, kwargs, run.state if run.has_state else None, attempt=1, slot=index + 1)
+            self.send_task(
+                head.task,
+                args,
+                kwargs,
+                run.state if run.has_state else None,
+                attempt=1,
+                slot=index + 1,
+            )
             return
         child_id = head.child.child_id
         start = messages_pb2.ChildStart(
@@ -462,7 +506,12 @@ class _Engine:
 
     def on_result(self, result: messages_pb2.TaskResult) -> None:
         run = self.state.run
-        if run is None or run.parked or result.invocation != run.invocation or run.status in FINISHED_STATUSES:
+        if (
+            run is None
+            or run.parked
+            or result.invocation != run.invocation
+            or run.status in FINISHED_STATUSES
+        ):
             logger.debug("ignoring a stale result for %s at %s", result.task_id, self.address_id)
             return
         if run.cancelling and not run.finalizing:
@@ -481,7 +530,9 @@ class _Engine:
         if entry.WhichOneof("kind") == "task":
             self.on_task_entry_result(entry.task, result)
 
-    def on_task_entry_result(self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult) -> None:
+    def on_task_entry_result(
+        self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult
+    ) -> None:
         run = self.run
         outcome = result.WhichOneof("outcome")
         if outcome == "pipeline":
@@ -494,7 +545,9 @@ class _Engine:
             if self.schedule_retry(task, result, result.attempt or run.attempt):
                 return
             run.failing = True
-            run.error.CopyFrom(_with_state(_final_error(result.error, result.attempt or run.attempt), run))
+            run.error.CopyFrom(
+                _with_state(_final_error(result.error, result.attempt or run.attempt), run)
+            )
         else:
             if result.has_state:
                 run.state.CopyFrom(result.state)
@@ -588,21 +641,39 @@ class _Engine:
         self.send(child_id, messages_pb2.PipelineMessage(start_child=start))
 
     def schedule_retry(
-        self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult, attempt: int, *, slot: int = 0
+        self,
+        task: pipeline_pb2.TaskEntry,
+        result: messages_pb2.TaskResult,
+        attempt: int,
+        *,
+        slot: int = 0,
     ) -> bool:
         """Schedule a durable retry if the task's policy allows one more attempt."""
-        if not (task.has_retry_policy and result.error.retryable and attempt <= task.retry_policy.max_retries):
+        if not (
+            task.has_retry_policy
+            and result.error.retryable
+            and attempt <= task.retry_policy.max_retries
+        ):
             return False
         run = self.run
         delay = retry_delay_ms(task.retry_policy, attempt)
-        due = messages_pb2.RetryDue(task_id=task.task_id, attempt=attempt + 1, invocation=run.invocation, slot=slot)
+        due = messages_pb2.RetryDue(
+            task_id=task.task_id, attempt=attempt + 1, invocation=run.invocation, slot=slot
+        )
         self.send(self.address_id, messages_pb2.PipelineMessage(retry_due=due), delay_ms=delay)
-        logger.warning("task %s failed (attempt %d); retrying in %d ms", task.task_id, attempt, delay)
+        logger.warning(
+            "task %s failed (attempt %d); retrying in %d ms", task.task_id, attempt, delay
+        )
         return True
 
     def on_retry_due(self, due: messages_pb2.RetryDue) -> None:
         run = self.state.run
-        if run is None or due.invocation != run.invocation or run.status in FINISHED_STATUSES or run.cancelling:
+        if (
+            run is None
+            or due.invocation != run.invocation
+            or run.status in FINISHED_STATUSES
+            or run.cancelling
+        ):
             return
         if run.paused:
             run.pending_retries.append(due)
@@ -638,7 +709,14 @@ class _Engine:
             if task.task_id != due.task_id:
                 return
             args, kwargs = values.entry_args(task, run.input)
-        self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=due.attempt, slot=due.slot)
+        self.send_task(
+            task,
+            args,
+            kwargs,
+            run.state if run.has_state else None,
+            attempt=due.attempt,
+            slot=due.slot,
+        )
 
     def complete_entry(self, value: values_pb2.Value) -> None:
         run = self.run
@@ -694,7 +772,9 @@ class _Engine:
         if completed == total or completed % every == 0:
             self.emit(
                 events_pb2.PipelineEvent(
-                    group_progress=events_pb2.GroupProgress(group_id=run.group_id, completed=completed, total=total)
+                    group_progress=events_pb2.GroupProgress(
+                        group_id=run.group_id, completed=completed, total=total
+                    )
                 )
             )
 
@@ -722,7 +802,10 @@ class _Engine:
             return
         outcome.reply_id = run.reply_id
         outcome.pipeline_id = self.address_id
-        if outcome.ByteSize() > self.settings.max_reply_bytes and outcome.WhichOneof("outcome") == "result":
+        if (
+            outcome.ByteSize() > self.settings.max_reply_bytes
+            and outcome.WhichOneof("outcome") == "result"
+        ):
             size = outcome.ByteSize()
             outcome.ClearField("result")
             outcome.error.CopyFrom(
@@ -730,7 +813,8 @@ class _Engine:
                     self.address_id,
                     "",
                     errors.SERIALIZATION_ERROR,
-                    f"the pipeline's result is {size} bytes, above the {self.settings.max_reply_bytes}-byte "
+                    f"the pipeline's result is {size} bytes, above the "
+                    f"{self.settings.max_reply_bytes}-byte "
                     "reply limit; return a reference (e.g. a storage key) instead of the data",
                 )
             )
@@ -758,7 +842,9 @@ class _Engine:
             self.effects.append(effects.SendReply(reply_topic, self.address_id, outcome))
         self.emit_status(status)
         expire = messages_pb2.PipelineMessage(expire=messages_pb2.Expire(invocation=invocation))
-        self.send(self.address_id, expire, delay_ms=int(self.settings.retention.total_seconds() * 1000))
+        self.send(
+            self.address_id, expire, delay_ms=int(self.settings.retention.total_seconds() * 1000)
+        )
 
     def finish_child(self, run: messages_pb2.Run, outcome: messages_pb2.Reply) -> None:
         failure = outcome.error if outcome.WhichOneof("outcome") == "error" else None
@@ -800,9 +886,15 @@ class _Engine:
         if run is None and self.address_id.endswith(REQUEST_STORE_SUFFIX):
             self.state.clear()
             return
-        if run is not None and run.invocation == expire.invocation and run.status in FINISHED_STATUSES:
+        if (
+            run is not None
+            and run.invocation == expire.invocation
+            and run.status in FINISHED_STATUSES
+        ):
             self.state.clear()
-            self.send(self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(expire=expire))
+            self.send(
+                self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(expire=expire)
+            )
 
     def fail_internal(self, stacktrace: str) -> None:
         """An engine bug: fail this pipeline with an internal error rather than leave it hanging."""
@@ -814,7 +906,13 @@ class _Engine:
         try:
             run.failing = True
             run.error.CopyFrom(
-                _exception(self.address_id, "", errors.INTERNAL_ERROR, "the pipeline engine failed", stacktrace)
+                _exception(
+                    self.address_id,
+                    "",
+                    errors.INTERNAL_ERROR,
+                    "the pipeline engine failed",
+                    stacktrace,
+                )
             )
             run.has_outcome = False
             run.cursor = 1 << 30
@@ -829,7 +927,10 @@ class _Engine:
         run = self.state.run
         kind = action.action
         if kind == S.ACTION_GET_REQUEST:
-            self.send(self.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(get_request=action))
+            self.send(
+                self.address_id + REQUEST_STORE_SUFFIX,
+                messages_pb2.PipelineMessage(get_request=action),
+            )
             return
         if kind == S.ACTION_GET_STATUS:
             status = run.status if run is not None and not run.parked else S.PIPELINE_STATUS_PENDING
@@ -840,7 +941,10 @@ class _Engine:
             if stored is None:
                 what = "is unknown" if run is None else "has not finished"
                 self.reply_error(
-                    action.reply_topic, action.reply_id, errors.NOT_FOUND_ERROR, f"pipeline {self.address_id!r} {what}"
+                    action.reply_topic,
+                    action.reply_id,
+                    errors.NOT_FOUND_ERROR,
+                    f"pipeline {self.address_id!r} {what}",
                 )
                 return
             stored.reply_id = action.reply_id
@@ -848,7 +952,10 @@ class _Engine:
             return
         if run is None or run.parked or run.parent_id:
             self.reply_error(
-                action.reply_topic, action.reply_id, errors.NOT_FOUND_ERROR, f"pipeline {self.address_id!r} is unknown"
+                action.reply_topic,
+                action.reply_id,
+                errors.NOT_FOUND_ERROR,
+                f"pipeline {self.address_id!r} is unknown",
             )
             return
         if run.status in FINISHED_STATUSES:
@@ -861,14 +968,22 @@ class _Engine:
             )
             return
         self.on_control(kind)
-        self.reply_action(action, status=self.run.status if self.state.run is not None else S.PIPELINE_STATUS_PENDING)
+        self.reply_action(
+            action,
+            status=self.run.status if self.state.run is not None else S.PIPELINE_STATUS_PENDING,
+        )
 
     def on_control(self, kind: int) -> None:
         run = self.state.run
         if run is None or run.parked or run.status in FINISHED_STATUSES:
             return
         for child_id in run.active_children:
-            self.send(child_id, messages_pb2.PipelineMessage(control=messages_pb2.ChildControl(action=kind)))  # type: ignore[arg-type]
+            self.send(
+                child_id,
+                messages_pb2.PipelineMessage(
+                    control=messages_pb2.ChildControl(action=_action(kind))
+                ),
+            )
         if kind == S.ACTION_PAUSE:
             if not run.paused and not run.cancelling:
                 run.paused = True
@@ -909,11 +1024,18 @@ class _Engine:
         del run.active_children[:]
         self.state.touch_run()
         self.emit_status(run.status)
-        cancelled = _exception(self.address_id, "", errors.CANCELLED_ERROR, f"pipeline {self.address_id!r} was cancelled")
+        cancelled = _exception(
+            self.address_id,
+            "",
+            errors.CANCELLED_ERROR,
+            f"pipeline {self.address_id!r} was cancelled",
+        )
         entries = self.definition.pipeline.entries
         last = entries[-1] if entries else None
         has_finally = (
-            last is not None and last.WhichOneof("kind") == "task" and last.task.kind == pipeline_pb2.ENTRY_KIND_FINALLY
+            last is not None
+            and last.WhichOneof("kind") == "task"
+            and last.task.kind == pipeline_pb2.ENTRY_KIND_FINALLY
         )
         run.outcome.Clear()
         run.outcome.error.CopyFrom(_with_state(cancelled, run))
@@ -931,7 +1053,10 @@ class _Engine:
         data = self.state.raw.get("request")
         if not data:
             self.reply_error(
-                action.reply_topic, action.reply_id, errors.NOT_FOUND_ERROR, f"pipeline {action.pipeline_id!r} is unknown"
+                action.reply_topic,
+                action.reply_id,
+                errors.NOT_FOUND_ERROR,
+                f"pipeline {action.pipeline_id!r} is unknown",
             )
             return
         reply = messages_pb2.Reply(reply_id=action.reply_id, pipeline_id=action.pipeline_id)
@@ -941,7 +1066,9 @@ class _Engine:
     # ---------------------------------------------------------------- output helpers
 
     def reply_action(self, action: messages_pb2.ActionRequest, *, status: int) -> None:
-        reply = messages_pb2.Reply(reply_id=action.reply_id, pipeline_id=self.address_id, status=status)  # type: ignore[arg-type]
+        reply = messages_pb2.Reply(
+            reply_id=action.reply_id, pipeline_id=self.address_id, status=_status(status)
+        )
         self.effects.append(effects.SendReply(action.reply_topic, self.address_id, reply))
 
     def reply_error(self, topic: str, reply_id: str, exception_type: str, message: str) -> None:
@@ -952,7 +1079,12 @@ class _Engine:
         reply.error.CopyFrom(_exception(self.address_id, "", exception_type, message))
         self.effects.append(effects.SendReply(topic, self.address_id, reply))
 
-    def send(self, pipeline_id: str, message: messages_pb2.PipelineMessage | messages_pb2.TaskResult, delay_ms: int = 0) -> None:
+    def send(
+        self,
+        pipeline_id: str,
+        message: messages_pb2.PipelineMessage | messages_pb2.TaskResult,
+        delay_ms: int = 0,
+    ) -> None:
         self.effects.append(effects.SendPipelineMessage(pipeline_id, message, delay_ms))
 
     def emit(self, event: events_pb2.PipelineEvent) -> None:
@@ -965,15 +1097,31 @@ class _Engine:
         self.effects.append(effects.EmitEvent(run.events_topic, event.root_pipeline_id, event))
 
     def emit_status(self, status: int) -> None:
-        self.emit(events_pb2.PipelineEvent(status_changed=events_pb2.PipelineStatusChanged(status=status)))  # type: ignore[arg-type]
+        self.emit(
+            events_pb2.PipelineEvent(
+                status_changed=events_pb2.PipelineStatusChanged(status=_status(status))
+            )
+        )
 
     def flush_skipped(self) -> None:
         if self.skipped:
-            self.emit(events_pb2.PipelineEvent(tasks_skipped=events_pb2.PipelineTasksSkipped(task_ids=self.skipped)))
+            self.emit(
+                events_pb2.PipelineEvent(
+                    tasks_skipped=events_pb2.PipelineTasksSkipped(task_ids=self.skipped)
+                )
+            )
             self.skipped = []
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _status(value: int) -> messages_pb2.PipelineStatus.ValueType:
+    return cast("messages_pb2.PipelineStatus.ValueType", value)
+
+
+def _action(value: int) -> messages_pb2.Action.ValueType:
+    return cast("messages_pb2.Action.ValueType", value)
 
 
 def _task_address(task_id: str, attempt: int) -> str:
@@ -985,7 +1133,11 @@ def _exception(
     task_id: str, task_type: str, exception_type: str, message: str, stacktrace: str = ""
 ) -> values_pb2.TaskException:
     return values_pb2.TaskException(
-        id=task_id, type=task_type, exception_type=exception_type, exception_message=message, stacktrace=stacktrace
+        id=task_id,
+        type=task_type,
+        exception_type=exception_type,
+        exception_message=message,
+        stacktrace=stacktrace,
     )
 
 
@@ -1006,7 +1158,9 @@ def _final_error(error: values_pb2.TaskException, attempts: int) -> values_pb2.T
     return out
 
 
-def _aggregate(group_id: str, failures: Sequence[values_pb2.TaskException]) -> values_pb2.TaskException:
+def _aggregate(
+    group_id: str, failures: Sequence[values_pb2.TaskException]
+) -> values_pb2.TaskException:
     lines: list[str] = []
     for failure in failures:
         if failure.exception_type == errors.AGGREGATED_ERROR:

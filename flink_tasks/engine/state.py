@@ -85,7 +85,9 @@ class AddressState:
     def touch_slots(self) -> None:
         self.dirty.add("slots")
 
-    def get_message(self, cell: str, message_type: type[messages_pb2.Reply]) -> messages_pb2.Reply | None:
+    def get_message(
+        self, cell: str, message_type: type[messages_pb2.Reply]
+    ) -> messages_pb2.Reply | None:
         data = self.raw.get(cell)
         return message_type.FromString(data) if data else None
 

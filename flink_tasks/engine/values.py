@@ -35,7 +35,9 @@ def merge_kwargs(defaults: values_pb2.ValueMap, own: values_pb2.ValueMap) -> val
         return own
     own_keys = {e.key.SerializeToString(deterministic=True) for e in own.entries}
     out = values_pb2.ValueMap()
-    out.entries.extend(e for e in defaults.entries if e.key.SerializeToString(deterministic=True) not in own_keys)
+    out.entries.extend(
+        e for e in defaults.entries if e.key.SerializeToString(deterministic=True) not in own_keys
+    )
     out.entries.extend(own.entries)
     return out
 

@@ -134,17 +134,23 @@ class PipelineBuilder:
         self, continuation: Task[..., Any] | PipelineBuilder, *args: Any, **kwargs: Any
     ) -> PipelineBuilder:
         """Run `continuation` after this pipeline; it receives the previous result first."""
-        return self._with_entries(self._entries + _entries_of(continuation, args, kwargs, "continue_with"))
+        return self._with_entries(
+            self._entries + _entries_of(continuation, args, kwargs, "continue_with")
+        )
 
     def exceptionally(self, handler: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
         """On error, run `handler` with the `TaskException` first; on success it is skipped."""
         call = _call_of(handler, args, kwargs, "exceptionally")
-        return self._with_entries((*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY)))
+        return self._with_entries(
+            (*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY))
+        )
 
     def finally_do(self, task: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
         """Run `task` last, after success, error or cancellation; it gets only its own args."""
         call = _call_of(task, args, kwargs, "finally_do")
-        return self._with_entries((*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_FINALLY)))
+        return self._with_entries(
+            (*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_FINALLY))
+        )
 
     def with_initial(
         self, args: Any = None, kwargs: Mapping[str, Any] | None = None, state: Any = _NO_STATE
@@ -176,8 +182,12 @@ class PipelineBuilder:
         """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
         timeout) for this pipeline's last task entry."""
         if not self._entries or not isinstance(self._entries[-1], TaskCall):
-            raise PipelineDefinitionError("set(...) applies to a task entry; this pipeline ends in a group")
-        unknown = set(options) - {f for f in TaskOptions.__dataclass_fields__ if f != "allow_pickle"}
+            raise PipelineDefinitionError(
+                "set(...) applies to a task entry; this pipeline ends in a group"
+            )
+        unknown = set(options) - {
+            f for f in TaskOptions.__dataclass_fields__ if f != "allow_pickle"
+        }
         if unknown:
             raise PipelineDefinitionError(f"set(...) got unknown options: {sorted(unknown)}")
         last = self._entries[-1]
@@ -196,10 +206,14 @@ class PipelineBuilder:
         initial = self._initial
         pickle_ok = any(_allows_pickle(e) for e in self._entries)
         if initial.has_args:
-            out.initial.args.CopyFrom(serialization.encode_args(initial.args, allow_pickle=pickle_ok))
+            out.initial.args.CopyFrom(
+                serialization.encode_args(initial.args, allow_pickle=pickle_ok)
+            )
             out.initial.has_args = True
         if initial.has_kwargs:
-            out.initial.kwargs.CopyFrom(serialization.encode_kwargs(initial.kwargs, allow_pickle=pickle_ok))
+            out.initial.kwargs.CopyFrom(
+                serialization.encode_kwargs(initial.kwargs, allow_pickle=pickle_ok)
+            )
             out.initial.has_kwargs = True
         if initial.has_state:
             out.initial.state.CopyFrom(serialization.encode(initial.state, allow_pickle=pickle_ok))
@@ -224,7 +238,9 @@ def in_parallel(
                 f"in_parallel takes pipelines (task.send(...)), got {type(chain).__name__}"
             )
         if chain.initial != Initial():
-            raise PipelineDefinitionError("with_initial(...) belongs on the outer pipeline, not a chain")
+            raise PipelineDefinitionError(
+                "with_initial(...) belongs on the outer pipeline, not a chain"
+            )
     group = Group(
         group_id=new_id(),
         chains=chains,
@@ -235,7 +251,9 @@ def in_parallel(
     return PipelineBuilder((group,))
 
 
-def _call_of(task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str) -> TaskCall:
+def _call_of(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str
+) -> TaskCall:
     make_call = getattr(task, "_make_call", None)
     if make_call is None:
         raise PipelineDefinitionError(f"{method}(...) takes a bound task, got {task!r}")
@@ -259,11 +277,21 @@ def _entries_of(
 
 
 def _validate(entries: tuple[Entry, ...]) -> None:
-    if entries and isinstance(entries[0], TaskCall) and entries[0].kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+    if (
+        entries
+        and isinstance(entries[0], TaskCall)
+        and entries[0].kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY
+    ):
         raise PipelineDefinitionError("a pipeline may not start with exceptionally(...)")
     for index, entry in enumerate(entries):
-        if isinstance(entry, TaskCall) and entry.kind == pipeline_pb2.ENTRY_KIND_FINALLY and index != len(entries) - 1:
-            raise PipelineDefinitionError("finally_do(...) must be the last entry of a pipeline, at most once")
+        if (
+            isinstance(entry, TaskCall)
+            and entry.kind == pipeline_pb2.ENTRY_KIND_FINALLY
+            and index != len(entries) - 1
+        ):
+            raise PipelineDefinitionError(
+                "finally_do(...) must be the last entry of a pipeline, at most once"
+            )
 
 
 def _count(entry: Entry) -> int:
@@ -290,9 +318,13 @@ def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
             task.worker_name = options.worker_name
         task.kind = entry.kind  # type: ignore[assignment]
         if entry.has_args:
-            task.args.CopyFrom(serialization.encode_args(entry.args, allow_pickle=options.allow_pickle))
+            task.args.CopyFrom(
+                serialization.encode_args(entry.args, allow_pickle=options.allow_pickle)
+            )
             if entry.kwargs:
-                task.kwargs.CopyFrom(serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle))
+                task.kwargs.CopyFrom(
+                    serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle)
+                )
             task.has_args = True
         task.not_fruitful = not options.is_fruitful
         if options.retry_policy is not None:

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import statefun  # type: ignore[import-untyped]
-from statefun import request_reply_v3, statefun_builder, storage  # type: ignore[import-untyped]
+import statefun
+from statefun import request_reply_v3, statefun_builder, storage
 
 logger = logging.getLogger(__name__)
 
 EGRESS_TYPENAME = "flink_tasks/kafka"
 
 # The Outbox of the batch being handled: one per request, shared by the batch's invocations.
-_BATCH_OUTBOX: contextvars.ContextVar[Outbox | None] = contextvars.ContextVar("batch_outbox", default=None)
+_BATCH_OUTBOX: contextvars.ContextVar[Outbox | None] = contextvars.ContextVar(
+    "batch_outbox", default=None
+)
 
 
 def _identity(data: bytes) -> bytes:
@@ -86,7 +88,9 @@ class Outbox:
 
     def egress(self, topic: str, key: str, payload: bytes) -> None:
         self._ctx.send_egress(
-            statefun.kafka_egress_message(typename=EGRESS_TYPENAME, topic=topic, key=key, value=payload)
+            statefun.kafka_egress_message(
+                typename=EGRESS_TYPENAME, topic=topic, key=key, value=payload
+            )
         )
 
 
@@ -104,7 +108,7 @@ Handler = Callable[[Invocation, Outbox], Awaitable[None]]
 
 
 class _Functions(statefun.StatefulFunctions):  # type: ignore[misc]
-    """Function lookup with a fallback per namespace, so that an unknown function never fails the job."""
+    """Function lookup with a fallback per namespace: an unknown function never fails the job."""
 
     __slots__ = ("_fallbacks",)
 
@@ -177,7 +181,9 @@ class StatefunEndpoint:
 
 def _value_specs(cells: list[CellSpec]) -> list[Any]:
     return [
-        statefun.ValueSpec(name=c.name, type=raw_type(c.typename), expire_after_write=c.expire_after_write)
+        statefun.ValueSpec(
+            name=c.name, type=raw_type(c.typename), expire_after_write=c.expire_after_write
+        )
         for c in cells
     ]
 
@@ -240,13 +246,13 @@ def encode_batch(
         invocation.argument.typename = value_typename
         invocation.argument.has_value = True
         invocation.argument.value = payload
-    data: bytes = pb.SerializeToString()
-    return data
+    encoded: bytes = pb.SerializeToString()
+    return encoded
 
 
 def decode_reply(data: bytes) -> BatchReply:
     """Decode a `FromFunction` reply."""
-    from statefun.kafka_egress_pb2 import KafkaProducerRecord  # type: ignore[import-untyped]
+    from statefun.kafka_egress_pb2 import KafkaProducerRecord
 
     pb = request_reply_v3.FromFunction()
     pb.ParseFromString(data)
@@ -259,7 +265,9 @@ def decode_reply(data: bytes) -> BatchReply:
     result = pb.invocation_result
     mutations: dict[str, bytes | None] = {}
     for mutation in result.state_mutations:
-        deleted = mutation.mutation_type == request_reply_v3.FromFunction.PersistedValueMutation.DELETE
+        deleted = (
+            mutation.mutation_type == request_reply_v3.FromFunction.PersistedValueMutation.DELETE
+        )
         mutations[mutation.state_name] = None if deleted else mutation.state_value.value
     messages = [
         Outgoing(

@@ -40,7 +40,9 @@ class _Address:
     typename: str
     address_id: str
     state: dict[str, bytes | None] = field(default_factory=dict)
-    backlog: collections.deque[tuple[str | None, str | None, str, bytes]] = field(default_factory=collections.deque)
+    backlog: collections.deque[tuple[str | None, str | None, str, bytes]] = field(
+        default_factory=collections.deque
+    )
     in_flight: bool = False
 
 
@@ -96,7 +98,9 @@ class InMemoryRuntime:
         address = self._addresses.get(key)
         if address is None:
             address = self._addresses[key] = _Address(typename, address_id)
-        address.backlog.append((caller[0] if caller else None, caller[1] if caller else None, value_typename, payload))
+        address.backlog.append(
+            (caller[0] if caller else None, caller[1] if caller else None, value_typename, payload)
+        )
         if not address.in_flight:
             address.in_flight = True
             task = asyncio.get_running_loop().create_task(self._drain(address))
@@ -106,13 +110,20 @@ class InMemoryRuntime:
     async def _drain(self, address: _Address) -> None:
         try:
             while address.backlog and not self._closed:
-                batch = [address.backlog.popleft() for _ in range(min(self._max_batch, len(address.backlog)))]
+                batch = [
+                    address.backlog.popleft()
+                    for _ in range(min(self._max_batch, len(address.backlog)))
+                ]
                 await self._invoke(address, batch)
         except asyncio.CancelledError:
             if not self._closed:
                 raise
         except BaseException as err:  # StateFun would retry and then fail the job: surface it
-            logger.exception("in-memory runtime: the handler failed for %s %r", address.typename, address.address_id)
+            logger.exception(
+                "in-memory runtime: the handler failed for %s %r",
+                address.typename,
+                address.address_id,
+            )
             self.failure = err
             for callback in self._on_failure:
                 callback(err)
@@ -121,7 +132,9 @@ class InMemoryRuntime:
             if not address.state and not address.backlog:
                 self._addresses.pop((address.typename, address.address_id), None)
 
-    async def _invoke(self, address: _Address, batch: list[tuple[str | None, str | None, str, bytes]]) -> None:
+    async def _invoke(
+        self, address: _Address, batch: list[tuple[str | None, str | None, str, bytes]]
+    ) -> None:
         specs = self._specs[address.typename]
         while True:
             state = {name: (typename, address.state.get(name)) for name, typename in specs.items()}

@@ -1,4 +1,4 @@
-"""`PipelineEnvironment.start_local`: a worker in this process, Kafka + StateFun started or reused."""
+"""`PipelineEnvironment.start_local`: a worker here, Kafka + StateFun started or reused."""
 
 from __future__ import annotations
 
@@ -67,9 +67,13 @@ class _LocalEnvironment:
 
         settings = self.settings
         namespaces = frozenset(settings.function_namespaces)
-        worker: Worker = Worker(self.tasks, engine=self.engine or EngineSettings(served_namespaces=namespaces))
+        worker: Worker = Worker(
+            self.tasks, engine=self.engine or EngineSettings(served_namespaces=namespaces)
+        )
         # The worker first: StateFun's first call to each function blocks until it answers.
-        self.server = await WorkerServer(worker, host=settings.worker_host, port=settings.worker_port).start()
+        self.server = await WorkerServer(
+            worker, host=settings.worker_host, port=settings.worker_port
+        ).start()
         try:
             self.runtime = LocalRuntime(settings)
             await asyncio.to_thread(self.runtime.start)
@@ -87,12 +91,15 @@ class _LocalEnvironment:
             await self._stop_runtime()
             await self.server.stop()
             raise
-        self.env = self._cls(client, worker=worker)  # type: ignore[arg-type]
+        self.env = self._cls(client, worker=worker)
         self.env._closers.append(client.aclose)
         return self.env
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         try:
             if self.env is not None:
@@ -107,4 +114,6 @@ class _LocalEnvironment:
             await asyncio.to_thread(self.runtime.stop)
 
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"use `async with PipelineEnvironment.start_local(...) as env`; no {name!r} before that")
+        raise AttributeError(
+            f"use `async with PipelineEnvironment.start_local(...) as env`; no {name!r} before that"
+        )

@@ -9,7 +9,7 @@ from collections import defaultdict
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flink_tasks import replies, wire
 from flink_tasks._proto import events_pb2, messages_pb2
@@ -29,8 +29,12 @@ _EVENTS_TOPIC = "in-process.events"
 class PipelineClient(Protocol):
     """What every environment and the Kafka client offer."""
 
-    async def submit_async(self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None) -> Any: ...
-    def submit(self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None) -> concurrent.futures.Future[Any]: ...
+    async def submit_async(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> Any: ...
+    def submit(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> concurrent.futures.Future[Any]: ...
     async def get_status(self, pipeline_id: str) -> PipelineStatus: ...
     async def get_request(self, pipeline_id: str) -> messages_pb2.PipelineRequest: ...
     async def get_result(self, pipeline_id: str) -> Any: ...
@@ -50,7 +54,9 @@ def _seconds(timeout: timedelta | float | None, default: float) -> float:
 class InProcessClient:
     """A client of an `InMemoryRuntime`: same calls as `FlinkTasksClient`, no Kafka."""
 
-    def __init__(self, runtime: InMemoryRuntime, *, default_timeout: float = 60.0, allow_pickle: bool = False) -> None:
+    def __init__(
+        self, runtime: InMemoryRuntime, *, default_timeout: float = 60.0, allow_pickle: bool = False
+    ) -> None:
         self.runtime = runtime
         self.default_timeout = default_timeout
         self.allow_pickle = allow_pickle
@@ -75,7 +81,9 @@ class InProcessClient:
                 future.set_exception(RuntimeError(f"the in-memory runtime failed: {error!r}"))
         self._pending.clear()
 
-    async def _call(self, typename: str, pipeline_id: str, payload: bytes, reply_id: str, timeout: float) -> messages_pb2.Reply:
+    async def _call(
+        self, typename: str, pipeline_id: str, payload: bytes, reply_id: str, timeout: float
+    ) -> messages_pb2.Reply:
         self._loop = asyncio.get_running_loop()
         future: asyncio.Future[messages_pb2.Reply] = self._loop.create_future()
         self._pending[reply_id] = future
@@ -83,22 +91,35 @@ class InProcessClient:
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
-            raise ResultTimeoutError(f"no reply for pipeline {pipeline_id!r} within {timeout:g} s") from None
+            raise ResultTimeoutError(
+                f"no reply for pipeline {pipeline_id!r} within {timeout:g} s"
+            ) from None
         finally:
             self._pending.pop(reply_id, None)
 
-    async def submit_async(self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None) -> Any:
+    async def submit_async(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> Any:
         """Run a pipeline and return its result (or raise its `TaskError`)."""
         reply_id = uuid.uuid4().hex
         request = messages_pb2.PipelineRequest(
-            pipeline=pipeline.to_proto(), reply_topic=_REPLY_TOPIC, reply_id=reply_id, events_topic=_EVENTS_TOPIC
+            pipeline=pipeline.to_proto(),
+            reply_topic=_REPLY_TOPIC,
+            reply_id=reply_id,
+            events_topic=_EVENTS_TOPIC,
         )
         reply = await self._call(
-            wire.PIPELINE_REQUEST, pipeline.id, request.SerializeToString(), reply_id, _seconds(timeout, self.default_timeout)
+            wire.PIPELINE_REQUEST,
+            pipeline.id,
+            request.SerializeToString(),
+            reply_id,
+            _seconds(timeout, self.default_timeout),
         )
         return replies.result_of(reply, allow_pickle=self.allow_pickle)
 
-    def submit(self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> concurrent.futures.Future[Any]:
         """Start a pipeline; the returned future completes with its result."""
         loop = self._loop or asyncio.get_event_loop()
         coroutine = self.submit_async(pipeline, timeout)
@@ -113,13 +134,22 @@ class InProcessClient:
             return out
         return asyncio.run_coroutine_threadsafe(coroutine, loop)
 
-    async def _action(self, pipeline_id: str, action: int, timeout: timedelta | float | None = None) -> messages_pb2.Reply:
+    async def _action(
+        self, pipeline_id: str, action: int, timeout: timedelta | float | None = None
+    ) -> messages_pb2.Reply:
         reply_id = uuid.uuid4().hex
         request = messages_pb2.ActionRequest(
-            pipeline_id=pipeline_id, action=action, reply_topic=_REPLY_TOPIC, reply_id=reply_id  # type: ignore[arg-type]
+            pipeline_id=pipeline_id,
+            action=cast("messages_pb2.Action.ValueType", action),
+            reply_topic=_REPLY_TOPIC,
+            reply_id=reply_id,
         )
         return await self._call(
-            wire.ACTION_REQUEST, pipeline_id, request.SerializeToString(), reply_id, _seconds(timeout, self.default_timeout)
+            wire.ACTION_REQUEST,
+            pipeline_id,
+            request.SerializeToString(),
+            reply_id,
+            _seconds(timeout, self.default_timeout),
         )
 
     async def get_status(self, pipeline_id: str) -> PipelineStatus:
@@ -132,7 +162,10 @@ class InProcessClient:
 
     async def get_result(self, pipeline_id: str) -> Any:
         """A finished pipeline's result (or its `TaskError`)."""
-        return replies.result_of(await self._action(pipeline_id, messages_pb2.ACTION_GET_RESULT), allow_pickle=self.allow_pickle)
+        return replies.result_of(
+            await self._action(pipeline_id, messages_pb2.ACTION_GET_RESULT),
+            allow_pickle=self.allow_pickle,
+        )
 
     async def pause(self, pipeline_id: str) -> PipelineStatus:
         """Stop new tasks from being sent."""
@@ -150,8 +183,8 @@ class InProcessClient:
 def _copy_outcome(task: asyncio.Task[Any], out: concurrent.futures.Future[Any]) -> None:
     if task.cancelled():
         out.cancel()
-    elif task.exception() is not None:
-        out.set_exception(task.exception())  # type: ignore[arg-type]
+    elif (error := task.exception()) is not None:
+        out.set_exception(error)
     else:
         out.set_result(task.result())
 
@@ -162,7 +195,13 @@ class PipelineEnvironment:
     Use as `async with PipelineEnvironment.in_process(tasks) as env: await env.submit_async(p)`.
     """
 
-    def __init__(self, client: PipelineClient, *, worker: Worker | None = None, runtime: InMemoryRuntime | None = None) -> None:
+    def __init__(
+        self,
+        client: PipelineClient,
+        *,
+        worker: Worker | None = None,
+        runtime: InMemoryRuntime | None = None,
+    ) -> None:
         self.client = client
         self.worker = worker
         self.runtime = runtime
@@ -187,7 +226,9 @@ class PipelineEnvironment:
         return env
 
     @classmethod
-    def start_local(cls, tasks: FlinkTasks, **options: Any) -> AbstractAsyncContextManager[PipelineEnvironment]:
+    def start_local(
+        cls, tasks: FlinkTasks, **options: Any
+    ) -> AbstractAsyncContextManager[PipelineEnvironment]:
         """The real runtime: Kafka + StateFun started (or reused) locally, `tasks` served here.
 
         Options: `settings` (a `LocalRuntimeSettings`), `engine`, `default_timeout`,
@@ -204,11 +245,15 @@ class PipelineEnvironment:
             raise TypeError("this environment does not record events; use client.events(...)")
         return list(events.get(pipeline_id, []))
 
-    async def submit_async(self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None) -> Any:
+    async def submit_async(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> Any:
         """Run a pipeline and return its result (or raise its `TaskError`)."""
         return await self.client.submit_async(pipeline, timeout)
 
-    def submit(self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+    ) -> concurrent.futures.Future[Any]:
         """Start a pipeline; the future completes with its result."""
         return self.client.submit(pipeline, timeout)
 
@@ -240,7 +285,10 @@ class PipelineEnvironment:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -251,5 +299,3 @@ class PipelineEnvironment:
             result = closer()
             if asyncio.iscoroutine(result):
                 await result
-
-

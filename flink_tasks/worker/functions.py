@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from flink_tasks import wire
 from flink_tasks._proto import messages_pb2
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_CELLS = [CellSpec(name, f"flink_tasks.v1/{name}") for name in CELLS]
 
-_PIPELINE_INPUTS: dict[str, type] = {
+_PIPELINE_INPUTS: dict[str, type[Message]] = {
     wire.PIPELINE_REQUEST: messages_pb2.PipelineRequest,
     wire.ACTION_REQUEST: messages_pb2.ActionRequest,
     wire.TASK_RESULT: messages_pb2.TaskResult,
@@ -65,7 +65,9 @@ class Worker:
     async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
         message_type = _PIPELINE_INPUTS.get(invocation.typename)
         if message_type is None:
-            self._reject("unknown_type", invocation, f"unexpected message type {invocation.typename!r}")
+            self._reject(
+                "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
+            )
             return
         try:
             message = message_type.FromString(invocation.payload)
@@ -97,11 +99,19 @@ class Worker:
                 effect.request.SerializeToString(),
             )
         elif isinstance(effect, fx.SendPipelineMessage):
-            typename = wire.TASK_RESULT if isinstance(effect.message, messages_pb2.TaskResult) else wire.PIPELINE_MESSAGE
+            typename = (
+                wire.TASK_RESULT
+                if isinstance(effect.message, messages_pb2.TaskResult)
+                else wire.PIPELINE_MESSAGE
+            )
             payload = effect.message.SerializeToString()
             if effect.delay_ms > 0:
                 outbox.send_after(
-                    timedelta(milliseconds=effect.delay_ms), wire.PIPELINE_FUNCTION, effect.pipeline_id, typename, payload
+                    timedelta(milliseconds=effect.delay_ms),
+                    wire.PIPELINE_FUNCTION,
+                    effect.pipeline_id,
+                    typename,
+                    payload,
                 )
             else:
                 outbox.send(wire.PIPELINE_FUNCTION, effect.pipeline_id, typename, payload)
@@ -124,7 +134,9 @@ class Worker:
 
     async def _task_function(self, invocation: Invocation, outbox: Outbox) -> None:
         if invocation.typename != wire.TASK_REQUEST:
-            self._reject("unknown_type", invocation, f"unexpected message type {invocation.typename!r}")
+            self._reject(
+                "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
+            )
             return
         try:
             request = messages_pb2.TaskRequest.FromString(invocation.payload)
@@ -132,9 +144,15 @@ class Worker:
             self._reject("unparsable", invocation, f"cannot parse a task request: {err}")
             return
         result = await self.runner.run(request)
-        self.metrics.inc("tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded")
+        self.metrics.inc(
+            "tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
+        )
         reply_to = request.reply_id or request.pipeline_id
         if not reply_to:
-            self._reject("no_reply_address", invocation, f"task request {request.task_id!r} names no pipeline")
+            self._reject(
+                "no_reply_address",
+                invocation,
+                f"task request {request.task_id!r} names no pipeline",
+            )
             return
         outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())

@@ -33,7 +33,9 @@ async def _statefun(request: web.Request) -> web.Response:
     except Exception:
         # Only protocol-level failures get here (task failures are results); StateFun retries.
         worker.metrics.inc("rejected_messages", "protocol_error")
-        logger.exception("could not handle a StateFun request for %s", request.match_info["function"])
+        logger.exception(
+            "could not handle a StateFun request for %s", request.match_info["function"]
+        )
         return web.Response(status=500, text="flink-tasks could not handle this request")
     return web.Response(body=reply, content_type="application/octet-stream")
 

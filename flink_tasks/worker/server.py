@@ -33,7 +33,9 @@ class WorkerServer:
             await site.start()
         except OSError as err:
             await runner.cleanup()
-            raise OSError(f"cannot listen on {self.host}:{self.port} for the worker: {err}") from err
+            raise OSError(
+                f"cannot listen on {self.host}:{self.port} for the worker: {err}"
+            ) from err
         self._runner = runner
         return self
 
@@ -47,6 +49,9 @@ class WorkerServer:
         return await self.start()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.stop()

@@ -36,7 +36,9 @@ class WorkerHooks(Protocol):
 
     def task_received(self, request: messages_pb2.TaskRequest) -> None: ...
     def task_started(self, request: messages_pb2.TaskRequest) -> None: ...
-    def task_finished(self, request: messages_pb2.TaskRequest, result: messages_pb2.TaskResult) -> None: ...
+    def task_finished(
+        self, request: messages_pb2.TaskRequest, result: messages_pb2.TaskResult
+    ) -> None: ...
     def task_retried(self, request: messages_pb2.TaskRequest) -> None: ...
 
 
@@ -79,7 +81,10 @@ class TaskRunner:
         if request.attempt > 1:
             self._hook("task_retried", request)
         result = messages_pb2.TaskResult(
-            task_id=request.task_id, attempt=request.attempt or 1, invocation=request.invocation, slot=request.slot
+            task_id=request.task_id,
+            attempt=request.attempt or 1,
+            invocation=request.invocation,
+            slot=request.slot,
         )
         definition: TaskDefinition | None = None
         try:
@@ -87,7 +92,11 @@ class TaskRunner:
             allow_pickle = definition.options.allow_pickle
             args = serialization.decode_args(request.args, allow_pickle=allow_pickle)
             kwargs = serialization.decode_kwargs(request.kwargs, allow_pickle=allow_pickle)
-            state = serialization.decode(request.state, allow_pickle=allow_pickle) if request.has_state else None
+            state = (
+                serialization.decode(request.state, allow_pickle=allow_pickle)
+                if request.has_state
+                else None
+            )
             if definition.with_state:
                 args.insert(0, state)
             if definition.with_context:
@@ -127,14 +136,16 @@ class TaskRunner:
                     f"the result of {request.task_type!r} is {result.ByteSize()} bytes, above the "
                     f"{self.max_result_bytes}-byte limit"
                 )
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the pipeline
+        except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             result = self._failure(request, definition, exc)
         self._hook("task_finished", request, result)
         return result
 
-    async def _call(self, definition: TaskDefinition, args: list[Any], kwargs: dict[str, Any], timeout: float) -> Any:
+    async def _call(
+        self, definition: TaskDefinition, args: list[Any], kwargs: dict[str, Any], timeout: float
+    ) -> Any:
         fn = definition.fn
         if inspect.isasyncgenfunction(fn):
             work: Any = _collect(fn(*args, **kwargs))
@@ -148,11 +159,16 @@ class TaskRunner:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             task.cancel()
-            raise TaskTimeoutError(f"task {definition.type_name!r} did not finish within {timeout:g} s")
+            raise TaskTimeoutError(
+                f"task {definition.type_name!r} did not finish within {timeout:g} s"
+            )
         return task.result()
 
     def _failure(
-        self, request: messages_pb2.TaskRequest, definition: TaskDefinition | None, exc: BaseException
+        self,
+        request: messages_pb2.TaskRequest,
+        definition: TaskDefinition | None,
+        exc: BaseException,
     ) -> messages_pb2.TaskResult:
         failure = values_pb2.TaskException(
             id=request.task_id,
@@ -168,7 +184,9 @@ class TaskRunner:
         if request.has_retry_policy and not isinstance(exc, NonRetryableError):
             retry_for = set(request.retry_policy.retry_for)
             failure.retryable = bool(retry_for & _type_names(exc))
-        logger.debug("task %s (%s) failed: %s", request.task_id, request.task_type, failure.exception_type)
+        logger.debug(
+            "task %s (%s) failed: %s", request.task_id, request.task_type, failure.exception_type
+        )
         return messages_pb2.TaskResult(
             task_id=request.task_id,
             error=failure,

@@ -1,10 +1,13 @@
-"""Every example of shared/seed-pipelines.txt on the real runtime: Kafka -> StateFun -> worker -> Kafka."""
+"""Every example of shared/seed-pipelines.txt on the real runtime.
+
+Kafka -> StateFun -> worker -> Kafka.
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +26,9 @@ async def test_seed_example(local_env: PipelineEnvironment, name: str) -> None:
 
 
 @pytest.mark.slow
-async def test_seed_ten_thousand_tasks_in_ten_stages_with_initial_args(local_env: PipelineEnvironment) -> None:
+async def test_seed_ten_thousand_tasks_in_ten_stages_with_initial_args(
+    local_env: PipelineEnvironment,
+) -> None:
     make_pipeline: Callable[[], PipelineBuilder]
     make_pipeline, expected = EXAMPLES["num_stages_with_initial"]
     pipeline = make_pipeline()

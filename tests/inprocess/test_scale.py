@@ -18,7 +18,11 @@ async def _fan_out_cost(size: int) -> tuple[float, int, float]:
         result = await env.submit_async(pipeline, timeout=timedelta(minutes=5))
         assert result == [2 * i for i in range(size)]
         assert env.runtime is not None
-        stats = [s for (typename, _), s in env.runtime.stats.items() if typename == wire.PIPELINE_FUNCTION]
+        stats = [
+            s
+            for (typename, _), s in env.runtime.stats.items()
+            if typename == wire.PIPELINE_FUNCTION
+        ]
         shipped = sum(s.state_bytes for s in stats)
         calls = sum(s.invocations for s in stats)
         return shipped / size, max(s.max_state_bytes for s in stats), calls / size
@@ -28,7 +32,10 @@ async def _fan_out_cost(size: int) -> tuple[float, int, float]:
 async def test_state_shipped_per_result_does_not_grow_with_the_fan_out() -> None:
     small = await _fan_out_cost(1_000)
     large = await _fan_out_cost(100_000)
-    print(f"per result: 1,000 -> {small[0]:.0f} B, 100,000 -> {large[0]:.0f} B; largest call {large[1]} B")
+    print(
+        f"per result: 1,000 -> {small[0]:.0f} B, 100,000 -> {large[0]:.0f} B; "
+        f"largest call {large[1]} B"
+    )
     assert large[0] <= 1.5 * small[0]
     assert large[1] <= 64 * 1024  # no address ever ships the whole fan-out
     assert large[2] <= 1.5 * small[2]

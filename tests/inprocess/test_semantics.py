@@ -1,4 +1,4 @@
-"""Every behaviour of SEMANTICS.md, through the real pipeline and task functions, routed in memory."""
+"""Every behaviour of SEMANTICS.md, through the real pipeline and task functions, in memory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from flink_tasks import PipelineDefinitionError, TaskError, TaskException, in_parallel
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
-
 
 # ---------------------------------------------------------------- arguments between steps
 
@@ -38,8 +37,12 @@ async def test_with_initial_args_kwargs_and_state(env: PipelineEnvironment) -> N
     assert await env.submit_async(t.get_state.send().with_initial(state={"s": 1})) == {"s": 1}
 
 
-async def test_with_initial_reaches_every_chain_head_of_a_first_group(env: PipelineEnvironment) -> None:
-    pipeline = in_parallel([t.multiply.send(1), t.multiply.send(2), t.echo.send(3)]).with_initial(args=10)
+async def test_with_initial_reaches_every_chain_head_of_a_first_group(
+    env: PipelineEnvironment,
+) -> None:
+    pipeline = in_parallel([t.multiply.send(1), t.multiply.send(2), t.echo.send(3)]).with_initial(
+        args=10
+    )
     assert await env.submit_async(pipeline) == [10, 20, (10, 3)]
 
 
@@ -76,7 +79,10 @@ async def test_group_results_in_declaration_order(env: PipelineEnvironment) -> N
 
 
 async def test_seed_fan_out_fan_in_and_nesting(env: PipelineEnvironment) -> None:
-    assert await env.submit_async(in_parallel([t.multiply.send(3, 2), t.multiply.send(4, 5)])) == [6, 20]
+    assert await env.submit_async(in_parallel([t.multiply.send(3, 2), t.multiply.send(4, 5)])) == [
+        6,
+        20,
+    ]
     fan_in = in_parallel([t.multiply.send(3, 2), t.multiply.send(4, 5)]).continue_with(t.average)
     assert await env.submit_async(fan_in) == 13
     nested = in_parallel(
@@ -96,14 +102,26 @@ async def test_empty_groups(env: PipelineEnvironment) -> None:
     assert await env.submit_async(nested) == [[], ["a"]]
 
 
-async def test_chain_ending_in_a_nested_group_contributes_its_list(env: PipelineEnvironment) -> None:
-    pipeline = in_parallel([t.echo.send(1).continue_with(in_parallel([t.echo.send(2), t.echo.send(3)])), t.echo.send(4)])
+async def test_chain_ending_in_a_nested_group_contributes_its_list(
+    env: PipelineEnvironment,
+) -> None:
+    pipeline = in_parallel(
+        [
+            t.echo.send(1).continue_with(in_parallel([t.echo.send(2), t.echo.send(3)])),
+            t.echo.send(4),
+        ]
+    )
     assert await env.submit_async(pipeline) == [[(1, 2), (1, 3)], 4]
 
 
 async def test_group_failure_aggregates_in_group_order(env: PipelineEnvironment) -> None:
     pipeline = in_parallel(
-        [t.fail.send("first"), t.multiply.send(1, 2).continue_with(t.fail), t.echo.send("ok"), t.fail_with_key_error.send()]
+        [
+            t.fail.send("first"),
+            t.multiply.send(1, 2).continue_with(t.fail),
+            t.echo.send("ok"),
+            t.fail_with_key_error.send(),
+        ]
     ).continue_with(t.echo, "skipped")
     with pytest.raises(TaskError) as caught:
         await env.submit_async(pipeline)
@@ -118,19 +136,28 @@ async def test_group_failure_aggregates_in_group_order(env: PipelineEnvironment)
 
 async def test_failed_chain_skips_to_its_own_exceptionally(env: PipelineEnvironment) -> None:
     pipeline = in_parallel(
-        [t.fail.send("x").continue_with(t.echo, "skipped").exceptionally(t.handle_error), t.echo.send(2)]
+        [
+            t.fail.send("x").continue_with(t.echo, "skipped").exceptionally(t.handle_error),
+            t.echo.send(2),
+        ]
     )
     assert await env.submit_async(pipeline) == [("handled", "builtins.ValueError", "x"), 2]
 
 
 async def test_group_failure_continues_at_exceptionally(env: PipelineEnvironment) -> None:
-    pipeline = in_parallel([t.fail.send("x"), t.echo.send(1)]).continue_with(t.echo, "no").exceptionally(t.handle_error)
+    pipeline = (
+        in_parallel([t.fail.send("x"), t.echo.send(1)])
+        .continue_with(t.echo, "no")
+        .exceptionally(t.handle_error)
+    )
     result = await env.submit_async(pipeline)
     assert result[0] == "handled" and result[1] == "flink_tasks.AggregatedError"
 
 
 async def test_return_exceptions(env: PipelineEnvironment) -> None:
-    result = await env.submit_async(in_parallel([t.fail.send("x"), t.echo.send(1)], return_exceptions=True))
+    result = await env.submit_async(
+        in_parallel([t.fail.send("x"), t.echo.send(1)], return_exceptions=True)
+    )
     assert isinstance(result[0], TaskException)
     assert result[0].exception_type == "builtins.ValueError" and result[0].exception_message == "x"
     assert result[1] == 1
@@ -145,9 +172,13 @@ async def test_other_chains_run_to_the_end_when_one_fails(env: PipelineEnvironme
     assert sorted(starts) == [0, 1, 2, 3, 4]
 
 
-async def test_max_parallelism_bounds_running_chains_in_declaration_order(env: PipelineEnvironment) -> None:
+async def test_max_parallelism_bounds_running_chains_in_declaration_order(
+    env: PipelineEnvironment,
+) -> None:
     t.reset_concurrency_probe()
-    result = await env.submit_async(in_parallel([t.probe.send(i) for i in range(12)], max_parallelism=3))
+    result = await env.submit_async(
+        in_parallel([t.probe.send(i) for i in range(12)], max_parallelism=3)
+    )
     assert result == list(range(12))
     most, starts = t.concurrency_probe()
     assert most == 3
@@ -155,14 +186,20 @@ async def test_max_parallelism_bounds_running_chains_in_declaration_order(env: P
 
 
 @pytest.mark.parametrize("limit", [None, 0, -1])
-async def test_max_parallelism_none_zero_or_negative_is_unlimited(env: PipelineEnvironment, limit: int | None) -> None:
+async def test_max_parallelism_none_zero_or_negative_is_unlimited(
+    env: PipelineEnvironment, limit: int | None
+) -> None:
     t.reset_concurrency_probe()
-    await env.submit_async(in_parallel([t.probe.send(i, 0.1) for i in range(6)], max_parallelism=limit))
+    await env.submit_async(
+        in_parallel([t.probe.send(i, 0.1) for i in range(6)], max_parallelism=limit)
+    )
     assert t.concurrency_probe()[0] == 6
 
 
 async def test_num_stages_flattens_in_order_and_combines(env: PipelineEnvironment) -> None:
-    pipeline = in_parallel([t.multiply.send(i) for i in range(1, 101)], num_stages=7).with_initial(args=2)
+    pipeline = in_parallel([t.multiply.send(i) for i in range(1, 101)], num_stages=7).with_initial(
+        args=2
+    )
     assert await env.submit_async(pipeline) == [2 * i for i in range(1, 101)]
     t.reset_concurrency_probe()
     staged = in_parallel([t.probe.send(i) for i in range(20)], num_stages=4, max_parallelism=4)
@@ -198,7 +235,9 @@ async def test_the_same_pipeline_value_twice_in_a_group(env: PipelineEnvironment
 
 
 async def test_seed_state_example(env: PipelineEnvironment) -> None:
-    pipeline = t.multiply_with_state.send(3, 2).continue_with(t.subtract, 1).continue_with(t.add_state)
+    pipeline = (
+        t.multiply_with_state.send(3, 2).continue_with(t.subtract, 1).continue_with(t.add_state)
+    )
     assert await env.submit_async(pipeline) == 15
 
 
@@ -212,7 +251,9 @@ async def test_group_state_merge_earlier_chain_wins(env: PipelineEnvironment) ->
 
 
 async def test_chains_start_from_the_state_at_group_start(env: PipelineEnvironment) -> None:
-    pipeline = t.set_state.send({"x": 1}).continue_with(in_parallel([t.get_state.send(), t.get_state.send()]))
+    pipeline = t.set_state.send({"x": 1}).continue_with(
+        in_parallel([t.get_state.send(), t.get_state.send()])
+    )
     assert await env.submit_async(pipeline) == [{"x": 1}, {"x": 1}]
 
 
@@ -224,9 +265,17 @@ async def test_failing_task_keeps_its_input_state(env: PipelineEnvironment) -> N
 
 
 async def test_child_pipelines_are_isolated_unless_inline(env: PipelineEnvironment) -> None:
-    isolated = t.set_state.send("parent").continue_with(t.child_with_state, False).continue_with(t.get_state)
+    isolated = (
+        t.set_state.send("parent")
+        .continue_with(t.child_with_state, False)
+        .continue_with(t.get_state)
+    )
     assert await env.submit_async(isolated) == "parent"
-    inline = t.set_state.send("parent").continue_with(t.child_with_state, True).continue_with(t.get_state)
+    inline = (
+        t.set_state.send("parent")
+        .continue_with(t.child_with_state, True)
+        .continue_with(t.get_state)
+    )
     assert await env.submit_async(inline) == "child-state"
 
 
@@ -235,7 +284,10 @@ async def test_child_pipelines_are_isolated_unless_inline(env: PipelineEnvironme
 
 async def test_seed_orchestrators(env: PipelineEnvironment) -> None:
     assert await env.submit_async(t.multiply_and_subtract.send(3, 2, 1)) == 5
-    assert await env.submit_async(t.multiply_and_subtract.send(3, 2, 1).continue_with(t.multiply, 2)) == 10
+    assert (
+        await env.submit_async(t.multiply_and_subtract.send(3, 2, 1).continue_with(t.multiply, 2))
+        == 10
+    )
     assert await env.submit_async(t.add_positive.send(-3, 2)) == 1
     assert await env.submit_async(t.add_positive.send(3, 2)) == 5
     assert await env.submit_async(t.count_to_100.send(0)) == 100
@@ -257,14 +309,21 @@ async def test_exceptionally_skipped_on_success(env: PipelineEnvironment) -> Non
     assert await env.submit_async(t.multiply.send(3, 2).exceptionally(t.handle_error)) == 6
 
 
-async def test_exceptionally_receives_the_task_exception_then_its_args(env: PipelineEnvironment) -> None:
-    pipeline = t.fail.send("bad").continue_with(t.echo, "skipped").exceptionally(t.handle_error, "extra")
+async def test_exceptionally_receives_the_task_exception_then_its_args(
+    env: PipelineEnvironment,
+) -> None:
+    pipeline = (
+        t.fail.send("bad").continue_with(t.echo, "skipped").exceptionally(t.handle_error, "extra")
+    )
     assert await env.submit_async(pipeline) == ("handled", "builtins.ValueError", "bad", "extra")
 
 
 async def test_several_exceptionally_and_new_errors(env: PipelineEnvironment) -> None:
     pipeline = (
-        t.fail.send("one").exceptionally(t.rethrow).continue_with(t.echo, "skipped").exceptionally(t.handle_error)
+        t.fail.send("one")
+        .exceptionally(t.rethrow)
+        .continue_with(t.echo, "skipped")
+        .exceptionally(t.handle_error)
     )
     result = await env.submit_async(pipeline)
     assert result == ("handled", "builtins.RuntimeError", "rethrown: one")
@@ -272,11 +331,15 @@ async def test_several_exceptionally_and_new_errors(env: PipelineEnvironment) ->
 
 def test_invalid_pipelines_fail_when_built() -> None:
     with pytest.raises(ValueError):
-        t.echo.send(1).exceptionally(t.handle_error).continue_with(t.echo).finally_do(t.echo).continue_with(t.echo)
+        t.echo.send(1).exceptionally(t.handle_error).continue_with(t.echo).finally_do(
+            t.echo
+        ).continue_with(t.echo)
     with pytest.raises(PipelineDefinitionError):
         t.echo.send(1).finally_do(t.echo).finally_do(t.echo)
     with pytest.raises(ValueError):
-        in_parallel([t.echo.send(1)]).continue_with(t.echo.send(1).finally_do(t.echo)).continue_with(t.echo)
+        in_parallel([t.echo.send(1)]).continue_with(
+            t.echo.send(1).finally_do(t.echo)
+        ).continue_with(t.echo)
     with pytest.raises(ValueError):
         from flink_tasks import PipelineBuilder
 
@@ -284,12 +347,20 @@ def test_invalid_pipelines_fail_when_built() -> None:
 
 
 async def test_finally_runs_after_success_and_keeps_the_result(env: PipelineEnvironment) -> None:
-    pipeline = t.multiply.send(3, 2).continue_with(t.update_state, "x", 1).finally_do(t.update_state, "finally", True)
+    pipeline = (
+        t.multiply.send(3, 2)
+        .continue_with(t.update_state, "x", 1)
+        .finally_do(t.update_state, "finally", True)
+    )
     assert await env.submit_async(pipeline) == 1
 
 
 async def test_finally_runs_after_an_error_and_keeps_the_error(env: PipelineEnvironment) -> None:
-    pipeline = t.set_state.send("at failure").continue_with(t.fail_with_key_error).finally_do(t.record, "after error")
+    pipeline = (
+        t.set_state.send("at failure")
+        .continue_with(t.fail_with_key_error)
+        .finally_do(t.record, "after error")
+    )
     t.recorded.clear()
     with pytest.raises(TaskError) as caught:
         await env.submit_async(pipeline)
@@ -305,10 +376,17 @@ async def test_failing_finally_replaces_the_reply(env: PipelineEnvironment) -> N
 
 
 async def test_skipped_entries_are_reported(env: PipelineEnvironment) -> None:
-    pipeline = t.fail.send("x").continue_with(t.echo, 1).continue_with(t.echo, 2).exceptionally(t.handle_error)
+    pipeline = (
+        t.fail.send("x")
+        .continue_with(t.echo, 1)
+        .continue_with(t.echo, 2)
+        .exceptionally(t.handle_error)
+    )
     await env.submit_async(pipeline)
     skipped = [e for e in env.events(pipeline.id) if e.WhichOneof("event") == "tasks_skipped"]
-    assert [list(e.tasks_skipped.task_ids) for e in skipped] == [[pipeline.entries[1].task_id, pipeline.entries[2].task_id]]  # type: ignore[union-attr]
+    assert [list(e.tasks_skipped.task_ids) for e in skipped] == [
+        [pipeline.entries[1].task_id, pipeline.entries[2].task_id]
+    ]  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------- retries
@@ -338,7 +416,12 @@ async def test_retry_delays_back_off(env: PipelineEnvironment) -> None:
 
     from flink_tasks import RetryPolicy
 
-    policy = RetryPolicy(retry_for=[ValueError], max_retries=3, delay=timedelta(milliseconds=100), exponential_back_off=True)
+    policy = RetryPolicy(
+        retry_for=[ValueError],
+        max_retries=3,
+        delay=timedelta(milliseconds=100),
+        exponential_back_off=True,
+    )
     started = time.perf_counter()
     with pytest.raises(TaskError):
         await env.submit_async(t.fail.send("x").set(retry_policy=policy))
@@ -446,7 +529,9 @@ async def test_cancel_runs_finally_and_replies_cancelled(env: PipelineEnvironmen
     from flink_tasks import PipelineCancelledError, PipelineStatus
 
     t.recorded.clear()
-    pipeline = t.sleep_async.send(0.3).continue_with(t.record, "never").finally_do(t.record, "finally")
+    pipeline = (
+        t.sleep_async.send(0.3).continue_with(t.record, "never").finally_do(t.record, "finally")
+    )
     future = asyncio.ensure_future(env.submit_async(pipeline))
     await _wait_for_status(env, pipeline.id, PipelineStatus.RUNNING)
     assert await env.cancel(pipeline.id) in (PipelineStatus.CANCELLING, PipelineStatus.CANCELLED)
@@ -462,7 +547,9 @@ async def test_cancel_reaches_child_pipelines(env: PipelineEnvironment) -> None:
     from flink_tasks import PipelineCancelledError, PipelineStatus
 
     t.reset_concurrency_probe()
-    pipeline = in_parallel([t.probe.send(i, 0.05).continue_with(t.probe, 0.05) for i in range(4)], max_parallelism=1)
+    pipeline = in_parallel(
+        [t.probe.send(i, 0.05).continue_with(t.probe, 0.05) for i in range(4)], max_parallelism=1
+    )
     future = asyncio.ensure_future(env.submit_async(pipeline))
     await _wait_for_status(env, pipeline.id, PipelineStatus.RUNNING)
     await asyncio.sleep(0.02)
@@ -485,7 +572,9 @@ async def test_actions_on_finished_pipelines_are_errors(env: PipelineEnvironment
     assert await env.get_status(pipeline.id) == PipelineStatus.COMPLETED
 
 
-async def test_duplicate_submission_of_a_running_pipeline_is_rejected(env: PipelineEnvironment) -> None:
+async def test_duplicate_submission_of_a_running_pipeline_is_rejected(
+    env: PipelineEnvironment,
+) -> None:
     pipeline = t.sleep_async.send(0.3, "first")
     first = asyncio.ensure_future(env.submit_async(pipeline))
     await asyncio.sleep(0.05)
@@ -501,10 +590,17 @@ async def test_events_of_a_pipeline(env: PipelineEnvironment) -> None:
     await env.submit_async(pipeline)
     kinds = [e.WhichOneof("event") for e in env.events(pipeline.id) if e.pipeline_id == pipeline.id]
     assert kinds[0] == "pipeline_created"
-    statuses = [e.status_changed.status for e in env.events(pipeline.id) if e.WhichOneof("event") == "status_changed"]
+    statuses = [
+        e.status_changed.status
+        for e in env.events(pipeline.id)
+        if e.WhichOneof("event") == "status_changed"
+    ]
     from flink_tasks import PipelineStatus
 
-    assert [PipelineStatus(s) for s in statuses] == [PipelineStatus.RUNNING, PipelineStatus.COMPLETED]
+    assert [PipelineStatus(s) for s in statuses] == [
+        PipelineStatus.RUNNING,
+        PipelineStatus.COMPLETED,
+    ]
     assert "group_progress" in kinds
 
 

@@ -31,19 +31,23 @@ async def test_task_exception_reaches_the_client(local_env: PipelineEnvironment)
     assert error.exception_type == "builtins.ValueError"
     assert error.exception_message == "broken on purpose"
     assert "Traceback (most recent call last)" in error.stacktrace
-    assert 'raise ValueError(message)' in error.stacktrace
+    assert "raise ValueError(message)" in error.stacktrace
     assert error.type == t.fail.type_name
 
 
 @pytest.mark.parametrize("topic_kind", ["request", "action"])
-async def test_malformed_records_are_rejected_and_counted(local_env: PipelineEnvironment, topic_kind: str) -> None:
+async def test_malformed_records_are_rejected_and_counted(
+    local_env: PipelineEnvironment, topic_kind: str
+) -> None:
     assert local_env.worker is not None
     metrics = local_env.worker.metrics
     before = metrics.get("rejected_messages", "unparsable")
     producer, settings = _producer(local_env)
     topic = settings.request_topic if topic_kind == "request" else settings.action_topic
     try:
-        producer.send(topic, key=b"garbage-1", value=b"\xff\xfe not a protobuf \x00\x01\x02").get(timeout=30)
+        producer.send(topic, key=b"garbage-1", value=b"\xff\xfe not a protobuf \x00\x01\x02").get(
+            timeout=30
+        )
         producer.flush()
     finally:
         producer.close()
