@@ -1,0 +1,1 @@
+"""Benchmarks of flink-tasks against Celery and statefun-tasks: `make bench`."""

@@ -1,0 +1,45 @@
+"""The flink-tasks side's tasks: trivial ones, and an orchestrator that builds a fan-out inside the
+worker (so that fan-outs bigger than a Kafka record, e.g. 100,000 tasks, can be submitted)."""
+
+from __future__ import annotations
+
+from flink_tasks import FlinkTasks, PipelineBuilder, in_parallel
+
+tasks = FlinkTasks()
+
+
+@tasks.bind()
+def inc(x: int) -> int:
+    """The trivial task: like Celery's `add.s(x, 1)`."""
+    return x + 1
+
+
+@tasks.bind()
+def fan_out(n: int, num_stages: int = 0, max_parallelism: int = 0) -> PipelineBuilder:
+    """An orchestrator task: returns `in_parallel` of n `inc` tasks, run as a child pipeline."""
+    return in_parallel(
+        [inc.send(i) for i in range(n)],
+        num_stages=num_stages or None,
+        max_parallelism=max_parallelism or None,
+    )
+
+
+@tasks.bind()
+def count(results: list[int]) -> int:
+    """Reduces a fan-out's result to its length, so that the reply stays small."""
+    return len(results)
+
+
+def fan_out_pipeline(n: int, *, num_stages: int = 0, max_parallelism: int = 0) -> PipelineBuilder:
+    return in_parallel(
+        [inc.send(i) for i in range(n)],
+        num_stages=num_stages or None,
+        max_parallelism=max_parallelism or None,
+    )
+
+
+def chain_pipeline(steps: int) -> PipelineBuilder:
+    pipeline = inc.send(0)
+    for _ in range(steps - 1):
+        pipeline = pipeline.continue_with(inc)
+    return pipeline
