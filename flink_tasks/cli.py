@@ -9,6 +9,7 @@ to :data:`SUBCOMMANDS`. Logging is configured here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -278,6 +279,12 @@ def _print_status(status: RuntimeStatus) -> None:
 
 #: Subcommand registrations, in help order. Append ``register_<name>`` functions here.
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
+
+# submit, status, result, pause, unpause, cancel, watch: from the client distribution, if installed.
+with contextlib.suppress(ImportError):
+    from flink_tasks_client.cli import register as register_client
+
+    SUBCOMMANDS.append(register_client)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,8 +128,17 @@ def _parse(raw: str, default: Any) -> Any:
     if isinstance(default, int):
         return int(raw)
     if isinstance(default, timedelta):
-        match = _DURATION.fullmatch(raw.lower())
-        if match is None:
-            raise ValueError("expected a duration such as 500ms, 30s, 5min or 1h")
-        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
+        return parse_duration(raw)
     return raw
+
+
+def parse_duration(text: str) -> timedelta:
+    """``500ms``, ``30s``, ``5min``, ``1h`` or a bare number of seconds, as a `timedelta`.
+
+    Raises:
+        ValueError: the text is not such a duration.
+    """
+    match = _DURATION.fullmatch(text.lower())
+    if match is None:
+        raise ValueError(f"expected a duration such as 500ms, 30s, 5min or 1h, got {text!r}")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
