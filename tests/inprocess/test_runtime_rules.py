@@ -1,0 +1,83 @@
+"""Worker hooks, state expiry and reply limits, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from flink_tasks import PipelineStatus, TaskError, wire
+from flink_tasks._proto import messages_pb2
+from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.testing import PipelineEnvironment
+from tests import pipelines as t
+
+
+class RecordingHooks:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def task_received(self, request: messages_pb2.TaskRequest) -> None:
+        self.calls.append(("received", request.task_type))
+
+    def task_started(self, request: messages_pb2.TaskRequest) -> None:
+        self.calls.append(("started", request.task_type))
+
+    def task_finished(
+        self, request: messages_pb2.TaskRequest, result: messages_pb2.TaskResult
+    ) -> None:
+        self.calls.append(("finished", result.WhichOneof("outcome") or ""))
+
+    def task_retried(self, request: messages_pb2.TaskRequest) -> None:
+        self.calls.append(("retried", str(request.attempt)))
+
+
+class BrokenHooks:
+    def task_started(self, request: Any) -> None:
+        raise RuntimeError("hook bug")
+
+
+async def test_worker_hooks_and_failing_hooks_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    hooks = RecordingHooks()
+    async with PipelineEnvironment.in_process(t.tasks, hooks=[hooks, BrokenHooks()]) as env:
+        assert await env.submit_async(t.flaky.send("hooks", 1)) == "succeeded on attempt 2"
+    assert hooks.calls == [
+        ("received", t.flaky.type_name),
+        ("started", t.flaky.type_name),
+        ("finished", "error"),
+        ("received", t.flaky.type_name),
+        ("retried", "2"),
+        ("started", t.flaky.type_name),
+        ("finished", "result"),
+    ]
+    assert any("hook" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_finished_pipelines_expire_after_retention_but_not_while_running() -> None:
+    engine = EngineSettings(retention=timedelta(milliseconds=300))
+    async with PipelineEnvironment.in_process(t.tasks, engine=engine) as env:
+        slow = t.sleep_async.send(0.6, "slow")
+        running = asyncio.ensure_future(env.submit_async(slow))
+        await asyncio.sleep(0.45)
+        assert (
+            await env.get_status(slow.id) == PipelineStatus.RUNNING
+        )  # past retention, still running
+        assert await running == "slow"
+        assert await env.get_result(slow.id) == "slow"
+        await asyncio.sleep(0.6)
+        assert await env.get_status(slow.id) == PipelineStatus.PENDING
+        assert env.runtime is not None
+        assert env.runtime.state_of(wire.PIPELINE_FUNCTION, slow.id) == {}
+        assert env.runtime.state_of(wire.PIPELINE_FUNCTION, slow.id + "~request") == {}
+
+
+async def test_a_reply_over_the_limit_is_a_clear_error() -> None:
+    engine = EngineSettings(max_reply_bytes=1000)
+    async with PipelineEnvironment.in_process(t.tasks, engine=engine) as env:
+        with pytest.raises(TaskError) as caught:
+            await env.submit_async(t.echo.send("x" * 5000))
+        assert caught.value.exception_type == "flink_tasks.SerializationError"
+        assert "reply limit" in caught.value.exception_message
