@@ -619,6 +619,8 @@ class ChildStart(google.protobuf.message.Message):
     INVOCATION_FIELD_NUMBER: builtins.int
     PAUSED_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    FAILING_FIELD_NUMBER: builtins.int
+    ERROR_FIELD_NUMBER: builtins.int
     parent_id: builtins.str
     root_pipeline_id: builtins.str
     entry_id: builtins.str
@@ -631,6 +633,8 @@ class ChildStart(google.protobuf.message.Message):
     paused: builtins.bool
     slot: builtins.int
     """echoed in child_result"""
+    failing: builtins.bool
+    """start in error mode: skip to the first exceptionally"""
     @property
     def input(self) -> global___EntryInput:
         """what the child's first entry receives"""
@@ -641,6 +645,8 @@ class ChildStart(google.protobuf.message.Message):
     def pipeline(self) -> flink_tasks._proto.pipeline_pb2.Pipeline:
         """set when not parked ahead (orchestrator results)"""
 
+    @property
+    def error(self) -> flink_tasks._proto.values_pb2.TaskException: ...
     def __init__(
         self,
         *,
@@ -656,9 +662,11 @@ class ChildStart(google.protobuf.message.Message):
         invocation: builtins.int = ...,
         paused: builtins.bool = ...,
         slot: builtins.int = ...,
+        failing: builtins.bool = ...,
+        error: flink_tasks._proto.values_pb2.TaskException | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["input", b"input", "pipeline", b"pipeline", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "events_topic", b"events_topic", "has_pipeline", b"has_pipeline", "has_state", b"has_state", "input", b"input", "invocation", b"invocation", "parent_id", b"parent_id", "paused", b"paused", "pipeline", b"pipeline", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "pipeline", b"pipeline", "state", b"state"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "has_pipeline", b"has_pipeline", "has_state", b"has_state", "input", b"input", "invocation", b"invocation", "parent_id", b"parent_id", "paused", b"paused", "pipeline", b"pipeline", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state"]) -> None: ...
 
 global___ChildStart = ChildStart
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from flink_tasks._proto import values_pb2 as flink__tasks_dot___proto_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!flink_tasks/_proto/pipeline.proto\x12\x0e\x66link_tasks.v1\x1a\x1f\x66link_tasks/_proto/values.proto\"{\n\x0bRetryPolicy\x12\x11\n\tretry_for\x18\x01 \x03(\t\x12\x13\n\x0bmax_retries\x18\x02 \x01(\x05\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\x03\x12\x1c\n\x14\x65xponential_back_off\x18\x04 \x01(\x08\x12\x14\n\x0cmax_delay_ms\x18\x05 \x01(\x03\"\xf1\x02\n\tTaskEntry\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x13\n\x0bworker_name\x18\x04 \x01(\t\x12\'\n\x04\x61rgs\x18\x05 \x01(\x0b\x32\x19.flink_tasks.v1.ValueList\x12(\n\x06kwargs\x18\x06 \x01(\x0b\x32\x18.flink_tasks.v1.ValueMap\x12\x10\n\x08has_args\x18\x07 \x01(\x08\x12\'\n\x04kind\x18\x08 \x01(\x0e\x32\x19.flink_tasks.v1.EntryKind\x12\x14\n\x0cnot_fruitful\x18\t \x01(\x08\x12\x31\n\x0cretry_policy\x18\n \x01(\x0b\x32\x1b.flink_tasks.v1.RetryPolicy\x12\x18\n\x10has_retry_policy\x18\x0b \x01(\x08\x12\x14\n\x0c\x64isplay_name\x18\x0c \x01(\t\x12\x11\n\ttimeout_s\x18\r \x01(\x01\"\xa1\x01\n\nGroupEntry\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12(\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x18.flink_tasks.v1.Pipeline\x12\x17\n\x0fmax_parallelism\x18\x03 \x01(\x05\x12\x12\n\nnum_stages\x18\x04 \x01(\x05\x12\x19\n\x11return_exceptions\x18\x05 \x01(\x08\x12\x0f\n\x07\x66latten\x18\x06 \x01(\x08\",\n\nChildEntry\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\"\x94\x01\n\x05\x45ntry\x12)\n\x04task\x18\x01 \x01(\x0b\x32\x19.flink_tasks.v1.TaskEntryH\x00\x12+\n\x05group\x18\x02 \x01(\x0b\x32\x1a.flink_tasks.v1.GroupEntryH\x00\x12+\n\x05\x63hild\x18\x03 \x01(\x0b\x32\x1a.flink_tasks.v1.ChildEntryH\x00\x42\x06\n\x04kind\"\xbb\x01\n\x07Initial\x12\'\n\x04\x61rgs\x18\x01 \x01(\x0b\x32\x19.flink_tasks.v1.ValueList\x12(\n\x06kwargs\x18\x02 \x01(\x0b\x32\x18.flink_tasks.v1.ValueMap\x12$\n\x05state\x18\x03 \x01(\x0b\x32\x15.flink_tasks.v1.Value\x12\x10\n\x08has_args\x18\x04 \x01(\x08\x12\x12\n\nhas_kwargs\x18\x05 \x01(\x08\x12\x11\n\thas_state\x18\x06 \x01(\x08\"\x93\x01\n\x08Pipeline\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.flink_tasks.v1.Entry\x12(\n\x07initial\x18\x03 \x01(\x0b\x32\x17.flink_tasks.v1.Initial\x12\x0e\n\x06inline\x18\x04 \x01(\x08\x12\x19\n\x11is_fruitful_child\x18\x05 \x01(\x08*V\n\tEntryKind\x12\x13\n\x0f\x45NTRY_KIND_TASK\x10\x00\x12\x1c\n\x18\x45NTRY_KIND_EXCEPTIONALLY\x10\x01\x12\x16\n\x12\x45NTRY_KIND_FINALLY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!flink_tasks/_proto/pipeline.proto\x12\x0e\x66link_tasks.v1\x1a\x1f\x66link_tasks/_proto/values.proto\"{\n\x0bRetryPolicy\x12\x11\n\tretry_for\x18\x01 \x03(\t\x12\x13\n\x0bmax_retries\x18\x02 \x01(\x05\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\x03\x12\x1c\n\x14\x65xponential_back_off\x18\x04 \x01(\x08\x12\x14\n\x0cmax_delay_ms\x18\x05 \x01(\x03\"\xf1\x02\n\tTaskEntry\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x13\n\x0bworker_name\x18\x04 \x01(\t\x12\'\n\x04\x61rgs\x18\x05 \x01(\x0b\x32\x19.flink_tasks.v1.ValueList\x12(\n\x06kwargs\x18\x06 \x01(\x0b\x32\x18.flink_tasks.v1.ValueMap\x12\x10\n\x08has_args\x18\x07 \x01(\x08\x12\'\n\x04kind\x18\x08 \x01(\x0e\x32\x19.flink_tasks.v1.EntryKind\x12\x14\n\x0cnot_fruitful\x18\t \x01(\x08\x12\x31\n\x0cretry_policy\x18\n \x01(\x0b\x32\x1b.flink_tasks.v1.RetryPolicy\x12\x18\n\x10has_retry_policy\x18\x0b \x01(\x08\x12\x14\n\x0c\x64isplay_name\x18\x0c \x01(\t\x12\x11\n\ttimeout_s\x18\r \x01(\x01\"\xa1\x01\n\nGroupEntry\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12(\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x18.flink_tasks.v1.Pipeline\x12\x17\n\x0fmax_parallelism\x18\x03 \x01(\x05\x12\x12\n\nnum_stages\x18\x04 \x01(\x05\x12\x19\n\x11return_exceptions\x18\x05 \x01(\x08\x12\x0f\n\x07\x66latten\x18\x06 \x01(\x08\"G\n\nChildEntry\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x19\n\x11has_exceptionally\x18\x03 \x01(\x08\"\x94\x01\n\x05\x45ntry\x12)\n\x04task\x18\x01 \x01(\x0b\x32\x19.flink_tasks.v1.TaskEntryH\x00\x12+\n\x05group\x18\x02 \x01(\x0b\x32\x1a.flink_tasks.v1.GroupEntryH\x00\x12+\n\x05\x63hild\x18\x03 \x01(\x0b\x32\x1a.flink_tasks.v1.ChildEntryH\x00\x42\x06\n\x04kind\"\xbb\x01\n\x07Initial\x12\'\n\x04\x61rgs\x18\x01 \x01(\x0b\x32\x19.flink_tasks.v1.ValueList\x12(\n\x06kwargs\x18\x02 \x01(\x0b\x32\x18.flink_tasks.v1.ValueMap\x12$\n\x05state\x18\x03 \x01(\x0b\x32\x15.flink_tasks.v1.Value\x12\x10\n\x08has_args\x18\x04 \x01(\x08\x12\x12\n\nhas_kwargs\x18\x05 \x01(\x08\x12\x11\n\thas_state\x18\x06 \x01(\x08\"\x93\x01\n\x08Pipeline\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.flink_tasks.v1.Entry\x12(\n\x07initial\x18\x03 \x01(\x0b\x32\x17.flink_tasks.v1.Initial\x12\x0e\n\x06inline\x18\x04 \x01(\x08\x12\x19\n\x11is_fruitful_child\x18\x05 \x01(\x08*V\n\tEntryKind\x12\x13\n\x0f\x45NTRY_KIND_TASK\x10\x00\x12\x1c\n\x18\x45NTRY_KIND_EXCEPTIONALLY\x10\x01\x12\x16\n\x12\x45NTRY_KIND_FINALLY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flink_tasks._proto.pipeline_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=1284
-  _globals['_ENTRYKIND']._serialized_end=1370
+  _globals['_ENTRYKIND']._serialized_start=1311
+  _globals['_ENTRYKIND']._serialized_end=1397
   _globals['_RETRYPOLICY']._serialized_start=86
   _globals['_RETRYPOLICY']._serialized_end=209
   _globals['_TASKENTRY']._serialized_start=212
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GROUPENTRY']._serialized_start=584
   _globals['_GROUPENTRY']._serialized_end=745
   _globals['_CHILDENTRY']._serialized_start=747
-  _globals['_CHILDENTRY']._serialized_end=791
-  _globals['_ENTRY']._serialized_start=794
-  _globals['_ENTRY']._serialized_end=942
-  _globals['_INITIAL']._serialized_start=945
-  _globals['_INITIAL']._serialized_end=1132
-  _globals['_PIPELINE']._serialized_start=1135
-  _globals['_PIPELINE']._serialized_end=1282
+  _globals['_CHILDENTRY']._serialized_end=818
+  _globals['_ENTRY']._serialized_start=821
+  _globals['_ENTRY']._serialized_end=969
+  _globals['_INITIAL']._serialized_start=972
+  _globals['_INITIAL']._serialized_end=1159
+  _globals['_PIPELINE']._serialized_start=1162
+  _globals['_PIPELINE']._serialized_end=1309
 # @@protoc_insertion_point(module_scope)

@@ -170,17 +170,21 @@ class ChildEntry(google.protobuf.message.Message):
 
     CHILD_ID_FIELD_NUMBER: builtins.int
     SIZE_FIELD_NUMBER: builtins.int
+    HAS_EXCEPTIONALLY_FIELD_NUMBER: builtins.int
     child_id: builtins.str
     """pipeline function address id of the child"""
     size: builtins.int
     """number of tasks in the child, for progress"""
+    has_exceptionally: builtins.bool
+    """a segment of a long chain that can handle an error"""
     def __init__(
         self,
         *,
         child_id: builtins.str = ...,
         size: builtins.int = ...,
+        has_exceptionally: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["child_id", b"child_id", "size", b"size"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["child_id", b"child_id", "has_exceptionally", b"has_exceptionally", "size", b"size"]) -> None: ...
 
 global___ChildEntry = ChildEntry
 

@@ -222,6 +222,9 @@ class _Engine:
         if start.has_state:
             run.state.CopyFrom(start.state)
             run.has_state = True
+        if start.failing:  # a later segment of a long chain, reached with an error
+            run.failing = True
+            run.error.CopyFrom(start.error)
         self.state.touch_run()
         self.start_entry()
 
@@ -230,14 +233,47 @@ class _Engine:
     def compile(
         self, pipeline: pipeline_pb2.Pipeline, run: messages_pb2.Run
     ) -> pipeline_pb2.Pipeline:
-        """Stage large groups and park multi-entry chains at child addresses."""
+        """Stage large groups, park multi-entry chains, segment long chains: all as children."""
         out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
-        for entry in pipeline.entries:
+        entries = list(pipeline.entries)
+        last = entries.pop() if entries and _is_finally(entries[-1]) else None
+        for entry in self.segment(entries, run):
             if entry.WhichOneof("kind") == "group":
                 out.entries.add().group.CopyFrom(self.compile_group(entry.group, run))
             else:
                 out.entries.append(entry)
+        if last is not None:
+            out.entries.append(last)
         return out
+
+    def segment(
+        self, entries: list[pipeline_pb2.Entry], run: messages_pb2.Run
+    ) -> list[pipeline_pb2.Entry]:
+        """Split a long chain into inline child segments, so no address holds all of it."""
+        threshold = max(2, self.settings.auto_stage_threshold)
+        while len(entries) > threshold:
+            segments: list[pipeline_pb2.Entry] = []
+            for start in range(0, len(entries), threshold):
+                part = entries[start : start + threshold]
+                child_id = self.new_child_id(run)
+                self.send(
+                    child_id,
+                    messages_pb2.PipelineMessage(
+                        define_child=messages_pb2.ChildDefinition(
+                            pipeline=pipeline_pb2.Pipeline(id=child_id, entries=part, inline=True),
+                            parent_id=self.address_id,
+                            root_pipeline_id=run.root_pipeline_id,
+                            events_topic=run.events_topic,
+                        )
+                    ),
+                )
+                ref = pipeline_pb2.Entry()
+                ref.child.child_id = child_id
+                ref.child.size = sum(_entry_size(e) for e in part)
+                ref.child.has_exceptionally = any(_can_handle_errors(e) for e in part)
+                segments.append(ref)
+            entries = segments
+        return entries
 
     def compile_group(
         self, group: pipeline_pb2.GroupEntry, run: messages_pb2.Run
@@ -350,7 +386,11 @@ class _Engine:
                     run.has_outcome = True
                 run.finalizing = True
                 run.failing = False
-            elif run.failing and kind != pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
+            elif (
+                run.failing
+                and kind != pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY
+                and not (entry.WhichOneof("kind") == "child" and entry.child.has_exceptionally)
+            ):
                 self.skipped.extend(_entry_task_ids(entry))
                 run.cursor += 1
                 continue
@@ -365,8 +405,31 @@ class _Engine:
         run.entry_started = True
         if entry.WhichOneof("kind") == "task":
             self.start_task_entry(entry.task)
+        elif entry.WhichOneof("kind") == "child":
+            self.start_segment(entry.child)
         else:
             self.start_group(entry.group)
+
+    def start_segment(self, child: pipeline_pb2.ChildEntry) -> None:
+        run = self.run
+        start = messages_pb2.ChildStart(
+            parent_id=self.address_id,
+            root_pipeline_id=run.root_pipeline_id,
+            entry_id=child.child_id,
+            input=run.input,
+            events_topic=run.events_topic,
+            invocation=run.invocation,
+            failing=run.failing,
+        )
+        if run.failing:
+            start.error.CopyFrom(run.error)
+        if run.has_state:
+            start.state.CopyFrom(run.state)
+            start.has_state = True
+        run.task_id = child.child_id
+        run.attempt = 1
+        run.active_children.append(child.child_id)
+        self.send(child.child_id, messages_pb2.PipelineMessage(start_child=start))
 
     def start_task_entry(self, task: pipeline_pb2.TaskEntry) -> None:
         run = self.run
@@ -529,6 +592,8 @@ class _Engine:
         entry = entries[run.cursor]
         if entry.WhichOneof("kind") == "task":
             self.on_task_entry_result(entry.task, result)
+        elif entry.WhichOneof("kind") == "child":
+            self.on_task_entry_result(_SEGMENT, result)
 
     def on_task_entry_result(
         self, task: pipeline_pb2.TaskEntry, result: messages_pb2.TaskResult
@@ -1116,6 +1181,29 @@ class _Engine:
 # -------------------------------------------------------------------- helpers
 
 
+_SEGMENT = pipeline_pb2.TaskEntry()  # a chain segment's result is handled as a plain task's
+
+
+def _is_finally(entry: pipeline_pb2.Entry) -> bool:
+    return entry.WhichOneof("kind") == "task" and entry.task.kind == pipeline_pb2.ENTRY_KIND_FINALLY
+
+
+def _can_handle_errors(entry: pipeline_pb2.Entry) -> bool:
+    kind = entry.WhichOneof("kind")
+    if kind == "task":
+        return entry.task.kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY
+    return kind == "child" and entry.child.has_exceptionally
+
+
+def _entry_size(entry: pipeline_pb2.Entry) -> int:
+    kind = entry.WhichOneof("kind")
+    if kind == "task":
+        return 1
+    if kind == "child":
+        return entry.child.size
+    return sum(_task_count(chain) for chain in entry.group.chains)
+
+
 def _status(value: int) -> messages_pb2.PipelineStatus.ValueType:
     return cast("messages_pb2.PipelineStatus.ValueType", value)
 
@@ -1182,16 +1270,7 @@ def _entry_task_ids(entry: pipeline_pb2.Entry) -> list[str]:
 
 
 def _task_count(pipeline: pipeline_pb2.Pipeline) -> int:
-    total = 0
-    for entry in pipeline.entries:
-        kind = entry.WhichOneof("kind")
-        if kind == "task":
-            total += 1
-        elif kind == "child":
-            total += entry.child.size
-        else:
-            total += sum(_task_count(chain) for chain in entry.group.chains)
-    return total
+    return sum(_entry_size(entry) for entry in pipeline.entries)
 
 
 def _structure(pipeline: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from flink_tasks import in_parallel, wire
+from flink_tasks import TaskError, in_parallel, wire
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 
@@ -39,3 +39,34 @@ async def test_state_shipped_per_result_does_not_grow_with_the_fan_out() -> None
     assert large[0] <= 1.5 * small[0]
     assert large[1] <= 64 * 1024  # no address ever ships the whole fan-out
     assert large[2] <= 1.5 * small[2]
+
+
+async def test_long_chains_are_segmented_and_keep_their_semantics() -> None:
+    async with PipelineEnvironment.in_process(t.tasks) as env:
+        chain = t.add.send(0, 1)
+        for _ in range(999):
+            chain = chain.continue_with(t.add, 1)
+        assert await env.submit_async(chain, timeout=timedelta(minutes=2)) == 1000
+        assert env.runtime is not None
+        largest = max(s.max_state_bytes for s in env.runtime.stats.values())
+        assert largest < 40_000  # the 1,000-entry definition is never shipped whole
+
+        # an error in the first segment is handled by an exceptionally in the fourth
+        failing = t.fail.send("early")
+        for _ in range(300):
+            failing = failing.continue_with(t.add, 1)
+        failing = failing.exceptionally(t.handle_error).continue_with(t.echo, "after")
+        failing = failing.finally_do(t.record, "finally")
+        t.recorded.clear()
+        result = await env.submit_async(failing, timeout=timedelta(minutes=2))
+        assert result == ("handled", "builtins.ValueError", "early", "after")
+        assert t.recorded == [("finally",)]
+
+        # an unhandled error in a late segment fails the pipeline with that error
+        late = t.add.send(0, 1)
+        for _ in range(250):
+            late = late.continue_with(t.add, 1)
+        late = late.continue_with(t.fail_with_key_error).continue_with(t.add, 1)
+        with pytest.raises(TaskError) as caught:
+            await env.submit_async(late, timeout=timedelta(minutes=2))
+        assert caught.value.exception_type == "builtins.KeyError"
