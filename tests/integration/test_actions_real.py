@@ -1,0 +1,232 @@
+"""Task actions through `FlinkTasksClient` on the real runtime (Kafka + StateFun), per SEMANTICS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flink_tasks_client import (
+    ActionError,
+    FlinkTasksClient,
+    PipelineCancelledError,
+    PipelineNotFoundError,
+    PipelineStatus,
+    TaskError,
+)
+
+from flink_tasks import PipelineBuilder
+from flink_tasks._proto import messages_pb2
+from flink_tasks.errors import ALREADY_RUNNING_ERROR, CANCELLED_ERROR
+from flink_tasks.testing import PipelineEnvironment
+from tests import pipelines as t
+
+pytestmark = pytest.mark.integration
+
+
+class StartedTasks:
+    """A worker hook recording the tasks started, per root pipeline id."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, list[str]] = {}
+
+    def task_started(self, request: messages_pb2.TaskRequest) -> None:
+        self.started.setdefault(request.root_pipeline_id, []).append(request.task_type)
+
+    def of(self, pipeline_id: str) -> list[str]:
+        return list(self.started.get(pipeline_id, []))
+
+
+@pytest.fixture
+def started_tasks(local_env: PipelineEnvironment) -> Iterator[StartedTasks]:
+    assert local_env.worker is not None
+    hooks = local_env.worker.runner.hooks
+    recorder = StartedTasks()
+    hooks.append(recorder)
+    try:
+        yield recorder
+    finally:
+        hooks.remove(recorder)
+
+
+@pytest.fixture
+def client(local_env: PipelineEnvironment) -> FlinkTasksClient:
+    client = local_env.client
+    assert isinstance(client, FlinkTasksClient)
+    return client
+
+
+async def _until(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _status_becomes(
+    client: FlinkTasksClient, pipeline_id: str, status: PipelineStatus, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (current := await client.get_status(pipeline_id)) != status:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pipeline_id} is {current.name}, never {status.name}")
+        await asyncio.sleep(0.1)
+
+
+def _slow_two_steps(seconds: float = 1.5) -> PipelineBuilder:
+    return t.sleep_async.send(seconds, "a").continue_with(t.make_list, "b")
+
+
+async def test_status_request_and_result_through_the_life_cycle(
+    client: FlinkTasksClient, started_tasks: StartedTasks
+) -> None:
+    pipeline = _slow_two_steps(1.0)
+    assert await client.get_status(pipeline.id) == PipelineStatus.PENDING
+    future = asyncio.wrap_future(client.submit(pipeline))
+    await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
+    assert await client.get_status(pipeline.id) == PipelineStatus.RUNNING
+    request = await client.get_request(pipeline.id)
+    assert isinstance(request, messages_pb2.PipelineRequest)
+    assert request.pipeline.id == pipeline.id
+    assert len(request.pipeline.entries) == 2
+    with pytest.raises(PipelineNotFoundError):
+        await client.get_result(pipeline.id)  # not finished yet
+    assert await future == ["a", "b"]
+    assert await client.get_status(pipeline.id) == PipelineStatus.COMPLETED
+    assert await client.get_result(pipeline.id) == ["a", "b"]
+    assert (await client.get_request(pipeline.id)).pipeline.id == pipeline.id
+    # the sync variants are the same calls
+    assert await asyncio.to_thread(client.get_status_sync, pipeline.id) == PipelineStatus.COMPLETED
+    assert await asyncio.to_thread(client.get_result_sync, pipeline.id) == ["a", "b"]
+
+
+async def test_a_failed_pipeline_keeps_its_error(client: FlinkTasksClient) -> None:
+    pipeline = t.fail.send("kept")
+    with pytest.raises(TaskError):
+        await client.submit_async(pipeline)
+    assert await client.get_status(pipeline.id) == PipelineStatus.FAILED
+    with pytest.raises(TaskError) as caught:
+        await client.get_result(pipeline.id)
+    assert caught.value.exception_type == "builtins.ValueError"
+    assert caught.value.exception_message == "kept"
+
+
+async def test_pause_holds_the_next_task_and_unpause_sends_it(
+    client: FlinkTasksClient, started_tasks: StartedTasks
+) -> None:
+    pipeline = _slow_two_steps(1.5)
+    future = asyncio.wrap_future(client.submit(pipeline))
+    await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
+    assert await client.pause(pipeline.id) == PipelineStatus.PAUSED
+    assert await client.get_status(pipeline.id) == PipelineStatus.PAUSED
+    # the running task finishes (and its result is kept) but the next one is held
+    await asyncio.sleep(2.5)
+    assert started_tasks.of(pipeline.id) == [t.sleep_async.type_name]
+    assert await client.get_status(pipeline.id) == PipelineStatus.PAUSED
+    assert not future.done()
+    with pytest.raises(PipelineNotFoundError):
+        await client.get_result(pipeline.id)
+    assert await client.unpause(pipeline.id) == PipelineStatus.RUNNING
+    assert await asyncio.wait_for(future, 30) == ["a", "b"]
+    assert started_tasks.of(pipeline.id) == [t.sleep_async.type_name, t.make_list.type_name]
+    assert await client.get_status(pipeline.id) == PipelineStatus.COMPLETED
+
+
+async def test_cancel_runs_finally_do_and_replies_cancelled(
+    client: FlinkTasksClient, started_tasks: StartedTasks
+) -> None:
+    pipeline = (
+        t.sleep_async.send(1.5, "a")
+        .continue_with(t.echo, "never")
+        .finally_do(t.give_none, "cleanup")
+    )
+    future = asyncio.wrap_future(client.submit(pipeline))
+    await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
+    assert await client.cancel(pipeline.id) in (
+        PipelineStatus.CANCELLING,
+        PipelineStatus.CANCELLED,
+    )
+    with pytest.raises(PipelineCancelledError) as caught:
+        await asyncio.wait_for(future, 30)
+    assert caught.value.exception_type == CANCELLED_ERROR
+    await _status_becomes(client, pipeline.id, PipelineStatus.CANCELLED)
+    # finally_do ran once; the entry after the cancelled task never started
+    await asyncio.sleep(0.5)
+    assert started_tasks.of(pipeline.id) == [t.sleep_async.type_name, t.give_none.type_name]
+    with pytest.raises(PipelineCancelledError):
+        await client.get_result(pipeline.id)
+    with pytest.raises(ActionError):
+        await client.cancel(pipeline.id)  # finished: refused
+    assert await client.get_status(pipeline.id) == PipelineStatus.CANCELLED
+
+
+async def test_cancel_of_a_paused_pipeline(
+    client: FlinkTasksClient, started_tasks: StartedTasks
+) -> None:
+    pipeline = _slow_two_steps(1.0).finally_do(t.give_none)
+    future = asyncio.wrap_future(client.submit(pipeline))
+    await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
+    assert await client.pause(pipeline.id) == PipelineStatus.PAUSED
+    await client.cancel(pipeline.id)
+    with pytest.raises(PipelineCancelledError):
+        await asyncio.wait_for(future, 30)
+    await _status_becomes(client, pipeline.id, PipelineStatus.CANCELLED)
+    assert t.make_list.type_name not in started_tasks.of(pipeline.id)
+    assert t.give_none.type_name in started_tasks.of(pipeline.id)
+
+
+async def test_actions_on_an_unknown_id(client: FlinkTasksClient) -> None:
+    unknown = "never-submitted-" + PipelineBuilder().id
+    assert await client.get_status(unknown) == PipelineStatus.PENDING
+    with pytest.raises(PipelineNotFoundError):
+        await client.get_result(unknown)
+    with pytest.raises(PipelineNotFoundError):
+        await client.get_request(unknown)
+    for action in (client.pause, client.unpause, client.cancel):
+        with pytest.raises((ActionError, PipelineNotFoundError)):
+            await action(unknown)
+    assert await client.get_status(unknown) == PipelineStatus.PENDING
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+async def test_actions_on_a_finished_pipeline_are_refused_and_change_nothing(
+    client: FlinkTasksClient, outcome: str
+) -> None:
+    if outcome == "completed":
+        pipeline = t.multiply.send(6, 7)
+        assert await client.submit_async(pipeline) == 42
+        final = PipelineStatus.COMPLETED
+    else:
+        pipeline = t.fail.send("done")
+        with pytest.raises(TaskError):
+            await client.submit_async(pipeline)
+        final = PipelineStatus.FAILED
+    for action in (client.pause, client.unpause, client.cancel):
+        with pytest.raises(ActionError):
+            await action(pipeline.id)
+        assert await client.get_status(pipeline.id) == final
+    if outcome == "completed":
+        assert await client.get_result(pipeline.id) == 42
+
+
+async def test_duplicate_submission_of_a_running_id_is_rejected(
+    client: FlinkTasksClient, started_tasks: StartedTasks
+) -> None:
+    pipeline = _slow_two_steps(1.5)
+    first = asyncio.wrap_future(client.submit(pipeline))
+    await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
+    duplicate = t.multiply.send(1, 2)
+    duplicate.id = pipeline.id
+    with pytest.raises(TaskError) as caught:
+        await client.submit_async(duplicate)
+    assert caught.value.exception_type == ALREADY_RUNNING_ERROR
+    assert pipeline.id in caught.value.exception_message
+    # the running pipeline is not disturbed
+    assert await asyncio.wait_for(first, 30) == ["a", "b"]
+    assert t.multiply.type_name not in started_tasks.of(pipeline.id)
+    # a finished id may be run again
+    assert await client.submit_async(duplicate) == 2
+    assert await client.get_result(pipeline.id) == 2
