@@ -1,4 +1,4 @@
-"""Task actions through `FlinkTasksClient` on the real runtime (Kafka + StateFun), per SEMANTICS.md."""
+"""Task actions through `FlinkTasksClient` on the real runtime (Kafka + StateFun)."""
 
 from __future__ import annotations
 
