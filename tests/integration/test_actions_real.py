@@ -35,6 +35,17 @@ class StartedTasks:
     def task_started(self, request: messages_pb2.TaskRequest) -> None:
         self.started.setdefault(request.root_pipeline_id, []).append(request.task_type)
 
+    def task_received(self, request: messages_pb2.TaskRequest) -> None:
+        pass
+
+    def task_finished(
+        self, request: messages_pb2.TaskRequest, result: messages_pb2.TaskResult
+    ) -> None:
+        pass
+
+    def task_retried(self, request: messages_pb2.TaskRequest) -> None:
+        pass
+
     def of(self, pipeline_id: str) -> list[str]:
         return list(self.started.get(pipeline_id, []))
 
