@@ -275,10 +275,130 @@ def _print_status(status: RuntimeStatus) -> None:
         print("settings:    " + ", ".join(f"{k}={status.settings.get(k)}" for k in keys))
 
 
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def register_serve(subparsers: Subparsers) -> None:
+    """``flink-tasks serve MODULE:ATTR``: the worker (what the worker image runs)."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a FlinkTasks registry to StateFun (the worker) until SIGTERM",
+        description="Serve the tasks of a FlinkTasks registry and the pipeline function over "
+        "HTTP (POST /statefun/{function}, GET /healthz, GET /metrics) until SIGTERM or SIGINT, "
+        "then stop gracefully. Binds to 127.0.0.1 unless told otherwise. With --workers N "
+        "(Linux), N worker processes share the port through SO_REUSEPORT.",
+    )
+    serve.add_argument("target", metavar="MODULE:ATTR", help="e.g. examples.seed:tasks")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=18000, help="port to bind (default 18000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes behind the port (default 1)"
+    )
+    serve.add_argument(
+        "--retention",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how long finished pipelines keep status and result "
+        "(default $FLINK_TASKS_RETENTION or 24h)",
+    )
+    serve.add_argument(
+        "--extra-namespace",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="also accept tasks of namespace NS served elsewhere (repeatable; default "
+        "$FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=parse_duration,
+        default="20s",
+        metavar="DURATION",
+        help="how long running requests may take to finish on SIGTERM (default 20s)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from flink_tasks.worker.serve import EXTRA_NAMESPACES_VAR, RETENTION_VAR, ServeOptions, serve
+
+    retention = args.retention
+    if retention is None and os.environ.get(RETENTION_VAR):
+        retention = parse_duration(os.environ[RETENTION_VAR])
+    extra = args.extra_namespace
+    if extra is None:
+        extra = [ns.strip() for ns in os.environ.get(EXTRA_NAMESPACES_VAR, "").split(",")]
+    options = ServeOptions(
+        target=args.target,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reuse_port=args.reuse_port,
+        retention=retention,
+        extra_namespaces=tuple(ns for ns in extra if ns),
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    try:
+        return serve(options)
+    except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
+        print(f"flink-tasks serve: error: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- module-yaml ---------------------------------------------------------------------------------
+
+
+def register_module_yaml(subparsers: Subparsers) -> None:
+    """``flink-tasks module-yaml``: render StateFun's module.yaml for a deployment target."""
+    cmd = subparsers.add_parser(
+        "module-yaml",
+        help="render StateFun's module.yaml for local, compose or kubernetes",
+        description="Render the StateFun module (endpoints, Kafka ingress and egress) from the "
+        "settings: --target local prints it for the FLINK_TASKS_* environment; compose and "
+        "kubernetes (re)write deploy/<target>/module.yaml (and, for compose, flink-conf.yaml) "
+        "from deploy/<target>/settings.env. --check only compares and exits 1 when stale.",
+    )
+    cmd.add_argument("--target", choices=["local", "compose", "kubernetes"], default="local")
+    cmd.add_argument(
+        "--check", action="store_true", help="exit 1 if the committed files are not up to date"
+    )
+    cmd.add_argument("--stdout", action="store_true", help="print module.yaml, write nothing")
+    cmd.set_defaults(handler=cmd_module_yaml)
+
+
+def cmd_module_yaml(args: argparse.Namespace) -> int:
+    from flink_tasks.runtime.module_yaml import deploy_target
+
+    try:
+        target = deploy_target(args.target)
+    except (OSError, ValueError) as exc:
+        print(f"flink-tasks module-yaml: error: {exc}", file=sys.stderr)
+        return 1
+    files = target.rendered_files()
+    if args.check:
+        stale = target.stale_files()
+        for path in stale:
+            print(f"stale: {path} (run: flink-tasks module-yaml --target {args.target})")
+        if not stale:
+            print(f"up to date: {', '.join(str(p) for p in files) or 'nothing committed'}")
+        return 1 if stale else 0
+    if args.stdout or not files:
+        sys.stdout.write(target.module_yaml())
+        return 0
+    for path, text in files.items():
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 0
+
+
 # --- wiring --------------------------------------------------------------------------------------
 
 #: Subcommand registrations, in help order. Append ``register_<name>`` functions here.
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
+SUBCOMMANDS += [register_serve, register_module_yaml]
 
 # submit, status, result, pause, unpause, cancel, watch: from the client distribution, if installed.
 with contextlib.suppress(ImportError):

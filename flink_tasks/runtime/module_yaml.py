@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration
+from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
 
 INGRESS_ID = "flink_tasks/ingress"
 EGRESS_ID = "flink_tasks/kafka"
@@ -37,8 +40,19 @@ ACTION_REQUEST_TYPE = "flink_tasks.v1/ActionRequest"
 YamlValue = str | int | bool | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
 
 
-def module_components(settings: LocalRuntimeSettings) -> list[dict[str, YamlValue]]:
-    """The module's components as plain data (one dict per YAML document)."""
+def module_components(
+    settings: LocalRuntimeSettings,
+    *,
+    kafka_address: str | None = None,
+    worker_url: str | None = None,
+) -> list[dict[str, YamlValue]]:
+    """The module's components as plain data (one dict per YAML document).
+
+    ``kafka_address`` and ``worker_url`` replace the local runtime's loopback addresses, for
+    the deployment targets (:data:`DEPLOY_TARGETS`) where Kafka and the worker live elsewhere.
+    """
+    kafka = kafka_address or settings.bootstrap_servers
+    worker = (worker_url or settings.worker_url).rstrip("/")
     docs: list[dict[str, YamlValue]] = []
     for namespace in settings.function_namespaces:
         docs.append(
@@ -46,7 +60,7 @@ def module_components(settings: LocalRuntimeSettings) -> list[dict[str, YamlValu
                 "kind": "io.statefun.endpoints.v2/http",
                 "spec": {
                     "functions": f"{namespace}/*",
-                    "urlPathTemplate": f"{settings.worker_url}/statefun/{{function.name}}",
+                    "urlPathTemplate": f"{worker}/statefun/{{function.name}}",
                     "maxNumBatchRequests": settings.max_batch_requests,
                     "transport": {
                         "type": "io.statefun.transports.v1/async",
@@ -62,7 +76,7 @@ def module_components(settings: LocalRuntimeSettings) -> list[dict[str, YamlValu
             "kind": "io.statefun.kafka.v1/ingress",
             "spec": {
                 "id": INGRESS_ID,
-                "address": settings.bootstrap_servers,
+                "address": kafka,
                 "consumerGroupId": settings.consumer_group_id,
                 "startupPosition": {"type": "group-offsets"},
                 "autoOffsetResetPosition": "earliest",
@@ -90,7 +104,7 @@ def module_components(settings: LocalRuntimeSettings) -> list[dict[str, YamlValu
             "kind": "io.statefun.kafka.v1/egress",
             "spec": {
                 "id": EGRESS_ID,
-                "address": settings.bootstrap_servers,
+                "address": kafka,
                 "deliverySemantic": semantic,
             },
         }
@@ -98,10 +112,18 @@ def module_components(settings: LocalRuntimeSettings) -> list[dict[str, YamlValu
     return docs
 
 
-def render_module_yaml(settings: LocalRuntimeSettings) -> str:
+def render_module_yaml(
+    settings: LocalRuntimeSettings,
+    *,
+    kafka_address: str | None = None,
+    worker_url: str | None = None,
+    header: str | None = None,
+) -> str:
     """Render ``module.yaml`` for StateFun 3.3.0 from the settings."""
-    header = "# Rendered by flink_tasks.runtime.module_yaml; do not edit, edit the settings.\n"
-    return header + "".join("---\n" + to_yaml(doc) for doc in module_components(settings))
+    if header is None:
+        header = "# Rendered by flink_tasks.runtime.module_yaml; do not edit, edit the settings.\n"
+    components = module_components(settings, kafka_address=kafka_address, worker_url=worker_url)
+    return header + "".join("---\n" + to_yaml(doc) for doc in components)
 
 
 def to_yaml(value: YamlValue, indent: int = 0) -> str:
@@ -159,3 +181,141 @@ def _looks_numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- deployment targets ---------------------------------------------------------------------------
+#
+# One source of truth for the StateFun module of every way flink-tasks runs: the settings. The
+# local runtime renders module.yaml into its run dir at start; docker-compose and Kubernetes use
+# committed files rendered by ``flink-tasks module-yaml --target compose|kubernetes`` from the
+# ``settings.env`` next to them (FLINK_TASKS_* variables, the same names the local runtime, the
+# worker and the client read). A test checks that the committed files are up to date.
+
+TargetName = Literal["local", "compose", "kubernetes"]
+
+#: Environment variables of a ``settings.env`` that are not `LocalRuntimeSettings` fields.
+KAFKA_ADDRESS_VAR = "FLINK_TASKS_BOOTSTRAP_SERVERS"
+WORKER_URL_VAR = "FLINK_TASKS_WORKER_URL"
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """Where a rendered StateFun module runs, and the addresses it uses there."""
+
+    name: TargetName
+    settings: LocalRuntimeSettings
+    kafka_address: str
+    worker_url: str
+    #: the folder with ``settings.env`` and the committed rendered files (None: local)
+    directory: Path | None = None
+
+    def module_yaml(self) -> str:
+        header = (
+            f"# Rendered by `flink-tasks module-yaml --target {self.name}` from "
+            f"{'the FLINK_TASKS_* environment' if self.directory is None else 'settings.env'}; "
+            "do not edit.\n"
+        )
+        return render_module_yaml(
+            self.settings, kafka_address=self.kafka_address, worker_url=self.worker_url, header=header
+        )
+
+    def rendered_files(self) -> dict[Path, str]:
+        """The committed files of this target and their up-to-date content (empty for local)."""
+        if self.directory is None:
+            return {}
+        files = {self.directory / "module.yaml": self.module_yaml()}
+        if self.name == "compose":
+            files[self.directory / "flink-conf.yaml"] = render_cluster_flink_conf(self.settings)
+        return files
+
+    def stale_files(self) -> list[Path]:
+        """Committed files whose content differs from what the settings render."""
+        return [
+            path
+            for path, text in self.rendered_files().items()
+            if not path.is_file() or path.read_text() != text
+        ]
+
+
+def deploy_dir() -> Path:
+    """``<project>/deploy``: compose and Kubernetes files live in ``compose/`` and ``kubernetes/``."""
+    return project_root() / "deploy"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines; ``#`` comments and blank lines skipped (what kustomize's ``envs:``
+    and compose's ``env_file:`` both accept when values are unquoted)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip() or key != key.strip():
+            raise ValueError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        values[key] = value
+    return values
+
+
+def deploy_target(name: str, *, environ: Mapping[str, str] | None = None) -> DeployTarget:
+    """The target ``local`` (settings from the environment), ``compose`` or ``kubernetes``
+    (settings from ``deploy/<dir>/settings.env``; the environment is not read)."""
+    if name == "local":
+        settings = LocalRuntimeSettings.from_env(environ=environ)
+        return DeployTarget("local", settings, settings.bootstrap_servers, settings.worker_url)
+    if name not in ("compose", "kubernetes"):
+        raise ValueError(f"unknown target {name!r}: use local, compose or kubernetes")
+    directory = deploy_dir() / name
+    env = read_env_file(directory / "settings.env")
+    for var in (KAFKA_ADDRESS_VAR, WORKER_URL_VAR):
+        if not env.get(var):
+            raise ValueError(f"{directory / 'settings.env'}: {var} is missing")
+    settings = LocalRuntimeSettings.from_env(environ=env)
+    target: TargetName = "compose" if name == "compose" else "kubernetes"
+    return DeployTarget(target, settings, env[KAFKA_ADDRESS_VAR], env[WORKER_URL_VAR], directory)
+
+
+def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
+    """``flink-conf.yaml`` of the docker-compose Flink cluster (one job manager running the
+    StateFun job, one task manager with ``parallelism`` slots), mounted over the official
+    ``apache/flink-statefun:3.3.0`` image's own file."""
+    conf: dict[str, str | int] = {
+        "statefun.flink-job-name": settings.job_name,
+        "classloader.parent-first-patterns.additional": (
+            "org.apache.flink.statefun;org.apache.kafka;com.google.protobuf"
+        ),
+        "parallelism.default": settings.parallelism,
+        "taskmanager.numberOfTaskSlots": settings.parallelism,
+        "jobmanager.rpc.address": "jobmanager",
+        "jobmanager.rpc.port": 6123,
+        "taskmanager.rpc.port": 6122,
+        "blob.server.port": 6124,
+        "rest.address": "jobmanager",
+        "rest.bind-address": "0.0.0.0",
+        "rest.port": 8081,
+        "jobmanager.memory.process.size": "1g",
+        "taskmanager.memory.process.size": "1536m",
+        # StateFun needs RocksDB with RocksDB timers (its feedback operator uses raw keyed state)
+        "state.backend": "rocksdb",
+        "state.backend.rocksdb.timer-service.factory": "ROCKSDB",
+        "state.backend.incremental": "true",
+        # a named volume shared by the job manager and the task manager
+        "state.checkpoints.dir": "file:///checkpoints/checkpoints",
+        "state.savepoints.dir": "file:///checkpoints/savepoints",
+        "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.max-concurrent-checkpoints": 1,
+        "execution.checkpointing.unaligned": "false",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.savepoint.ignore-unclaimed-state": "true",
+        "restart-strategy": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": settings.restart_attempts,
+        "restart-strategy.fixed-delay.delay": format_duration(settings.restart_delay),
+        "pipeline.auto-generate-uids": "false",
+    }
+    lines = [
+        "# Rendered by `flink-tasks module-yaml --target compose` from settings.env; do not edit.",
+        "# Flink 1.16 reads this file line by line as `key: value`.",
+    ]
+    lines += [f"{k}: {v}" for k, v in conf.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,254 @@
+"""``flink-tasks serve MODULE:ATTR``: serve a `FlinkTasks` registry until SIGTERM.
+
+One process (``--workers 1``, the default) runs a `Worker` behind aiohttp on ``host:port``. With
+``--workers N`` (Linux) this process becomes a small supervisor: it starts N worker processes
+that each bind their own ``SO_REUSEPORT`` socket on the same ``host:port``, so the kernel spreads
+StateFun's connections over them; a worker that dies is started again. Any worker process may
+serve any address: a pipeline's state lives in Flink and travels with every request.
+
+SIGTERM or SIGINT stops gracefully: stop accepting connections, let running requests finish
+(StateFun retries whatever is cut off), exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from aiohttp import web
+
+from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.registry import FlinkTasks
+from flink_tasks.worker.functions import Worker
+from flink_tasks.worker.http import create_app
+
+log = logging.getLogger("flink_tasks.serve")
+
+#: Environment variable read for the default of ``--retention``.
+RETENTION_VAR = "FLINK_TASKS_RETENTION"
+#: Environment variable: extra task namespaces the module routes to this worker (comma list).
+EXTRA_NAMESPACES_VAR = "FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``flink-tasks serve`` was asked to do."""
+
+    target: str
+    host: str = "127.0.0.1"
+    port: int = 18000
+    workers: int = 1
+    reuse_port: bool = False
+    retention: timedelta | None = None
+    extra_namespaces: tuple[str, ...] = ()
+    grace: timedelta = timedelta(seconds=30)
+    shutdown_timeout: timedelta = timedelta(seconds=20)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def load_registry(target: str) -> FlinkTasks:
+    """Import ``package.module:attribute`` (a `FlinkTasks`); the current directory is importable."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"expected MODULE:ATTR (e.g. examples.seed:tasks), got {target!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    module = importlib.import_module(module_name)
+    value: object = module
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    if not isinstance(value, FlinkTasks):
+        raise TypeError(f"{target} is a {type(value).__name__}, not a FlinkTasks registry")
+    return value
+
+
+def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
+    namespaces = frozenset(tasks.namespaces) | frozenset(options.extra_namespaces)
+    engine = EngineSettings(served_namespaces=namespaces)
+    if options.retention is not None:
+        engine = EngineSettings(served_namespaces=namespaces, retention=options.retention)
+    return Worker(tasks, engine=engine)
+
+
+async def serve_async(
+    worker: Worker,
+    options: ServeOptions,
+    stop: asyncio.Event,
+) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully."""
+    runner = web.AppRunner(
+        create_app(worker),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=options.shutdown_timeout.total_seconds(),
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        options.host,
+        options.port,
+        reuse_address=True,
+        reuse_port=options.reuse_port or None,
+    )
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise OSError(f"cannot listen on {options.host}:{options.port}: {err}") from err
+    log.info(
+        "worker pid %d serving %d task types on http://%s:%d",
+        os.getpid(),
+        len(worker.tasks.task_types),
+        options.host,
+        options.port,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("worker pid %d stopping", os.getpid())
+        await runner.cleanup()
+
+
+def run_worker(options: ServeOptions) -> int:
+    """One worker process: serve until SIGTERM/SIGINT."""
+    worker = build_worker(load_registry(options.target), options)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_async(worker, options, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+class Supervisor:
+    """Runs ``workers`` worker processes on one ``SO_REUSEPORT`` port, restarts those that die."""
+
+    #: a worker that exits within this many seconds of its start counts as a failed start
+    QUICK_EXIT_SECONDS = 5.0
+    #: stop trying after this many failed starts in a row
+    MAX_FAILED_STARTS = 5
+
+    def __init__(self, options: ServeOptions) -> None:
+        if options.workers < 2:
+            raise ValueError("a supervisor runs at least 2 workers")
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise OSError("--workers > 1 needs SO_REUSEPORT (Linux)")
+        self.options = options
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * options.workers
+        self.started_at: list[float] = [0.0] * options.workers
+        self.failed_starts = 0
+        self.stopping = False
+
+    def child_command(self) -> list[str]:
+        o = self.options
+        cmd = [sys.executable, "-m", "flink_tasks", "serve", o.target]
+        cmd += ["--host", o.host, "--port", str(o.port), "--workers", "1", "--reuse-port"]
+        if o.retention is not None:
+            cmd += ["--retention", f"{o.retention.total_seconds():g}s"]
+        for ns in o.extra_namespaces:
+            cmd += ["--extra-namespace", ns]
+        cmd += ["--shutdown-timeout", f"{o.shutdown_timeout.total_seconds():g}s"]
+        return cmd
+
+    def _spawn(self, index: int) -> None:
+        env = {**os.environ, **self.options.env}
+        proc = subprocess.Popen(self.child_command(), env=env, preexec_fn=_die_with_parent)
+        self.procs[index] = proc
+        self.started_at[index] = time.monotonic()
+        log.info("started worker %d, pid %d", index, proc.pid)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None and p.poll() is None]
+
+    def run(self) -> int:
+        def request_stop(signum: int, _frame: object) -> None:
+            self.stopping = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for i in range(self.options.workers):
+                self._spawn(i)
+            log.info(
+                "supervisor pid %d: %d workers on http://%s:%d",
+                os.getpid(),
+                self.options.workers,
+                self.options.host,
+                self.options.port,
+            )
+            while not self.stopping:
+                if not self._watch():
+                    self.stopping = True
+                    self._stop_all()
+                    return 1
+                time.sleep(0.2)
+            self._stop_all()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _watch(self) -> bool:
+        """Restart dead workers; False when they keep failing to start."""
+        for i, proc in enumerate(self.procs):
+            if proc is None or proc.poll() is None:
+                continue
+            lived = time.monotonic() - self.started_at[i]
+            log.warning("worker %d (pid %d) exited with %s after %.1f s", i, proc.pid, proc.returncode, lived)
+            self.failed_starts = self.failed_starts + 1 if lived < self.QUICK_EXIT_SECONDS else 0
+            if self.failed_starts >= self.MAX_FAILED_STARTS:
+                log.error("workers keep exiting at start; giving up")
+                return False
+            time.sleep(min(5.0, 0.5 * 2**self.failed_starts) if self.failed_starts else 0.0)
+            if not self.stopping:
+                self._spawn(i)
+        return True
+
+    def _stop_all(self) -> None:
+        running = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.options.grace.total_seconds()
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        log.info("supervisor pid %d: all workers stopped", os.getpid())
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when its supervisor dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(options: ServeOptions) -> int:
+    """Run ``flink-tasks serve``: one worker here, or a supervisor of several."""
+    if options.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    if options.workers == 1:
+        return run_worker(options)
+    load_registry(options.target)  # fail here, once, rather than in every worker
+    return Supervisor(options).run()
