@@ -35,4 +35,5 @@ async def main() -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # the Kafka client's own timing chatter
     sys.exit(asyncio.run(main()))
