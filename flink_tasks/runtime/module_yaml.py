@@ -216,7 +216,10 @@ class DeployTarget:
             "do not edit.\n"
         )
         return render_module_yaml(
-            self.settings, kafka_address=self.kafka_address, worker_url=self.worker_url, header=header
+            self.settings,
+            kafka_address=self.kafka_address,
+            worker_url=self.worker_url,
+            header=header,
         )
 
     def rendered_files(self) -> dict[Path, str]:
@@ -238,7 +241,7 @@ class DeployTarget:
 
 
 def deploy_dir() -> Path:
-    """``<project>/deploy``: compose and Kubernetes files live in ``compose/`` and ``kubernetes/``."""
+    """``<project>/deploy``, with the ``compose/`` and ``kubernetes/`` folders."""
     return project_root() / "deploy"
 
 

@@ -180,7 +180,9 @@ class Supervisor:
         def request_stop(signum: int, _frame: object) -> None:
             self.stopping = True
 
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             for i in range(self.options.workers):
                 self._spawn(i)
@@ -209,7 +211,13 @@ class Supervisor:
             if proc is None or proc.poll() is None:
                 continue
             lived = time.monotonic() - self.started_at[i]
-            log.warning("worker %d (pid %d) exited with %s after %.1f s", i, proc.pid, proc.returncode, lived)
+            log.warning(
+                "worker %d (pid %d) exited with %s after %.1f s",
+                i,
+                proc.pid,
+                proc.returncode,
+                lived,
+            )
             self.failed_starts = self.failed_starts + 1 if lived < self.QUICK_EXIT_SECONDS else 0
             if self.failed_starts >= self.MAX_FAILED_STARTS:
                 log.error("workers keep exiting at start; giving up")

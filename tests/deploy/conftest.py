@@ -8,12 +8,15 @@ tests/acceptance/.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +25,7 @@ ENV_VAR = "FLINK_TASKS_TEST_ENV"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    try:
+    with contextlib.suppress(ValueError):  # already added by a root conftest
         parser.addoption(
             "--flink-env",
             choices=["local", "compose"],
@@ -30,8 +33,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help="where acceptance tests run: local (default) or compose (docker-compose.yml "
             f"via testcontainers; needs Docker). Also ${ENV_VAR}.",
         )
-    except ValueError:  # already added by a root conftest
-        pass
 
 
 @pytest.fixture(scope="session")
@@ -41,15 +42,27 @@ def flink_env_name(request: pytest.FixtureRequest) -> str:
 
 
 def docker_unavailable_reason() -> str | None:
-    """None when a Docker engine answers; otherwise why not."""
+    """None when a Docker engine answers ``GET /_ping``; otherwise why not."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=5)
-        client.ping()
-        client.close()
-    except Exception as exc:  # any failure means: no usable engine
-        return f"no Docker engine reachable ({type(exc).__name__}: {str(exc)[:160]})"
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = host[len("unix://") :]
+        elif host.startswith("tcp://"):
+            name, _, port = host[len("tcp://") :].partition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (name, int(port or 2375))
+        else:
+            return f"DOCKER_HOST={host} is not checked here"
+        with sock:
+            sock.settimeout(5)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        return f"no Docker engine at {host} ({exc})"
+    if b" 200 " not in answer:
+        return f"the Docker engine at {host} answered {answer[:40]!r}"
     return None
 
 
@@ -81,7 +94,9 @@ def compose_env(flink_env_name: str) -> Iterator[object]:
     from flink_tasks.testing import PipelineEnvironment
 
     services = ["kafka", "kafka-init", "worker", "jobmanager", "taskmanager"]
-    compose = DockerCompose(ROOT, compose_file_name="docker-compose.yml", build=True, services=services)
+    compose = DockerCompose(
+        ROOT, compose_file_name="docker-compose.yml", build=True, services=services
+    )
     compose.start()
     try:
         _wait_for_statefun_job("http://localhost:8081", timeout=300)
@@ -91,7 +106,7 @@ def compose_env(flink_env_name: str) -> Iterator[object]:
         )
         client = FlinkTasksClient(settings=settings)
         client.wait_ready()
-        environment = PipelineEnvironment(client)  # type: ignore[arg-type]
+        environment = PipelineEnvironment(client)
         try:
             yield environment
         finally:

@@ -1,4 +1,4 @@
-"""The acceptance tests of tests/acceptance, run against docker-compose.yml (``--flink-env=compose``).
+"""The tests of tests/acceptance, run against docker-compose.yml (``--flink-env=compose``).
 
 Skipped unless asked for, and skipped with the reason where no Docker engine is reachable (as on
 this project's machines).

@@ -50,7 +50,10 @@ def schema_errors(document: Any) -> list[str]:
     schema = compose_schema()
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema)
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
 
 
 # --- the rendered files -----------------------------------------------------------------------
@@ -134,7 +137,14 @@ def test_the_schema_catches_a_typo(compose: dict[str, Any]) -> None:
 
 
 def test_services_and_start_order(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "kafka-init", "worker", "jobmanager", "taskmanager", "demo-client"}
+    assert set(services) == {
+        "kafka",
+        "kafka-init",
+        "worker",
+        "jobmanager",
+        "taskmanager",
+        "demo-client",
+    }
     for name, service in services.items():
         for dependency, spec in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
@@ -145,7 +155,10 @@ def test_services_and_start_order(services: dict[str, dict[str, Any]]) -> None:
                 assert services[dependency].get("restart") == "no", dependency
     # the order that makes `docker compose up` just work
     assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert services["jobmanager"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    assert (
+        services["jobmanager"]["depends_on"]["kafka-init"]["condition"]
+        == "service_completed_successfully"
+    )
     assert services["jobmanager"]["depends_on"]["worker"]["condition"] == "service_healthy"
     assert services["taskmanager"]["depends_on"]["jobmanager"]["condition"] == "service_started"
     assert services["demo-client"]["depends_on"]["jobmanager"]["condition"] == "service_healthy"
@@ -162,7 +175,10 @@ def test_statefun_services_use_the_official_image_and_the_rendered_module(
         assert service["environment"]["ROLE"] == role
         assert service["environment"]["MASTER_HOST"] == "jobmanager"
         mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
-        assert mounts["/opt/statefun/modules/flink-tasks/module.yaml"] == "./deploy/compose/module.yaml"
+        assert (
+            mounts["/opt/statefun/modules/flink-tasks/module.yaml"]
+            == "./deploy/compose/module.yaml"
+        )
         assert mounts["/opt/flink/conf/flink-conf.yaml"] == "./deploy/compose/flink-conf.yaml"
 
 
@@ -270,7 +286,9 @@ def test_dockerfile_copies_what_exists_and_what_the_dockerignore_lets_in() -> No
         for pattern in patterns:
             negate = pattern.startswith("!")
             body = pattern[1:] if negate else pattern
-            if fnmatch.fnmatch(path, body) or fnmatch.fnmatch(path, body.rstrip("*").rstrip("/") + "*"):
+            if fnmatch.fnmatch(path, body) or fnmatch.fnmatch(
+                path, body.rstrip("*").rstrip("/") + "*"
+            ):
                 keep = negate
         return keep
 
@@ -281,10 +299,18 @@ def test_dockerfile_copies_what_exists_and_what_the_dockerignore_lets_in() -> No
         for source in sources:
             path = ROOT / source
             assert path.exists(), f"COPY {source}: missing"
-            files = [source] if path.is_file() else [
-                str(f.relative_to(ROOT)) for f in path.rglob("*.py") if "__pycache__" not in f.parts
-            ]
-            assert any(included(f) for f in files), f"COPY {source}: excluded by Dockerfile.dockerignore"
+            files = (
+                [source]
+                if path.is_file()
+                else [
+                    str(f.relative_to(ROOT))
+                    for f in path.rglob("*.py")
+                    if "__pycache__" not in f.parts
+                ]
+            )
+            assert any(included(f) for f in files), (
+                f"COPY {source}: excluded by Dockerfile.dockerignore"
+            )
     # what `pip wheel . ./client` and the image need
     for needed in (
         "pyproject.toml",

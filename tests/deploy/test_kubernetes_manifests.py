@@ -27,7 +27,10 @@ K8S = ROOT / "deploy" / "kubernetes"
 SCHEMAS = Path(__file__).parent / "schemas"
 KUBERNETES_VERSION = "1.31.0"
 CUSTOM_SCHEMAS = {
-    ("flink.apache.org/v1beta1", "FlinkDeployment"): "flinkdeployment.flink.apache.org_v1beta1.json",
+    (
+        "flink.apache.org/v1beta1",
+        "FlinkDeployment",
+    ): "flinkdeployment.flink.apache.org_v1beta1.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic.kafka.strimzi.io_v1beta2.json",
 }
 
@@ -58,7 +61,9 @@ def validation_errors(doc: dict[str, Any]) -> list[str]:
         pod = ((doc.get("spec") or {}).get("podTemplate") or {}).get("spec")
         if doc["kind"] == "FlinkDeployment" and pod is not None:
             # the pod template is a core/v1 Pod: validate it with the Kubernetes schema
-            errors += validation_errors({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"}, "spec": pod})
+            errors += validation_errors(
+                {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"}, "spec": pod}
+            )
         return errors
     try:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -116,17 +121,28 @@ def test_every_raw_manifest_validates() -> None:
 def test_the_built_kustomization_validates(built: list[dict[str, Any]]) -> None:
     errors = [e for d in built for e in validation_errors(d)]
     assert errors == []
-    assert {d["metadata"].get("namespace") for d in built if d["kind"] != "Namespace"} == {"flink-tasks"}
+    assert {d["metadata"].get("namespace") for d in built if d["kind"] != "Namespace"} == {
+        "flink-tasks"
+    }
 
 
 @pytest.mark.parametrize(
     ("kind", "mutate"),
     [
-        ("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={})),
+        (
+            "Deployment",
+            lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}),
+        ),
         ("Service", lambda d: d["spec"]["ports"][0].update(port="eight thousand")),
         ("FlinkDeployment", lambda d: d["spec"]["job"].update(upgradeMod="savepoint")),
-        ("FlinkDeployment", lambda d: d["spec"]["flinkConfiguration"].update({"parallelism.default": 4})),
-        ("FlinkDeployment", lambda d: d["spec"]["podTemplate"]["spec"]["volumes"][0].update(confgMap={})),
+        (
+            "FlinkDeployment",
+            lambda d: d["spec"]["flinkConfiguration"].update({"parallelism.default": 4}),
+        ),
+        (
+            "FlinkDeployment",
+            lambda d: d["spec"]["podTemplate"]["spec"]["volumes"][0].update(confgMap={}),
+        ),
         ("KafkaTopic", lambda d: d["spec"].update(partition=3)),
     ],
 )
@@ -151,11 +167,16 @@ def test_kustomization_files_exist() -> None:
 
 def test_module_configmap_is_the_rendered_module(built: list[dict[str, Any]]) -> None:
     maps = {d["metadata"]["name"]: d for d in by_kind(built, "ConfigMap")}
-    assert maps["flink-tasks-module"]["data"]["module.yaml"] == deploy_target("kubernetes").module_yaml()
+    assert (
+        maps["flink-tasks-module"]["data"]["module.yaml"]
+        == deploy_target("kubernetes").module_yaml()
+    )
     assert maps["flink-tasks-settings"]["data"] == settings_env()
 
 
-def test_settings_env_reaches_the_flink_configuration(built: list[dict[str, Any]], tmp_path: Path) -> None:
+def test_settings_env_reaches_the_flink_configuration(
+    built: list[dict[str, Any]], tmp_path: Path
+) -> None:
     env = settings_env()
     conf = by_kind(built, "FlinkDeployment")[0]["spec"]["flinkConfiguration"]
     assert conf["parallelism.default"] == env["FLINK_TASKS_PARALLELISM"]
@@ -190,12 +211,17 @@ def test_flink_deployment_runs_statefun_with_the_module() -> None:
     fd = by_kind(raw_resources(), "FlinkDeployment")[0]["spec"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     # one StateFun version everywhere
-    assert fd["image"] == compose["services"]["jobmanager"]["image"] == "apache/flink-statefun:3.3.0"
+    assert (
+        fd["image"] == compose["services"]["jobmanager"]["image"] == "apache/flink-statefun:3.3.0"
+    )
     assert fd["flinkVersion"] == "v1_16"
     assert fd["job"]["entryClass"] == "org.apache.flink.statefun.flink.core.StatefulFunctionsJob"
     assert fd["job"]["upgradeMode"] == "savepoint"
     conf = fd["flinkConfiguration"]
-    assert conf["statefun.remote.module-name"] == "file:///opt/statefun/modules/flink-tasks/module.yaml"
+    assert (
+        conf["statefun.remote.module-name"]
+        == "file:///opt/statefun/modules/flink-tasks/module.yaml"
+    )
     assert conf["state.backend.rocksdb.timer-service.factory"] == "ROCKSDB"
     assert conf["execution.checkpointing.unaligned"] == "false"
     assert "org.apache.flink.statefun" in conf["classloader.parent-first-patterns.additional"]
@@ -205,7 +231,9 @@ def test_flink_deployment_runs_statefun_with_the_module() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["statefun-module"]["configMap"]["name"] == "flink-tasks-module"
     claim = volumes["flink-data"]["persistentVolumeClaim"]["claimName"]
-    assert claim in {d["metadata"]["name"] for d in by_kind(raw_resources(), "PersistentVolumeClaim")}
+    assert claim in {
+        d["metadata"]["name"] for d in by_kind(raw_resources(), "PersistentVolumeClaim")
+    }
 
 
 def test_worker_deployment_service_and_autoscaler() -> None:
@@ -217,7 +245,9 @@ def test_worker_deployment_service_and_autoscaler() -> None:
     container = pod["spec"]["containers"][0]
     assert container["args"][:2] == ["serve", "examples.seed:tasks"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    assert (
+        container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    )
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["envFrom"][0]["configMapRef"]["name"] == "flink-tasks-settings"
     # the Service selects the pods and its DNS name is the worker URL of module.yaml
@@ -232,9 +262,13 @@ def test_worker_deployment_service_and_autoscaler() -> None:
 def test_kafka_topics_match_settings_env() -> None:
     target = deploy_target("kubernetes")
     topics = {d["spec"]["topicName"]: d for d in by_kind(raw_resources(), "KafkaTopic")}
-    assert {name: d["spec"]["partitions"] for name, d in topics.items()} == target.settings.topic_partitions
+    assert {
+        name: d["spec"]["partitions"] for name, d in topics.items()
+    } == target.settings.topic_partitions
     cluster = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in topics.values()}
     assert cluster == {"flink-tasks"}
-    assert target.kafka_address == "flink-tasks-kafka-bootstrap:9092"  # Strimzi: <cluster>-kafka-bootstrap
+    assert (
+        target.kafka_address == "flink-tasks-kafka-bootstrap:9092"
+    )  # Strimzi: <cluster>-kafka-bootstrap
     # the ingress can use every subtask only with enough partitions
     assert target.settings.requests_partitions >= target.settings.parallelism
