@@ -372,6 +372,7 @@ class _Engine:
         entries = self.definition.pipeline.entries
         while True:
             if run.cursor >= len(entries):
+                self.flush_skipped()  # before the terminal status: event readers stop there
                 self.finish()
                 return
             entry = entries[run.cursor]

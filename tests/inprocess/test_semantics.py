@@ -389,6 +389,16 @@ async def test_skipped_entries_are_reported(env: PipelineEnvironment) -> None:
     ]  # type: ignore[union-attr]
 
 
+async def test_skipped_entries_of_a_failed_pipeline_come_before_its_final_status(
+    env: PipelineEnvironment,
+) -> None:
+    pipeline = t.fail.send("x").continue_with(t.echo, 1).continue_with(t.echo, 2)
+    with pytest.raises(TaskError):
+        await env.submit_async(pipeline)
+    kinds = [e.WhichOneof("event") for e in env.events(pipeline.id)]
+    assert kinds[-2:] == ["tasks_skipped", "status_changed"]
+
+
 # ---------------------------------------------------------------- retries
 
 

@@ -76,11 +76,6 @@ async def test_created_first_with_the_structure_then_running_then_completed(
     assert [e.timestamp_ms for e in events] == sorted(e.timestamp_ms for e in events)
 
 
-@pytest.mark.xfail(
-    reason="engine: the entries skipped by a pipeline that ends failing are not reported; "
-    "flush_skipped runs after the run state is cleared, so emit() drops the event",
-    strict=False,
-)
 async def test_failed_pipeline_ends_with_failed_and_reports_skipped_tasks(
     client: FlinkTasksClient,
 ) -> None:
