@@ -26,7 +26,7 @@ from flink_tasks._proto import messages_pb2 as flink__tasks_dot___proto_dot_mess
 from flink_tasks._proto import pipeline_pb2 as flink__tasks_dot___proto_dot_pipeline__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66link_tasks/_proto/events.proto\x12\x0e\x66link_tasks.v1\x1a!flink_tasks/_proto/messages.proto\x1a!flink_tasks/_proto/pipeline.proto\"\xd3\x02\n\rPipelineEvent\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x18\n\x10root_pipeline_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12;\n\x10pipeline_created\x18\x04 \x01(\x0b\x32\x1f.flink_tasks.v1.PipelineCreatedH\x00\x12?\n\x0estatus_changed\x18\x05 \x01(\x0b\x32%.flink_tasks.v1.PipelineStatusChangedH\x00\x12=\n\rtasks_skipped\x18\x06 \x01(\x0b\x32$.flink_tasks.v1.PipelineTasksSkippedH\x00\x12\x37\n\x0egroup_progress\x18\x07 \x01(\x0b\x32\x1d.flink_tasks.v1.GroupProgressH\x00\x42\x07\n\x05\x65vent\"P\n\x0fPipelineCreated\x12*\n\x08pipeline\x18\x01 \x01(\x0b\x32\x18.flink_tasks.v1.Pipeline\x12\x11\n\tparent_id\x18\x02 \x01(\t\"G\n\x15PipelineStatusChanged\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x1e.flink_tasks.v1.PipelineStatus\"(\n\x14PipelineTasksSkipped\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"C\n\rGroupProgress\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66link_tasks/_proto/events.proto\x12\x0e\x66link_tasks.v1\x1a!flink_tasks/_proto/messages.proto\x1a!flink_tasks/_proto/pipeline.proto\"\xd3\x02\n\rPipelineEvent\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x18\n\x10root_pipeline_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12;\n\x10pipeline_created\x18\x04 \x01(\x0b\x32\x1f.flink_tasks.v1.PipelineCreatedH\x00\x12?\n\x0estatus_changed\x18\x05 \x01(\x0b\x32%.flink_tasks.v1.PipelineStatusChangedH\x00\x12=\n\rtasks_skipped\x18\x06 \x01(\x0b\x32$.flink_tasks.v1.PipelineTasksSkippedH\x00\x12\x37\n\x0egroup_progress\x18\x07 \x01(\x0b\x32\x1d.flink_tasks.v1.GroupProgressH\x00\x42\x07\n\x05\x65vent\"w\n\x0fPipelineCreated\x12*\n\x08pipeline\x18\x01 \x01(\x0b\x32\x18.flink_tasks.v1.Pipeline\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x12\n\ntask_count\x18\x03 \x01(\x05\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"G\n\x15PipelineStatusChanged\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x1e.flink_tasks.v1.PipelineStatus\"(\n\x14PipelineTasksSkipped\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"C\n\rGroupProgress\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PIPELINEEVENT']._serialized_start=122
   _globals['_PIPELINEEVENT']._serialized_end=461
   _globals['_PIPELINECREATED']._serialized_start=463
-  _globals['_PIPELINECREATED']._serialized_end=543
-  _globals['_PIPELINESTATUSCHANGED']._serialized_start=545
-  _globals['_PIPELINESTATUSCHANGED']._serialized_end=616
-  _globals['_PIPELINETASKSSKIPPED']._serialized_start=618
-  _globals['_PIPELINETASKSSKIPPED']._serialized_end=658
-  _globals['_GROUPPROGRESS']._serialized_start=660
-  _globals['_GROUPPROGRESS']._serialized_end=727
+  _globals['_PIPELINECREATED']._serialized_end=582
+  _globals['_PIPELINESTATUSCHANGED']._serialized_start=584
+  _globals['_PIPELINESTATUSCHANGED']._serialized_end=655
+  _globals['_PIPELINETASKSSKIPPED']._serialized_start=657
+  _globals['_PIPELINETASKSSKIPPED']._serialized_end=697
+  _globals['_GROUPPROGRESS']._serialized_start=699
+  _globals['_GROUPPROGRESS']._serialized_end=766
 # @@protoc_insertion_point(module_scope)

@@ -60,7 +60,12 @@ class PipelineCreated(google.protobuf.message.Message):
 
     PIPELINE_FIELD_NUMBER: builtins.int
     PARENT_ID_FIELD_NUMBER: builtins.int
+    TASK_COUNT_FIELD_NUMBER: builtins.int
+    TRUNCATED_FIELD_NUMBER: builtins.int
     parent_id: builtins.str
+    task_count: builtins.int
+    truncated: builtins.bool
+    """large groups list only their first chains"""
     @property
     def pipeline(self) -> flink_tasks._proto.pipeline_pb2.Pipeline:
         """structure only: arguments are left out"""
@@ -70,9 +75,11 @@ class PipelineCreated(google.protobuf.message.Message):
         *,
         pipeline: flink_tasks._proto.pipeline_pb2.Pipeline | None = ...,
         parent_id: builtins.str = ...,
+        task_count: builtins.int = ...,
+        truncated: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["pipeline", b"pipeline"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["parent_id", b"parent_id", "pipeline", b"pipeline"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["parent_id", b"parent_id", "pipeline", b"pipeline", "task_count", b"task_count", "truncated", b"truncated"]) -> None: ...
 
 global___PipelineCreated = PipelineCreated
 

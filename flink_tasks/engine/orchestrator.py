@@ -158,11 +158,7 @@ class _Engine:
             run.state.CopyFrom(pipeline.initial.state)
             run.has_state = True
         self.state.set_run(run)
-        self.emit(
-            events_pb2.PipelineEvent(
-                pipeline_created=events_pb2.PipelineCreated(pipeline=_structure(pipeline))
-            )
-        )
+        self.emit(events_pb2.PipelineEvent(pipeline_created=_created(pipeline)))
         self.emit_status(S.PIPELINE_STATUS_RUNNING)
         self.state.set_definition(self.compile(pipeline, run))
         self.start_entry()
@@ -195,11 +191,7 @@ class _Engine:
             self.state.set_run(run)
             self.state.set_definition(self.compile(start.pipeline, run))
             self.emit(
-                events_pb2.PipelineEvent(
-                    pipeline_created=events_pb2.PipelineCreated(
-                        pipeline=_structure(start.pipeline), parent_id=start.parent_id
-                    )
-                )
+                events_pb2.PipelineEvent(pipeline_created=_created(start.pipeline, start.parent_id))
             )
         elif run is None or not run.parked:
             # Cannot happen while messages between two addresses stay in order; answer, never hang.
@@ -1274,10 +1266,27 @@ def _task_count(pipeline: pipeline_pb2.Pipeline) -> int:
     return sum(_entry_size(entry) for entry in pipeline.entries)
 
 
-def _structure(pipeline: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:
-    """The pipeline's shape for events: arguments and state left out."""
+MAX_STRUCTURE_ENTRIES = 1000  # in a PipelineCreated event, so that it always fits a Kafka record
+
+
+def _created(pipeline: pipeline_pb2.Pipeline, parent_id: str = "") -> events_pb2.PipelineCreated:
+    """The PipelineCreated event: the shape, cut after MAX_STRUCTURE_ENTRIES entries."""
+    budget = [MAX_STRUCTURE_ENTRIES]
+    return events_pb2.PipelineCreated(
+        pipeline=_structure(pipeline, budget),
+        parent_id=parent_id,
+        task_count=_task_count(pipeline),
+        truncated=budget[0] < 0,
+    )
+
+
+def _structure(pipeline: pipeline_pb2.Pipeline, budget: list[int]) -> pipeline_pb2.Pipeline:
+    """The pipeline's shape for events: arguments and state left out; `budget` counts entries."""
     out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
     for entry in pipeline.entries:
+        budget[0] -= 1
+        if budget[0] < 0:
+            break
         kind = entry.WhichOneof("kind")
         if kind == "task":
             task = out.entries.add().task
@@ -1293,5 +1302,7 @@ def _structure(pipeline: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:
             group.num_stages = entry.group.num_stages
             group.return_exceptions = entry.group.return_exceptions
             for chain in entry.group.chains:
-                group.chains.append(_structure(chain))
+                if budget[0] < 0:
+                    break
+                group.chains.append(_structure(chain, budget))
     return out

@@ -81,3 +81,19 @@ async def test_a_reply_over_the_limit_is_a_clear_error() -> None:
             await env.submit_async(t.echo.send("x" * 5000))
         assert caught.value.exception_type == "flink_tasks.SerializationError"
         assert "reply limit" in caught.value.exception_message
+
+
+async def test_pipeline_created_event_is_bounded_for_large_pipelines() -> None:
+    from flink_tasks import in_parallel
+
+    async with PipelineEnvironment.in_process(t.tasks) as env:
+        pipeline = in_parallel([t.multiply.send(i) for i in range(5000)]).with_initial(args=1)
+        await env.submit_async(pipeline)
+        created = [
+            e.pipeline_created
+            for e in env.events(pipeline.id)
+            if e.WhichOneof("event") == "pipeline_created" and e.pipeline_id == pipeline.id
+        ]
+        assert len(created) == 1
+        assert created[0].task_count == 5000 and created[0].truncated
+        assert created[0].ByteSize() < 200_000
