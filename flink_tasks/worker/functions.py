@@ -16,7 +16,7 @@ from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
 from flink_tasks.worker.metrics import Metrics
-from flink_tasks.worker.task_runner import TaskRunner, WorkerHooks
+from flink_tasks.worker.task_runner import DEFAULT_MAX_RESULT_BYTES, TaskRunner, WorkerHooks
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Worker:
         *,
         engine: EngineSettings | None = None,
         hooks: Sequence[WorkerHooks] = (),
-        max_result_bytes: int = 16 * 1024 * 1024,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.tasks = tasks
         self.metrics = Metrics()

@@ -27,6 +27,11 @@ from flink_tasks.registry import FlinkTasks, TaskDefinition
 logger = logging.getLogger(__name__)
 
 
+# A group aggregates up to 100 results at one address, and StateFun ships an address's state with
+# each call (32 MiB at most): 256 KiB per result keeps a full group well inside that.
+DEFAULT_MAX_RESULT_BYTES = 256 * 1024
+
+
 class TaskTimeoutError(TimeoutError):
     """A task ran longer than its timeout."""
 
@@ -67,7 +72,7 @@ class TaskRunner:
         tasks: FlinkTasks,
         *,
         executor: concurrent.futures.Executor | None = None,
-        max_result_bytes: int = 16 * 1024 * 1024,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         hooks: Sequence[WorkerHooks] = (),
     ) -> None:
         self.tasks = tasks
@@ -134,7 +139,7 @@ class TaskRunner:
             if result.ByteSize() > self.max_result_bytes:
                 raise SerializationError(
                     f"the result of {request.task_type!r} is {result.ByteSize()} bytes, above the "
-                    f"{self.max_result_bytes}-byte limit"
+                    f"{self.max_result_bytes}-byte limit; pass large data by reference"
                 )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
