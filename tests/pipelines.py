@@ -264,3 +264,16 @@ async def probe(index: int, seconds: float = 0.02) -> int:
     with _probe_lock:
         _running -= 1
     return index
+
+
+@tasks.bind()
+def fan_out_inside(count: int) -> PipelineBuilder:
+    """An orchestrator that builds a fan-out too large to submit in one Kafka record."""
+    from flink_tasks import in_parallel
+
+    return in_parallel([multiply.send(i, 2) for i in range(count)]).continue_with(total)
+
+
+@tasks.bind()
+def total(values: list[float]) -> float:
+    return sum(values)

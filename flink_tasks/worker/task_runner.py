@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # A group aggregates up to 100 results at one address, and StateFun ships an address's state with
 # each call (32 MiB at most): 256 KiB per result keeps a full group well inside that.
 DEFAULT_MAX_RESULT_BYTES = 256 * 1024
+MAX_PIPELINE_RESULT_BYTES = 16 * 1024 * 1024
 
 
 class TaskTimeoutError(TimeoutError):
@@ -136,10 +137,14 @@ class TaskRunner:
                     result.result.CopyFrom(serialization.encode(output, allow_pickle=allow_pickle))
                 except SerializationError as err:
                     raise SerializationError(f"the result of {request.task_type!r}: {err}") from err
-            if result.ByteSize() > self.max_result_bytes:
+            # a returned pipeline is staged into bounded addresses, so only StateFun's limit applies
+            limit = (
+                MAX_PIPELINE_RESULT_BYTES if result.HasField("pipeline") else self.max_result_bytes
+            )
+            if result.ByteSize() > limit:
                 raise SerializationError(
                     f"the result of {request.task_type!r} is {result.ByteSize()} bytes, above the "
-                    f"{self.max_result_bytes}-byte limit; pass large data by reference"
+                    f"{limit}-byte limit; pass large data by reference"
                 )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):

@@ -97,3 +97,13 @@ async def test_pipeline_created_event_is_bounded_for_large_pipelines() -> None:
         assert len(created) == 1
         assert created[0].task_count == 5000 and created[0].truncated
         assert created[0].ByteSize() < 200_000
+
+
+async def test_oversized_results_fail_clearly_but_large_orchestrated_pipelines_run() -> None:
+    async with PipelineEnvironment.in_process(t.tasks) as env:
+        with pytest.raises(TaskError) as caught:
+            await env.submit_async(t.echo.send("x" * 300_000))
+        assert caught.value.exception_type == "flink_tasks.SerializationError"
+        assert "pass large data by reference" in caught.value.exception_message
+        result = await env.submit_async(t.fan_out_inside.send(20_000), timeout=timedelta(minutes=2))
+        assert result == 2 * sum(range(20_000))
