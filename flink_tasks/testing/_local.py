@@ -68,7 +68,10 @@ class _LocalEnvironment:
         settings = self.settings
         namespaces = frozenset(settings.function_namespaces)
         worker: Worker = Worker(
-            self.tasks, engine=self.engine or EngineSettings(served_namespaces=namespaces)
+            self.tasks,
+            engine=self.engine or EngineSettings(served_namespaces=namespaces),
+            # a reply to a topic that does not exist would fail the Flink job
+            egress_topics=(settings.replies_topic, settings.events_topic),
         )
         # The worker first: StateFun's first call to each function blocks until it answers.
         self.server = await WorkerServer(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 from google.protobuf.message import DecodeError, Message
@@ -37,6 +37,11 @@ class Worker:
         tasks: the task registry.
         engine: pipeline engine settings; `served_namespaces` defaults to the registry's.
         hooks: in-process task hooks (received, started, finished, retried).
+        egress_topics: the Kafka topics replies and events may be written to (the configured
+            reply and events topics). A request naming any other topic gets no reply there: the
+            record is dropped, logged and counted (`rejected_messages{reason="egress_topic"}`),
+            because StateFun's Kafka egress fails the whole Flink job on a topic that does not
+            exist. `None` allows any topic (only for a broker that auto-creates topics).
     """
 
     def __init__(
@@ -46,8 +51,10 @@ class Worker:
         engine: EngineSettings | None = None,
         hooks: Sequence[WorkerHooks] = (),
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        egress_topics: Collection[str] | None = None,
     ) -> None:
         self.tasks = tasks
+        self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
         self.runner = TaskRunner(tasks, hooks=hooks, max_result_bytes=max_result_bytes)
@@ -116,9 +123,22 @@ class Worker:
             else:
                 outbox.send(wire.PIPELINE_FUNCTION, effect.pipeline_id, typename, payload)
         elif isinstance(effect, fx.SendReply):
-            outbox.egress(effect.topic, effect.key, effect.reply.SerializeToString())
-        elif isinstance(effect, fx.EmitEvent):
+            if self._egress_allowed(effect.topic, effect.key):
+                outbox.egress(effect.topic, effect.key, effect.reply.SerializeToString())
+        elif isinstance(effect, fx.EmitEvent) and self._egress_allowed(effect.topic, effect.key):
             outbox.egress(effect.topic, effect.key, effect.event.SerializeToString())
+
+    def _egress_allowed(self, topic: str, key: str) -> bool:
+        if self.egress_topics is None or topic in self.egress_topics:
+            return True
+        self.metrics.inc("rejected_messages", "egress_topic")
+        logger.error(
+            "dropped a reply/event for %r to topic %r: not one of the configured topics %s",
+            key,
+            topic,
+            sorted(self.egress_topics),
+        )
+        return False
 
     def _reject(self, reason: str, invocation: Invocation, detail: str) -> None:
         self.metrics.inc("rejected_messages", reason)

@@ -38,6 +38,8 @@ log = logging.getLogger("flink_tasks.serve")
 RETENTION_VAR = "FLINK_TASKS_RETENTION"
 #: Environment variable: extra task namespaces the module routes to this worker (comma list).
 EXTRA_NAMESPACES_VAR = "FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES"
+#: Environment variable: the Kafka topics replies and events may be written to (comma list).
+EGRESS_TOPICS_VAR = "FLINK_TASKS_EGRESS_TOPICS"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,26 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     engine = EngineSettings(served_namespaces=namespaces)
     if options.retention is not None:
         engine = EngineSettings(served_namespaces=namespaces, retention=options.retention)
-    return Worker(tasks, engine=engine)
+    return Worker(tasks, engine=engine, egress_topics=egress_topics())
+
+
+def egress_topics(environ: dict[str, str] | None = None) -> frozenset[str] | None:
+    """The topics replies and events may go to: ``FLINK_TASKS_EGRESS_TOPICS`` (comma list; ``*``
+    allows any), else the configured reply and events topics (``FLINK_TASKS_REPLIES_TOPIC``,
+    ``FLINK_TASKS_EVENTS_TOPIC``, or their defaults). A reply to a topic that does not exist
+    would fail the StateFun job, so a request naming another topic is refused and counted."""
+    env = os.environ if environ is None else environ
+    listed = env.get(EGRESS_TOPICS_VAR, "").strip()
+    if listed == "*":
+        return None
+    if listed:
+        return frozenset(t.strip() for t in listed.split(",") if t.strip())
+    return frozenset(
+        {
+            env.get("FLINK_TASKS_REPLIES_TOPIC") or "flink-tasks.replies",
+            env.get("FLINK_TASKS_EVENTS_TOPIC") or "flink-tasks.events",
+        }
+    )
 
 
 async def serve_async(
