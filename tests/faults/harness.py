@@ -1,0 +1,378 @@
+"""Helpers of the fault-injection suite: isolated runtimes, a worker in its own process that can
+be SIGKILLed by pid, Flink REST probes, and a raw reply-topic reader that counts duplicates."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flink_tasks._proto import messages_pb2
+from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime.process import port_is_free
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Port blocks of this suite: 61000-62999. A runtime takes base+0 (worker), +81 (REST), +92
+# (Kafka), +93 (Kafka controller); blocks are 100 apart and skipped when a port is taken.
+PORT_RANGE = (61000, 63000)
+
+
+def port_block(preferred: int) -> int:
+    """The first block base at or after `preferred` whose four ports are all free."""
+    base = preferred
+    for _ in range((PORT_RANGE[1] - PORT_RANGE[0]) // 100):
+        if base + 100 > PORT_RANGE[1]:
+            base = PORT_RANGE[0]
+        if all(port_is_free(base + offset) for offset in (0, 81, 92, 93)):
+            return base
+        base += 100
+    raise RuntimeError("no free port block in 61000-62999")
+
+
+def runtime_settings(run_dir: Path, base: int, **overrides: Any) -> LocalRuntimeSettings:
+    """Settings of an isolated runtime: its own run dir and ports (block `base`)."""
+    return LocalRuntimeSettings.from_env(
+        run_dir=run_dir,
+        kafka_port=base + 92,
+        kafka_controller_port=base + 93,
+        rest_port=base + 81,
+        worker_port=base,
+        **overrides,
+    )
+
+
+# ------------------------------------------------------------------------------ the worker
+
+
+class WorkerProcess:
+    """`python -m tests.faults.worker_main` in its own process (and session): started, killed
+    with SIGKILL by its own pid, restarted on the same port."""
+
+    def __init__(
+        self,
+        port: int,
+        log_file: Path,
+        exec_log: Path,
+        egress_topics: tuple[str, ...],
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host, self.port = host, port
+        self.egress_topics = egress_topics
+        self.log_file, self.exec_log = log_file, exec_log
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None and self.popen.poll() is None else None
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start the process and wait for /healthz; returns the seconds it took."""
+        assert self.pid is None, "already running"
+        started = time.monotonic()
+        deadline = started + 10
+        while not port_is_free(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        env = {
+            **os.environ,
+            "FLINK_TASKS_FAULTS_EXEC_LOG": str(self.exec_log),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.faults.worker_main",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    *(f"--egress-topic={t}" for t in self.egress_topics),
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+        while True:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"the worker exited with {self.popen.returncode}; see {self.log_file}"
+                )
+            with contextlib.suppress(OSError, ValueError):
+                if self.get("/healthz")["status"] == "ok":
+                    return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(
+                    f"the worker did not answer /healthz within {timeout}s; see {self.log_file}"
+                )
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL, by the process's own pid."""
+        assert self.popen is not None and self.popen.poll() is None, "not running"
+        os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 10 s); idempotent."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.kill(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            body = resp.read().decode()
+        return json.loads(body) if path != "/metrics" else body
+
+    def metrics(self) -> dict[str, int]:
+        """/metrics as {'name{reason="x"}': value}."""
+        out: dict[str, int] = {}
+        for line in self.get("/metrics").splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = int(float(value))
+        return out
+
+    def rejected(self, reason: str) -> int:
+        return self.metrics().get(f'flink_tasks_rejected_messages{{reason="{reason}"}}', 0)
+
+    def set_fault(self, mode: str, seconds: float, delay: float = 0.0) -> None:
+        data = json.dumps({"mode": mode, "seconds": seconds, "delay": delay}).encode()
+        req = urllib.request.Request(
+            self.url + "/_faults", data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+
+    def fault_hits(self) -> int:
+        return int(self.get("/_faults")["hits"])
+
+    def executions(self, kind: str | None = None) -> Counter[str]:
+        """How often each recorded task body ran (all runs of this worker, across restarts)."""
+        counts: Counter[str] = Counter()
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.exec_log.read_text().splitlines():
+                k, _, key = line.partition(" ")
+                if kind is None or k == kind:
+                    counts[key] += 1
+        return counts
+
+
+# ------------------------------------------------------------------------------ Flink REST
+
+
+def rest_get(runtime: LocalRuntime, path: str) -> Any:
+    with urllib.request.urlopen(runtime.rest_url + path, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+@dataclass(frozen=True)
+class JobHealth:
+    jid: str
+    state: str
+    restarts: int
+    root_exception: str | None
+
+
+def job_health(runtime: LocalRuntime) -> JobHealth:
+    """The job's state, its restart count (`numRestarts`) and last root exception."""
+    deadline = time.monotonic() + 30
+    while True:  # the metric appears a few seconds after the job starts
+        status = runtime.job_status()
+        assert status is not None, "the Flink REST API lists no job"
+        metrics = rest_get(runtime, f"/jobs/{status.jid}/metrics?get=numRestarts")
+        if metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    restarts = int(float(metrics[0]["value"])) if metrics else -1
+    exceptions = rest_get(runtime, f"/jobs/{status.jid}/exceptions")
+    return JobHealth(status.jid, status.state, restarts, exceptions.get("root-exception"))
+
+
+# ------------------------------------------------------------------------------ replies
+
+
+@dataclass
+class ReplyLog:
+    """Every `Reply` seen on the reply topic since `start()`, by reply id and pipeline id."""
+
+    by_reply_id: Counter[str] = field(default_factory=Counter)
+    by_pipeline: Counter[str] = field(default_factory=Counter)
+    records: int = 0
+
+
+class ReplyReader:
+    """A plain consumer (no group) of the reply topic from its current end, in a thread; with
+    `read_committed` it sees only committed (exactly-once) output, as the client does."""
+
+    def __init__(self, bootstrap: str, topic: str, *, read_committed: bool) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.log = ReplyLog()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=100,
+        )
+        partitions = [
+            TopicPartition(topic, p)
+            for p in sorted(self._consumer.partitions_for_topic(topic) or [])
+        ]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the positions now, before anything is submitted
+            self._consumer.position(tp)
+        self._thread = threading.Thread(target=self._run, name="reply-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batches = self._consumer.poll(timeout_ms=200)
+            except Exception:  # the broker may be down in a Kafka scenario: keep trying
+                time.sleep(0.5)
+                continue
+            for records in batches.values():
+                for record in records:
+                    reply = messages_pb2.Reply.FromString(record.value)
+                    with self._lock:
+                        self.log.records += 1
+                        self.log.by_reply_id[reply.reply_id] += 1
+                        self.log.by_pipeline[reply.pipeline_id] += 1
+
+    def snapshot(self) -> ReplyLog:
+        with self._lock:
+            return ReplyLog(
+                Counter(self.log.by_reply_id), Counter(self.log.by_pipeline), self.log.records
+            )
+
+    def wait_for(self, pipeline_ids: list[str], timeout: float) -> ReplyLog:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            snap = self.snapshot()
+            if all(snap.by_pipeline[p] >= 1 for p in pipeline_ids):
+                return snap
+            time.sleep(0.2)
+        return self.snapshot()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+
+
+# ------------------------------------------------------------------------------ the stack
+
+
+class FaultStack:
+    """An isolated runtime (Kafka + StateFun) + a worker process + a client, started in that
+    order and stopped in reverse; every process is found and stopped by its own pid."""
+
+    def __init__(self, tmp: Path, base: int, **settings: Any) -> None:
+        self.settings = runtime_settings(tmp / "runtime", base, **settings)
+        self.worker = WorkerProcess(
+            self.settings.worker_port,
+            tmp / "worker.log",
+            tmp / "executions.log",
+            (self.settings.replies_topic, self.settings.events_topic),
+        )
+        self.runtime = LocalRuntime(self.settings)
+        self.client: Any = None
+
+    def new_client(self, **options: Any) -> Any:
+        from flink_tasks_client import FlinkTasksClient
+
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "request_topic": s.requests_topic,
+            "action_topic": s.actions_topic,
+            "reply_topic": s.replies_topic,
+            "events_topic": s.events_topic,
+            "default_timeout": timedelta(seconds=180),
+            "read_committed": s.delivery_semantic == "exactly-once",
+        }
+        kwargs.update(options)
+        client = FlinkTasksClient(bootstrap_servers=s.bootstrap_servers, **kwargs)
+        client.wait_ready()
+        return client
+
+    def start(self) -> FaultStack:
+        self.worker.start()
+        try:
+            self.runtime.start()
+            self.client = self.new_client()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.client is not None:
+                self.client.close()
+        try:
+            self.runtime.stop(force=True)
+        finally:
+            self.worker.stop()
+
+    def reply_reader(self) -> ReplyReader:
+        return ReplyReader(
+            self.settings.bootstrap_servers,
+            self.settings.replies_topic,
+            read_committed=self.settings.delivery_semantic == "exactly-once",
+        )
+
+
+@contextlib.contextmanager
+def fault_stack(tmp: Path, base: int, **settings: Any) -> Iterator[FaultStack]:
+    stack = FaultStack(tmp, port_block(base), **settings)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+# ------------------------------------------------------------------------------ results table
+
+RESULTS: list[dict[str, Any]] = []
+
+
+def record_result(**row: Any) -> None:
+    """A row of the reliability table (printed at the end of the session, see conftest)."""
+    RESULTS.append(row)
