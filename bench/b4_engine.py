@@ -125,7 +125,7 @@ def _shape(name: str, n: int) -> PipelineBuilder:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    shapes = [("fanout", args.fanout), ("chain", args.chain)]
+    shapes = _shapes(args.shapes)
     results: dict[str, Any] = {
         "protobuf": api_implementation.Type(),
         "python": sys.version.split()[0],
@@ -149,7 +149,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             rates = [r["completions_per_s"] for r in entry[kind]]
             if rates:
                 entry[f"{kind}_median_per_s"] = statistics.median(rates)
-        results["shapes"][name] = entry
+        results["shapes"][f"{name}:{n}"] = entry
         print(
             f"B4 flink-tasks [{results['protobuf']}] {name} n={n}: pipeline-only "
             f"{entry.get('pipeline_only_median_per_s', 0):,.0f}/s, in-process end-to-end "
@@ -163,11 +163,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             profiler.enable()
             await pipeline_only(pipeline, n, args.max_batch)
             profiler.disable()
-            with open(f"{args.profile}.{name}.txt", "w") as fh:
+            with open(f"{args.profile}.{name}-{n}.txt", "w") as fh:
                 stats = pstats.Stats(profiler, stream=fh)
                 stats.sort_stats("tottime").print_stats(30)
                 stats.sort_stats("cumulative").print_stats(40)
     return results
+
+
+def _shapes(text: str) -> list[tuple[str, int]]:
+    return [(part.split(":")[0], int(part.split(":")[1])) for part in text.split(",") if part]
 
 
 def main() -> None:
@@ -175,8 +179,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--fanout", type=int, default=10_000)
-    parser.add_argument("--chain", type=int, default=1_000)
+    parser.add_argument(
+        "--shapes",
+        default="fanout:10000,fanout:1000,chain:1000",
+        help="comma list of fanout:N / chain:N",
+    )
     parser.add_argument("--max-batch", type=int, default=1000)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--profile", default="")

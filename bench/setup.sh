@@ -13,9 +13,9 @@ PY="${PY:-$ROOT/.venv/bin/python}"
 VENVS="${BENCH_VENVS:-$HERE/.venvs}"
 
 CELERY_REQ="celery[redis]==5.7.0 redis==6.4.0"
-# apache-flink-statefun 3.3.0 pins protobuf<4; no protobuf 3.x wheel has a C extension for
+# apache-flink-statefun 3.2.0 (the SDK 0.9.93 was built against: 3.3.0 hands ingress messages a None caller, which it does not expect) pins protobuf<4; no protobuf 3.x wheel has a C extension for
 # CPython 3.11, so this side runs the pure-Python protobuf (reported by the benchmark).
-SFT_REQ="statefun-tasks==0.9.93 apache-flink-statefun==3.3.0 protobuf==3.20.3 kafka-python==2.0.2"
+SFT_REQ="statefun-tasks==0.9.93 apache-flink-statefun==3.2.0 protobuf==3.20.3 kafka-python==2.0.2"
 BENCH_EXTRA="matplotlib==3.10.7"
 
 if ! command -v redis-server >/dev/null 2>&1; then

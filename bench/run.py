@@ -1,0 +1,265 @@
+"""`make bench`: every benchmark, flink-tasks and its peers measured in the same run.
+
+Steps (each a subprocess writing JSON into --work-dir, default bench/out/):
+  1. bench/setup.sh: redis-server, the peers' venvs (bench/.venvs/), matplotlib;
+  2. B4 flink-tasks in-process (upb protobuf, and the pure-Python protobuf for a like-for-like
+     comparison), with a cProfile of the pipeline function;
+  3. B4 statefun-tasks 0.9.93 (its own venv);
+  4. B1/B2/B3 flink-tasks on the real local runtime (own run dir and ports);
+  5. B1/B2/B3 Celery + Redis (own redis port, worker subprocess);
+then bench/results.md and bench/b3_scale.png (bench.report). Every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENVS = HERE / ".venvs"
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+        info["loadavg_start"] = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        pass
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
+        info["java"] = (java.stderr or java.stdout).splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        info["java"] = "?"
+    return info
+
+
+def _step(
+    name: str,
+    cmd: list[str],
+    out: Path,
+    log_dir: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    print(f"== {name}: {' '.join(cmd[:4])} ...", flush=True)
+    t0 = time.monotonic()
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # its own clean-up (runtimes, redis, workers) runs on SIGTERM
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            code = -1
+    took = time.monotonic() - t0
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith(("B1", "B2", "B3", "B4")) or " bench.realtime " in line:
+            print("   " + line, flush=True)
+    if code != 0 or not out.exists():
+        print(f"   {name} FAILED (exit {code}); see {log_path}", flush=True)
+        return {"error": f"exit {code}; log {log_path}", "took_s": took}
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["took_s"] = took
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work-dir", default=str(HERE / "out"))
+    parser.add_argument("--results", default=str(HERE / "results.md"))
+    parser.add_argument("--skip-setup", action="store_true")
+    parser.add_argument(
+        "--only", default="b4,sft,realtime,celery", help="comma list of b4,sft,realtime,celery"
+    )
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--run-dir", default="/tmp/ft-bench-rt")
+    parser.add_argument("--kafka-port", type=int, default=49092)
+    parser.add_argument("--kafka-controller-port", type=int, default=49093)
+    parser.add_argument("--rest-port", type=int, default=48081)
+    parser.add_argument("--worker-port", type=int, default=48000)
+    parser.add_argument("--redis-port", type=int, default=46379)
+    parser.add_argument("--b3-sizes", default="1000,10000,100000")
+    parser.add_argument("--b2-runs", type=int, default=200)
+    parser.add_argument(
+        "--sft-reps",
+        type=int,
+        default=2,
+        help="statefun-tasks B4 repetitions (its engine is O(N^2))",
+    )
+    parser.add_argument(
+        "--buffer-timeout-ms",
+        type=int,
+        default=None,
+        help="Flink execution.buffer-timeout for the real runtime",
+    )
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if not args.skip_setup:
+        subprocess.run(
+            ["bash", str(HERE / "setup.sh")],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PY": sys.executable},
+        )
+    results: dict[str, Any] = {
+        "machine": _machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    py = sys.executable
+    peer_env = {"PYTHONPATH": str(ROOT)}
+    if "b4" in only:
+        results["b4_upb"] = _step(
+            "b4-flink-tasks",
+            [
+                py,
+                "-m",
+                "bench.b4_engine",
+                "--out",
+                str(work / "b4.json"),
+                "--reps",
+                str(args.reps),
+                "--profile",
+                str(work / "profile"),
+            ],
+            work / "b4.json",
+            work,
+            900,
+        )
+        results["b4_python"] = _step(
+            "b4-flink-tasks-pure-python-protobuf",
+            [
+                py,
+                "-m",
+                "bench.b4_engine",
+                "--out",
+                str(work / "b4py.json"),
+                "--reps",
+                str(args.reps),
+                "--skip-e2e",
+                "--shapes",
+                "fanout:1000,chain:1000",
+            ],
+            work / "b4py.json",
+            work,
+            900,
+            env={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"},
+        )
+    if "sft" in only:
+        results["b4_sft"] = _step(
+            "b4-statefun-tasks",
+            [
+                str(VENVS / "statefun-tasks" / "bin" / "python"),
+                "-m",
+                "bench.peers.sft_b4",
+                "--out",
+                str(work / "sft.json"),
+                "--reps",
+                str(args.sft_reps),
+                "--warmup",
+                "0",
+            ],
+            work / "sft.json",
+            work,
+            1200,
+            env=peer_env,
+        )
+    if "realtime" in only:
+        cmd = [
+            py,
+            "-m",
+            "bench.realtime",
+            "--out",
+            str(work / "realtime.json"),
+            "--reps",
+            str(args.reps),
+            "--run-dir",
+            args.run_dir,
+            "--kafka-port",
+            str(args.kafka_port),
+            "--kafka-controller-port",
+            str(args.kafka_controller_port),
+            "--rest-port",
+            str(args.rest_port),
+            "--worker-port",
+            str(args.worker_port),
+            "--b3-sizes",
+            args.b3_sizes,
+            "--b2-runs",
+            str(args.b2_runs),
+        ]
+        if args.buffer_timeout_ms is not None:
+            cmd += ["--buffer-timeout-ms", str(args.buffer_timeout_ms)]
+        results["realtime"] = _step("realtime-flink-tasks", cmd, work / "realtime.json", work, 1500)
+    if "celery" in only:
+        results["celery"] = _step(
+            "celery",
+            [
+                str(VENVS / "celery" / "bin" / "python"),
+                "-m",
+                "bench.peers.celery_bench",
+                "--out",
+                str(work / "celery.json"),
+                "--reps",
+                str(args.reps),
+                "--redis-port",
+                str(args.redis_port),
+                "--log-dir",
+                str(work),
+                "--b3-sizes",
+                args.b3_sizes,
+                "--b2-runs",
+                str(args.b2_runs),
+            ],
+            work / "celery.json",
+            work,
+            1200,
+            env=peer_env,
+        )
+    results["profile_file"] = str(work / "profile.fanout-10000.txt")
+    results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    results["total_s"] = time.monotonic() - started
+    (work / "all.json").write_text(json.dumps(results, indent=1))
+    from bench import report
+
+    report.write(results, Path(args.results), HERE / "b3_scale.png")
+    print(
+        f"wrote {args.results} and {HERE / 'b3_scale.png'} in {results['total_s'] / 60:.1f} min",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
