@@ -424,17 +424,24 @@ class _Engine:
         run.active_children.append(child.child_id)
         self.send(child.child_id, messages_pb2.PipelineMessage(start_child=start))
 
-    def start_task_entry(self, task: pipeline_pb2.TaskEntry) -> None:
+    def sequence_task_args(
+        self, task: pipeline_pb2.TaskEntry
+    ) -> tuple[values_pb2.ValueList, values_pb2.ValueMap]:
+        """Args of a task entry of the sequence: `exceptionally` gets the error first,
+        `finally_do` only its own args, any other task the previous result first."""
         run = self.run
         if task.kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
             args = values_pb2.ValueList()
             args.items.add().exception.CopyFrom(run.error)
             args.items.extend(task.args.items)
-            kwargs = task.kwargs
-        elif task.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
-            args, kwargs = task.args, task.kwargs
-        else:
-            args, kwargs = values.entry_args(task, run.input)
+            return args, task.kwargs
+        if task.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
+            return task.args, task.kwargs
+        return values.entry_args(task, run.input)
+
+    def start_task_entry(self, task: pipeline_pb2.TaskEntry) -> None:
+        run = self.run
+        args, kwargs = self.sequence_task_args(task)
         run.task_id = task.task_id
         run.attempt = 1
         self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=1)
@@ -749,15 +756,7 @@ class _Engine:
             task = entry.task
             if task.task_id != due.task_id:
                 return
-            if task.kind == pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY:
-                args = values_pb2.ValueList()
-                args.items.add().exception.CopyFrom(run.error)
-                args.items.extend(task.args.items)
-                kwargs = task.kwargs
-            elif task.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
-                args, kwargs = task.args, task.kwargs
-            else:
-                args, kwargs = values.entry_args(task, run.input)
+            args, kwargs = self.sequence_task_args(task)
             run.attempt = due.attempt
             self.state.touch_run()
         else:
