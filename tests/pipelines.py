@@ -9,35 +9,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from examples import seed
+from examples.seed import add, average, divide, multiply, subtract
 from flink_tasks import FlinkTasks, PipelineBuilder, RetryPolicy, TaskException
 from flink_tasks.context import TaskContext
 
-tasks = FlinkTasks(default_timeout=timedelta(seconds=30))
-
-
-@tasks.bind()
-def multiply(x: float, y: float) -> float:
-    return x * y
-
-
-@tasks.bind()
-def divide(x: float, y: float) -> float:
-    return x / y
-
-
-@tasks.bind()
-def add(x: float, y: float) -> float:
-    return x + y
-
-
-@tasks.bind()
-def subtract(x: float, y: float) -> float:
-    return x - y
-
-
-@tasks.bind()
-def average(values: list[float]) -> float:
-    return sum(values) / len(values)
+# the user guide's arithmetic tasks (examples/seed.py) plus the probes below
+tasks = FlinkTasks(default_timeout=timedelta(seconds=30)).include(seed.tasks)
+__all__ = ["add", "average", "divide", "multiply", "subtract", "tasks"]
 
 
 @tasks.bind()
