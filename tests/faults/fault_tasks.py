@@ -90,7 +90,7 @@ async def hang_retried(seconds: float) -> str:
 
 @tasks.bind()
 def describe_error(ex: TaskException, *args: Any) -> Any:
-    return ["recovered", ex.exception_type, ex.exception_message, ex.attempts, *args]
+    return ["recovered", ex.exception_type, ex.exception_message, *args]
 
 
 @tasks.bind()
