@@ -85,11 +85,18 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
             f"{_fmt(ratio, 2)}× | ≥ 1,000/s and > Celery | {_ok(met)} |"
         )
     # B2
-    for key, data in (("at-least-once", alo.get("b2")), ("exactly-once", eo.get("b2"))):
+    tuned = rt.get("tuned", {})
+    for key, data in (
+        ("at-least-once", alo.get("b2")),
+        ("exactly-once", eo.get("b2")),
+        ("tuned", tuned.get("b2")),
+    ):
         if not data:
             continue
-        cb2 = cel.get("b2") if key == "at-least-once" else None
-        interval = (alo if key == "at-least-once" else eo).get("checkpoint_interval_ms")
+        cb2 = cel.get("b2") if key != "exactly-once" else None
+        interval = (alo if key != "exactly-once" else eo).get("checkpoint_interval_ms")
+        if key == "tuned":
+            key = f"at-least-once, **Flink buffer timeout {tuned.get('buffer_timeout_ms')} ms** (bench-only setting)"
         ft = f"p50 {_fmt(data['p50_ms'], 1)} / p95 {_fmt(data['p95_ms'], 1)} / p99 {_fmt(data['p99_ms'], 1)} ms"
         peer = (
             f"Celery chain: p50 {_fmt(cb2['p50_ms'], 1)} / p95 {_fmt(cb2['p95_ms'], 1)} / p99 {_fmt(cb2['p99_ms'], 1)} ms"
@@ -97,8 +104,8 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
             else "—"
         )
         ratio = f"{_fmt(data['p50_ms'] / cb2['p50_ms'], 2)}× (p50)" if cb2 else "—"
-        target = "p50 ≤ 50 ms" if key == "at-least-once" else "(reported)"
-        met = data["p50_ms"] <= 50 if key == "at-least-once" else None
+        target = "p50 ≤ 50 ms" if key.startswith("at-least-once") else "(reported)"
+        met = data["p50_ms"] <= 50 if key.startswith("at-least-once") else None
         add(
             f"| B2 chain latency, real runtime | {data['steps']}-step continue_with, {data['runs']} warm runs, egress {key}, checkpoint {interval} ms | {ft} | {peer} | {ratio} | {target} | {_ok(met)} |"
         )

@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--results", default=str(HERE / "results.md"))
     parser.add_argument("--skip-setup", action="store_true")
     parser.add_argument(
+        "--report-only", action="store_true", help="re-render from --work-dir/all.json"
+    )
+    parser.add_argument(
         "--only", default="b4,sft,realtime,celery", help="comma list of b4,sft,realtime,celery"
     )
     parser.add_argument("--reps", type=int, default=5)
@@ -123,6 +126,12 @@ def main() -> None:
         help="Flink execution.buffer-timeout for the real runtime",
     )
     args = parser.parse_args()
+    if args.report_only:
+        from bench import report
+
+        saved = json.loads((Path(args.work_dir) / "all.json").read_text())
+        report.write(saved, Path(args.results), HERE / "b3_scale.png")
+        return
     only = set(args.only.split(","))
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
