@@ -46,6 +46,8 @@ T = TypeVar("T")
 _POLL_INTERVAL_S = 0.1
 # How long close() waits for the I/O thread (beyond the start-up it may be stuck in).
 _CLOSE_GRACE_S = 5.0
+#: How long after send_timeout an unacknowledged send is failed by the client itself.
+_ACK_GRACE_S = 1.0
 
 _STATUS_ACTIONS = {
     messages_pb2.ACTION_GET_STATUS: "get_status",
@@ -104,6 +106,9 @@ class FlinkTasksClient:
         self._lock = threading.Lock()
         self._pending: dict[str, _Call] = {}
         self._deadlines: list[tuple[float, int, str]] = []
+        # Sends not yet acknowledged: kafka-python may neither deliver nor fail a record after
+        # the broker was killed (seen with 3.0.12), so the client enforces send_timeout itself.
+        self._ack_deadlines: list[tuple[float, int, Any, Callable[[], None]]] = []
         self._sequence = itertools.count()
         self._closed = False
         self._stop = threading.Event()
@@ -361,6 +366,7 @@ class FlinkTasksClient:
                     ),
                 )
             )
+            self._watch_ack(sent, lambda: _fail(acked, self._not_acknowledged(what, topic)))
 
         self._started.add_done_callback(produce)
         return acked
@@ -654,7 +660,22 @@ class FlinkTasksClient:
                 ),
             )
         )
+        self._watch_ack(
+            sent, lambda: self._complete(reply_id, error=self._not_acknowledged(call.what, topic))
+        )
         logger.debug("sent %s to %s (reply_id %s)", call.what, topic, reply_id)
+
+    def _watch_ack(self, sent: Any, on_timeout: Callable[[], None]) -> None:
+        deadline = time.monotonic() + self._settings.send_timeout.total_seconds() + _ACK_GRACE_S
+        with self._lock:
+            heapq.heappush(self._ack_deadlines, (deadline, next(self._sequence), sent, on_timeout))
+
+    def _not_acknowledged(self, what: str, topic: str) -> TransportError:
+        return TransportError(
+            f"Kafka did not acknowledge {what} on {topic!r} within "
+            f"{self._settings.send_timeout}; it was probably not delivered (the broker may be "
+            "down), but may still be: check get_status(...) before submitting it again"
+        )
 
     def _forget(self, reply_id: str) -> None:
         with self._lock:
@@ -723,7 +744,12 @@ class FlinkTasksClient:
         """Fail the calls whose deadline passed; return how long to wait for the next one."""
         now = time.monotonic()
         expired: list[_Call] = []
+        unacknowledged: list[Callable[[], None]] = []
         with self._lock:
+            while self._ack_deadlines and self._ack_deadlines[0][0] <= now:
+                _, _, sent, on_timeout = heapq.heappop(self._ack_deadlines)
+                if not sent.is_done:
+                    unacknowledged.append(on_timeout)
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, _, reply_id = heapq.heappop(self._deadlines)
                 call = self._pending.pop(reply_id, None)
@@ -734,6 +760,8 @@ class FlinkTasksClient:
                 self._deadlines = [d for d in self._deadlines if d[2] in self._pending]
                 heapq.heapify(self._deadlines)
             wait = self._deadlines[0][0] - now if self._deadlines else _POLL_INTERVAL_S
+        for on_timeout in unacknowledged:
+            on_timeout()
         for call in expired:
             _fail(
                 call.future,
