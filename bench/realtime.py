@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import json
 import logging
+import shutil
+import signal
 import statistics
 import time
 from datetime import timedelta
@@ -51,10 +53,14 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def settings_for(
-    args: argparse.Namespace, semantic: str, checkpoint_ms: int
+    args: argparse.Namespace, semantic: str, checkpoint_ms: int, name: str
 ) -> LocalRuntimeSettings:
+    # A fresh run dir per phase: a new consumer group on old topics would replay every earlier
+    # request (the ingress starts at `earliest`), and old state would be checkpointed again.
+    run_dir = Path(args.run_dir) / name
+    shutil.rmtree(run_dir, ignore_errors=True)
     return LocalRuntimeSettings.from_env(
-        run_dir=Path(args.run_dir),
+        run_dir=run_dir,
         kafka_port=args.kafka_port,
         kafka_controller_port=args.kafka_controller_port,
         rest_port=args.rest_port,
@@ -157,9 +163,9 @@ async def b3(env: PipelineEnvironment, args: argparse.Namespace) -> dict[str, An
 
 
 async def phase(
-    args: argparse.Namespace, semantic: str, checkpoint_ms: int, work: list[str]
+    args: argparse.Namespace, semantic: str, checkpoint_ms: int, work: list[str], name: str
 ) -> dict[str, Any]:
-    settings = settings_for(args, semantic, checkpoint_ms)
+    settings = settings_for(args, semantic, checkpoint_ms, name)
     out: dict[str, Any] = {"delivery_semantic": semantic, "checkpoint_interval_ms": checkpoint_ms}
     t0 = time.perf_counter()
     async with PipelineEnvironment.start_local(bench_tasks.tasks, settings=settings) as env:
@@ -194,14 +200,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = set(args.only.split(",")) if args.only else {"b1", "b2", "b3", "eo", "tuned"}
     alo_work = [w for w in ("b1", "b2", "b3") if w in work]
     if alo_work:
-        results["alo"] = await phase(args, "at-least-once", args.checkpoint_ms, alo_work)
+        results["alo"] = await phase(args, "at-least-once", args.checkpoint_ms, alo_work, "alo")
+        _save(args, results)
     if "eo" in work:
-        results["eo"] = await phase(args, "exactly-once", args.eo_checkpoint_ms, ["b2"])
+        results["eo"] = await phase(args, "exactly-once", args.eo_checkpoint_ms, ["b2"], "eo")
+        _save(args, results)
     if "tuned" in work and args.tuned_buffer_timeout_ms is not None:
         # B2 again with a short Flink buffer timeout: what the default 100 ms costs the latency
         _patch_buffer_timeout(args.tuned_buffer_timeout_ms)
-        results["tuned"] = await phase(args, "at-least-once", args.checkpoint_ms, ["b2"])
+        results["tuned"] = await phase(args, "at-least-once", args.checkpoint_ms, ["b2"], "tuned")
         results["tuned"]["buffer_timeout_ms"] = args.tuned_buffer_timeout_ms
+        _save(args, results)
     return results
 
 
@@ -248,7 +257,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    results = asyncio.run(main_async(args))
+    asyncio.run(_run_cancellable(args))
+
+
+async def _run_cancellable(args: argparse.Namespace) -> None:
+    """SIGTERM cancels the run, so that `start_local` stops the runtime it started."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    results = await main_async(args)
+    _save(args, results)
+
+
+def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Written after each phase, so that a later failure keeps what was measured."""
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=1)
 

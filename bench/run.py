@@ -63,6 +63,7 @@ def _step(
     print(f"== {name}: {' '.join(cmd[:4])} ...", flush=True)
     t0 = time.monotonic()
     log_path = log_dir / f"{name}.log"
+    out.unlink(missing_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             cmd,
@@ -85,10 +86,13 @@ def _step(
     for line in log_path.read_text(errors="replace").splitlines():
         if line.startswith(("B1", "B2", "B3", "B4")) or " bench.realtime " in line:
             print("   " + line, flush=True)
-    if code != 0 or not out.exists():
+    if not out.exists():
         print(f"   {name} FAILED (exit {code}); see {log_path}", flush=True)
         return {"error": f"exit {code}; log {log_path}", "took_s": took}
-    data: dict[str, Any] = json.loads(out.read_text())
+    data: dict[str, Any] = json.loads(out.read_text())  # phases measured before a failure count
+    if code != 0:
+        print(f"   {name} FAILED (exit {code}) after some phases; see {log_path}", flush=True)
+        data["error"] = f"exit {code}; log {log_path}"
     data["took_s"] = took
     return data
 
