@@ -13,7 +13,6 @@ import pytest
 
 from tests.faults.harness import RESULTS, FaultStack, fault_stack
 
-
 # kafka-python (3.0.12) leaks sockets of connections to a broker that was killed (they surface
 # as ResourceWarnings when collected, in whatever test runs then); the suite kills brokers on
 # purpose, so these are expected here and flushed before the package ends.
