@@ -216,10 +216,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="/tmp/ft-bench-rt")
-    parser.add_argument("--kafka-port", type=int, default=49092)
-    parser.add_argument("--kafka-controller-port", type=int, default=49093)
-    parser.add_argument("--rest-port", type=int, default=48081)
-    parser.add_argument("--worker-port", type=int, default=48000)
+    parser.add_argument("--kafka-port", type=int, default=21092)
+    parser.add_argument("--kafka-controller-port", type=int, default=21093)
+    parser.add_argument("--rest-port", type=int, default=21081)
+    parser.add_argument("--worker-port", type=int, default=21000)
 
 
 def main() -> None:

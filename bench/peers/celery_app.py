@@ -9,7 +9,7 @@ import os
 
 from celery import Celery
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:46379")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:21379")
 
 app = Celery("bench", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1")
 app.conf.update(

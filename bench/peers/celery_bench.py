@@ -223,7 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--log-dir", default=tempfile.gettempdir())
-    parser.add_argument("--redis-port", type=int, default=46379)
+    parser.add_argument("--redis-port", type=int, default=21379)
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
