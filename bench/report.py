@@ -50,6 +50,9 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
         "the 2 cores were shared with other work, so absolute numbers are noisy; compare the ratios (same run, same machine)."
     )
     add("")
+    if results.get("note"):
+        add(f"Note: {results['note']}")
+        add("")
     versions = _get(cel, "versions") or {}
     add(
         f"Versions: flink-tasks (this tree) on StateFun 3.3.0 / Flink 1.16.2 / Kafka 3.9.2, protobuf `{_get(b4, 'protobuf') or rt.get('protobuf', '?')}`; "
