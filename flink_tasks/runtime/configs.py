@@ -113,6 +113,7 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
         "io.tmp.dirs": str(dirs["tmp"]),
         "web.tmpdir": str(dirs["tmp"] / "web"),
         "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
+        "execution.buffer-timeout": format_duration(settings.buffer_timeout),
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.max-concurrent-checkpoints": 1,
         "execution.checkpointing.unaligned": "false",

@@ -306,6 +306,7 @@ def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
         "state.checkpoints.dir": "file:///checkpoints/checkpoints",
         "state.savepoints.dir": "file:///checkpoints/savepoints",
         "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
+        "execution.buffer-timeout": format_duration(settings.buffer_timeout),
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.max-concurrent-checkpoints": 1,
         "execution.checkpointing.unaligned": "false",

@@ -92,6 +92,8 @@ class LocalRuntimeSettings:
     parallelism: int = 1
     statefun_heap_mb: int = field(default=1024, metadata=_PROCESS)
     checkpoint_interval: timedelta = timedelta(seconds=1)
+    # how long Flink holds a network buffer before it is sent: latency of every hop (default 100ms)
+    buffer_timeout: timedelta = timedelta(milliseconds=5)
     restart_attempts: int = 10
     restart_delay: timedelta = timedelta(seconds=1)
     job_name: str = "flink-tasks"
