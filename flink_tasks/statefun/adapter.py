@@ -61,12 +61,23 @@ class Invocation:
 class Outbox:
     """What an invocation may do: read and write its cells, send, schedule, write to Kafka."""
 
-    __slots__ = ("_ctx", "_specs", "scratch")
+    __slots__ = ("_batch_end", "_ctx", "_specs", "scratch")
 
     def __init__(self, ctx: Any, specs: dict[str, Any]) -> None:
         self._ctx = ctx
         self._specs = specs
+        self._batch_end: list[Callable[[], None]] = []
         self.scratch: dict[str, Any] = {}
+
+    def at_batch_end(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once, after the last invocation of this batch, before the reply is
+        built: e.g. write state cells once per batch instead of once per invocation."""
+        self._batch_end.append(callback)
+
+    def end_batch(self) -> None:
+        callbacks, self._batch_end = self._batch_end, []
+        for callback in callbacks:
+            callback()
 
     def get(self, cell: str) -> bytes | None:
         value: bytes | None = getattr(self._ctx.storage, cell)
@@ -95,6 +106,21 @@ class Outbox:
 
 
 _TYPES: dict[str, Any] = {}
+
+# The SDK builds its reply with the module-level `collect_success(ctx)` after the batch's last
+# invocation; run the batch-end callbacks just before it. This is the SDK's only hook point
+# between "all invocations done" and "reply built" (it has no callback of its own).
+_sdk_collect_success = request_reply_v3.collect_success
+
+
+def _collect_success_after_batch_end(ctx: Any) -> Any:
+    outbox = _BATCH_OUTBOX.get()
+    if outbox is not None:
+        outbox.end_batch()
+    return _sdk_collect_success(ctx)
+
+
+request_reply_v3.collect_success = _collect_success_after_batch_end
 
 
 def _message(typename: str, address_id: str, value_typename: str, payload: bytes) -> Any:

@@ -30,6 +30,12 @@ _PIPELINE_INPUTS: dict[str, type[Message]] = {
 }
 
 
+def _write_back(state: AddressState, outbox: Outbox) -> None:
+    for cell, data in state.encoded().items():
+        outbox.set(cell, data)
+    state.dirty.clear()
+
+
 class Worker:
     """Serves a `FlinkTasks` registry's tasks and the pipeline function over request-reply.
 
@@ -85,14 +91,11 @@ class Worker:
             self.metrics.inc("rejected_messages", "invalid_request")
         state = outbox.scratch.get("state")
         if state is None:
-            # parsed once per batch; written back after every invocation
+            # parsed once per batch, written back once per batch
             state = AddressState(raw={cell: outbox.get(cell) for cell in CELLS})
             outbox.scratch["state"] = state
+            outbox.at_batch_end(lambda: _write_back(state, outbox))
         effects = step(invocation.address_id, state, message, self.engine)
-        for cell, data in state.encoded().items():
-            outbox.set(cell, data)
-            state.raw[cell] = data
-        state.dirty.clear()
         for effect in effects:
             self._apply(effect, outbox)
         self.metrics.inc("pipeline_messages", invocation.typename.rpartition("/")[2])
