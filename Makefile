@@ -13,11 +13,11 @@ all: lint typecheck test
 # then the Maven-resolved jars of the local runtime (Kafka, StateFun on Flink).
 install: $(STAMP)
 
-$(STAMP): pyproject.toml client/pyproject.toml scripts/ensure-tools.sh
+$(STAMP): pyproject.toml client/pyproject.toml scripts/ensure-tools.sh Makefile
 	bash scripts/ensure-tools.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=25.1"
-	$(PY) -m pip install -q -e ".[worker,dev]" --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e ".[worker,dev,bench]" --config-settings editable_mode=compat
 	$(PY) -m pip install -q -e ./client --config-settings editable_mode=compat
 	$(PY) -m flink_tasks local build
 	touch $(STAMP)
@@ -39,9 +39,10 @@ format: install
 typecheck: install
 	$(PY) -m mypy
 
-# The whole suite: unit, protocol, in-process, and integration/acceptance on the real local runtime
+# The whole suite: the generated code is current, lint and types are clean, then every test:
+# unit, in-process, and integration/acceptance/faults/deploy on the real local runtime
 # (Kafka + StateFun started from Maven jars by the tests themselves).
-test: install proto-check
+test: install proto-check lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
