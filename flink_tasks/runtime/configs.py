@@ -89,6 +89,22 @@ def render_kafka_log4j_properties() -> str:
     )
 
 
+def job_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
+    """What every StateFun job of ours runs with: checkpoints, latency, restarts."""
+    return {
+        "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
+        "execution.buffer-timeout": format_duration(settings.buffer_timeout),
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.max-concurrent-checkpoints": 1,
+        "execution.checkpointing.unaligned": "false",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.savepoint.ignore-unclaimed-state": "true",
+        "restart-strategy": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": settings.restart_attempts,
+        "restart-strategy.fixed-delay.delay": format_duration(settings.restart_delay),
+    }
+
+
 def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
     """``flink-conf.yaml`` for the StateFun MiniCluster.
 
@@ -112,16 +128,7 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
         "state.savepoints.dir": (dirs["base"] / "savepoints").resolve().as_uri(),
         "io.tmp.dirs": str(dirs["tmp"]),
         "web.tmpdir": str(dirs["tmp"] / "web"),
-        "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
-        "execution.buffer-timeout": format_duration(settings.buffer_timeout),
-        "execution.checkpointing.mode": "EXACTLY_ONCE",
-        "execution.checkpointing.max-concurrent-checkpoints": 1,
-        "execution.checkpointing.unaligned": "false",
-        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "execution.savepoint.ignore-unclaimed-state": "true",
-        "restart-strategy": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": settings.restart_attempts,
-        "restart-strategy.fixed-delay.delay": format_duration(settings.restart_delay),
+        **job_flink_conf(settings),
         # loopback only, fixed REST port (local mode would pick a random one)
         "rest.bind-address": LOOPBACK,
         "rest.address": LOOPBACK,

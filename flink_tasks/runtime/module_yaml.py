@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from flink_tasks.runtime.configs import job_flink_conf
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
 
 INGRESS_ID = "flink_tasks/ingress"
@@ -305,16 +306,7 @@ def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
         # a named volume shared by the job manager and the task manager
         "state.checkpoints.dir": "file:///checkpoints/checkpoints",
         "state.savepoints.dir": "file:///checkpoints/savepoints",
-        "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
-        "execution.buffer-timeout": format_duration(settings.buffer_timeout),
-        "execution.checkpointing.mode": "EXACTLY_ONCE",
-        "execution.checkpointing.max-concurrent-checkpoints": 1,
-        "execution.checkpointing.unaligned": "false",
-        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "execution.savepoint.ignore-unclaimed-state": "true",
-        "restart-strategy": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": settings.restart_attempts,
-        "restart-strategy.fixed-delay.delay": format_duration(settings.restart_delay),
+        **job_flink_conf(settings),
         "pipeline.auto-generate-uids": "false",
     }
     lines = [
