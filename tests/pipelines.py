@@ -10,13 +10,32 @@ from datetime import timedelta
 from typing import Any
 
 from examples import seed
-from examples.seed import add, average, divide, multiply, subtract
+from examples.seed import (
+    add,
+    add_positive,
+    average,
+    count_to_100,
+    divide,
+    multiply,
+    multiply_and_subtract,
+    subtract,
+)
 from flink_tasks import FlinkTasks, PipelineBuilder, RetryPolicy, TaskException
 from flink_tasks.context import TaskContext
 
 # the user guide's arithmetic tasks (examples/seed.py) plus the probes below
 tasks = FlinkTasks(default_timeout=timedelta(seconds=30)).include(seed.tasks)
-__all__ = ["add", "average", "divide", "multiply", "subtract", "tasks"]
+__all__ = [
+    "add",
+    "add_positive",
+    "average",
+    "count_to_100",
+    "divide",
+    "multiply",
+    "multiply_and_subtract",
+    "subtract",
+    "tasks",
+]
 
 
 @tasks.bind()
@@ -132,36 +151,7 @@ def who_am_i(context: TaskContext) -> Any:
     return {"task_id": context.task_id, "attempt": context.attempt}
 
 
-# ---- orchestrator tasks (seed examples)
-
-
-@tasks.bind()
-def multiply_and_subtract(mult_a: float, mult_b: float, sub_c: float) -> PipelineBuilder:
-    return multiply.send(mult_a, mult_b).continue_with(subtract, sub_c)
-
-
-@tasks.bind()
-def add_positive(x: float, y: float) -> PipelineBuilder:
-    return add.send(x, y).continue_with(make_positive)
-
-
-@tasks.bind()
-def make_positive(x: float) -> Any:
-    if x > 0:
-        return x
-    return multiply.send(x, -1)
-
-
-@tasks.bind()
-def count_to_100(x: int) -> PipelineBuilder:
-    return add.send(x, 1).continue_with(check_result)
-
-
-@tasks.bind()
-def check_result(x: int) -> Any:
-    if x == 100:
-        return x
-    return count_to_100.send(x)
+# ---- orchestrators (the seed examples' are in examples/seed.py)
 
 
 @tasks.bind()
