@@ -3,6 +3,7 @@
 from flink_tasks.errors import (
     ActionError,
     FlinkTasksError,
+    MemoryLimitError,
     NonRetryableError,
     PipelineCancelledError,
     PipelineDefinitionError,
@@ -11,6 +12,7 @@ from flink_tasks.errors import (
     TaskError,
     TaskException,
     TaskNotFoundError,
+    WorkerLostError,
 )
 from flink_tasks.pipeline import PipelineBuilder, in_parallel
 from flink_tasks.registry import FlinkTasks, Task
@@ -22,6 +24,7 @@ __all__ = [
     "ActionError",
     "FlinkTasks",
     "FlinkTasksError",
+    "MemoryLimitError",
     "NonRetryableError",
     "PipelineBuilder",
     "PipelineCancelledError",
@@ -34,6 +37,7 @@ __all__ = [
     "TaskError",
     "TaskException",
     "TaskNotFoundError",
+    "WorkerLostError",
     "__version__",
     "in_parallel",
 ]

@@ -12,6 +12,9 @@ TIMEOUT_ERROR = "flink_tasks.TaskTimeoutError"
 SERIALIZATION_ERROR = "flink_tasks.SerializationError"
 INVALID_REQUEST_ERROR = "flink_tasks.InvalidRequestError"
 INTERNAL_ERROR = "flink_tasks.InternalError"
+WORKER_LOST_ERROR = "flink_tasks.WorkerLostError"
+MEMORY_LIMIT_ERROR = "flink_tasks.MemoryLimitError"
+PIPELINE_DEADLINE_ERROR = "flink_tasks.PipelineDeadlineError"
 
 
 class FlinkTasksError(Exception):
@@ -28,6 +31,16 @@ class SerializationError(FlinkTasksError, ValueError):
 
 class TaskNotFoundError(FlinkTasksError, LookupError):
     """No task is bound under the requested type name."""
+
+
+class WorkerLostError(FlinkTasksError):
+    """The process running a task died (a crash, a segfault, ``os._exit``, a kill) or stopped
+    reporting before the task's deadline. The task may or may not have run: see the task's
+    retry policy, and write tasks that are safe to run again."""
+
+
+class MemoryLimitError(WorkerLostError):
+    """The process running a task went over the task's memory limit and was stopped."""
 
 
 class NonRetryableError(Exception):
