@@ -316,6 +316,22 @@ def register_serve(subparsers: Subparsers) -> None:
         metavar="DURATION",
         help="how long running requests may take to finish on SIGTERM (default 20s)",
     )
+    serve.add_argument(
+        "--inline-wait",
+        type=parse_duration,
+        default="5s",
+        metavar="DURATION",
+        help="how long a task may hold StateFun's call; longer tasks are answered with a lease "
+        "and report through the task-reports topic (default 5s; keep it well under the "
+        "runtime's call budget)",
+    )
+    serve.add_argument(
+        "--task-lease",
+        type=parse_duration,
+        default="30s",
+        metavar="DURATION",
+        help="a long task with no heartbeat for this long fails as WorkerLostError (default 30s)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
@@ -340,6 +356,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retention=retention,
         extra_namespaces=tuple(ns for ns in extra if ns),
         shutdown_timeout=args.shutdown_timeout,
+        inline_wait=args.inline_wait,
+        task_lease=args.task_lease,
     )
     try:
         return serve(options)

@@ -348,6 +348,7 @@ class Run(google.protobuf.message.Message):
     GROUP_LIMIT_FIELD_NUMBER: builtins.int
     GROUP_FLATTEN_FIELD_NUMBER: builtins.int
     GROUP_RETURN_EXCEPTIONS_FIELD_NUMBER: builtins.int
+    TASK_BEAT_FIELD_NUMBER: builtins.int
     status: global___PipelineStatus.ValueType
     invocation: builtins.int
     """generation; a finished id may be run again"""
@@ -391,6 +392,8 @@ class Run(google.protobuf.message.Message):
     group_limit: builtins.int
     group_flatten: builtins.bool
     group_return_exceptions: builtins.bool
+    task_beat: builtins.int
+    """newest lease beat of the running task entry"""
     @property
     def input(self) -> global___EntryInput:
         """input of the current entry"""
@@ -452,9 +455,10 @@ class Run(google.protobuf.message.Message):
         group_limit: builtins.int = ...,
         group_flatten: builtins.bool = ...,
         group_return_exceptions: builtins.bool = ...,
+        task_beat: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id"]) -> None: ...
 
 global___Run = Run
 
@@ -487,10 +491,13 @@ class Slot(google.protobuf.message.Message):
     STATE_FIELD_NUMBER: builtins.int
     HAS_STATE_FIELD_NUMBER: builtins.int
     ATTEMPT_FIELD_NUMBER: builtins.int
+    BEAT_FIELD_NUMBER: builtins.int
     done: builtins.bool
     failed: builtins.bool
     has_state: builtins.bool
     attempt: builtins.int
+    beat: builtins.int
+    """newest lease beat of the chain's running task"""
     @property
     def result(self) -> flink_tasks._proto.values_pb2.Value: ...
     @property
@@ -507,9 +514,10 @@ class Slot(google.protobuf.message.Message):
         state: flink_tasks._proto.values_pb2.Value | None = ...,
         has_state: builtins.bool = ...,
         attempt: builtins.int = ...,
+        beat: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "result", b"result", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "done", b"done", "error", b"error", "failed", b"failed", "has_state", b"has_state", "result", b"result", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "done", b"done", "error", b"error", "failed", b"failed", "has_state", b"has_state", "result", b"result", "state", b"state"]) -> None: ...
 
 global___Slot = Slot
 
@@ -527,6 +535,7 @@ class PipelineMessage(google.protobuf.message.Message):
     EXPIRE_FIELD_NUMBER: builtins.int
     STORE_REQUEST_FIELD_NUMBER: builtins.int
     GET_REQUEST_FIELD_NUMBER: builtins.int
+    TASK_DEADLINE_FIELD_NUMBER: builtins.int
     @property
     def define_child(self) -> global___ChildDefinition:
         """park a child's definition at its address"""
@@ -559,6 +568,10 @@ class PipelineMessage(google.protobuf.message.Message):
     def get_request(self) -> global___ActionRequest:
         """forwarded to <id>~request"""
 
+    @property
+    def task_deadline(self) -> global___TaskDeadline:
+        """a running task's lease fell due (durable)"""
+
     def __init__(
         self,
         *,
@@ -570,12 +583,103 @@ class PipelineMessage(google.protobuf.message.Message):
         expire: global___Expire | None = ...,
         store_request: global___PipelineRequest | None = ...,
         get_request: global___ActionRequest | None = ...,
+        task_deadline: global___TaskDeadline | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request"]) -> None: ...
-    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["define_child", "start_child", "child_result", "retry_due", "control", "expire", "store_request", "get_request"] | None: ...
+    def HasField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request", "task_deadline", b"task_deadline"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request", "task_deadline", b"task_deadline"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["define_child", "start_child", "child_result", "retry_due", "control", "expire", "store_request", "get_request", "task_deadline"] | None: ...
 
 global___PipelineMessage = PipelineMessage
+
+@typing.final
+class WorkerReport(google.protobuf.message.Message):
+    """What a worker tells a pipeline about one task attempt, outside the request-reply call that
+    started it: "still running" (a lease, renewed by heartbeats) or the late result. Sent in the
+    task function's reply (first lease) and then through the task-reports Kafka topic.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    RUNNING_FIELD_NUMBER: builtins.int
+    RESULT_FIELD_NUMBER: builtins.int
+    @property
+    def running(self) -> global___TaskRunning: ...
+    @property
+    def result(self) -> global___TaskResult: ...
+    def __init__(
+        self,
+        *,
+        running: global___TaskRunning | None = ...,
+        result: global___TaskResult | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["kind", b"kind", "result", b"result", "running", b"running"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["kind", b"kind", "result", b"result", "running", b"running"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["running", "result"] | None: ...
+
+global___WorkerReport = WorkerReport
+
+@typing.final
+class TaskRunning(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: builtins.int
+    ATTEMPT_FIELD_NUMBER: builtins.int
+    INVOCATION_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
+    BEAT_FIELD_NUMBER: builtins.int
+    LEASE_MS_FIELD_NUMBER: builtins.int
+    task_id: builtins.str
+    attempt: builtins.int
+    invocation: builtins.int
+    slot: builtins.int
+    beat: builtins.int
+    """0 for the first lease, +1 per heartbeat"""
+    lease_ms: builtins.int
+    """the task is lost if no newer beat comes within this"""
+    def __init__(
+        self,
+        *,
+        task_id: builtins.str = ...,
+        attempt: builtins.int = ...,
+        invocation: builtins.int = ...,
+        slot: builtins.int = ...,
+        beat: builtins.int = ...,
+        lease_ms: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "invocation", b"invocation", "lease_ms", b"lease_ms", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
+
+global___TaskRunning = TaskRunning
+
+@typing.final
+class TaskDeadline(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: builtins.int
+    ATTEMPT_FIELD_NUMBER: builtins.int
+    INVOCATION_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
+    BEAT_FIELD_NUMBER: builtins.int
+    LEASE_MS_FIELD_NUMBER: builtins.int
+    task_id: builtins.str
+    attempt: builtins.int
+    invocation: builtins.int
+    slot: builtins.int
+    beat: builtins.int
+    """the beat whose lease fell due"""
+    lease_ms: builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: builtins.str = ...,
+        attempt: builtins.int = ...,
+        invocation: builtins.int = ...,
+        slot: builtins.int = ...,
+        beat: builtins.int = ...,
+        lease_ms: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "invocation", b"invocation", "lease_ms", b"lease_ms", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
+
+global___TaskDeadline = TaskDeadline
 
 @typing.final
 class ChildDefinition(google.protobuf.message.Message):

@@ -25,7 +25,7 @@ from flink_tasks._proto import events_pb2, messages_pb2, pipeline_pb2, values_pb
 from flink_tasks.engine import effects, values
 from flink_tasks.engine.state import AddressState, CompiledDefinition
 from flink_tasks.pipeline.builder import DEFAULT_NAMESPACE, DEFAULT_WORKER_NAME
-from flink_tasks.types import retry_delay_ms
+from flink_tasks.types import retry_delay_ms, type_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ FINISHED_STATUSES = (
     S.PIPELINE_STATUS_CANCELLED,
 )
 REQUEST_STORE_SUFFIX = "~request"
+# what a lost worker's error matches in a retry policy's `retry_for`
+_WORKER_LOST_NAMES = frozenset(type_name_of(t) for t in errors.WorkerLostError.__mro__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ class _Engine:
             self.on_result(message)
         elif isinstance(message, messages_pb2.ActionRequest):
             self.on_action(message)
+        elif isinstance(message, messages_pb2.WorkerReport):
+            if message.WhichOneof("kind") == "result":
+                self.on_result(message.result)
+            elif message.WhichOneof("kind") == "running":
+                self.on_task_running(message.running)
         elif isinstance(message, messages_pb2.PipelineMessage):
             kind = message.WhichOneof("kind")
             if kind == "define_child":
@@ -113,6 +120,8 @@ class _Engine:
                 self.state.set_raw("request", message.store_request.SerializeToString())
             elif kind == "get_request":
                 self.on_get_request(message.get_request)
+            elif kind == "task_deadline":
+                self.on_task_deadline(message.task_deadline)
         self.flush_skipped()
 
     # ---------------------------------------------------------------- submission
@@ -444,6 +453,7 @@ class _Engine:
         args, kwargs = self.sequence_task_args(task)
         run.task_id = task.task_id
         run.attempt = 1
+        run.task_beat = 0
         self.send_task(task, args, kwargs, run.state if run.has_state else None, attempt=1)
 
     def send_task(
@@ -589,6 +599,8 @@ class _Engine:
         entries = self.definition.pipeline.entries
         if run.cursor >= len(entries) or not run.entry_started or result.task_id != run.task_id:
             return
+        if result.attempt and result.attempt != run.attempt:
+            return  # a duplicate or late result of an attempt already decided
         entry = entries[run.cursor]
         if entry.WhichOneof("kind") == "task":
             self.on_task_entry_result(entry.task, result)
@@ -640,8 +652,8 @@ class _Engine:
         slots = self.state.slots
         assert slots is not None
         slot = slots.slots[index]
-        if slot.done:
-            return
+        if slot.done or (result.attempt and result.attempt != max(slot.attempt, 1)):
+            return  # a duplicate or late result of an attempt already decided
         outcome = result.WhichOneof("outcome")
         if outcome == "pipeline":
             state = result.state if result.has_state else (run.state if run.has_state else None)
@@ -674,6 +686,112 @@ class _Engine:
             self.finish_group()
         else:
             self.pump_group()
+
+    # ---------------------------------------------------------------- leases of long tasks
+
+    def running_task(
+        self, task_id: str, attempt: int, invocation: int, slot: int
+    ) -> tuple[pipeline_pb2.TaskEntry, messages_pb2.Run | messages_pb2.Slot] | None:
+        """The task entry and the record holding its lease beat, if that attempt is still
+        the one running here; None for anything stale."""
+        run = self.state.run
+        if (
+            run is None
+            or run.parked
+            or invocation != run.invocation
+            or run.status in FINISHED_STATUSES
+            or (run.cancelling and not run.finalizing)
+            or not run.entry_started
+        ):
+            return None
+        entries = self.definition.pipeline.entries
+        if run.cursor >= len(entries):
+            return None
+        entry = entries[run.cursor]
+        if slot == 0:
+            if entry.WhichOneof("kind") != "task" or entry.task.task_id != task_id:
+                return None
+            return (entry.task, run) if attempt == run.attempt else None
+        if entry.WhichOneof("kind") != "group" or not 0 < slot <= len(entry.group.chains):
+            return None
+        head = entry.group.chains[slot - 1].entries[0]
+        slots = self.state.slots
+        if head.WhichOneof("kind") != "task" or head.task.task_id != task_id or slots is None:
+            return None
+        record = slots.slots[slot - 1]
+        if record.done or attempt != max(record.attempt, 1):
+            return None
+        return head.task, record
+
+    def on_task_running(self, running: messages_pb2.TaskRunning) -> None:
+        """A worker holds this attempt past its request-reply call: arm a durable deadline."""
+        found = self.running_task(
+            running.task_id, running.attempt, running.invocation, running.slot
+        )
+        if found is None:
+            return
+        _, record = found
+        if isinstance(record, messages_pb2.Run):
+            if running.beat < record.task_beat:
+                return
+            record.task_beat = running.beat
+            self.state.touch_run()
+        else:
+            if running.beat < record.beat:
+                return
+            record.beat = running.beat
+            self.state.touch_slots()
+        deadline = messages_pb2.TaskDeadline(
+            task_id=running.task_id,
+            attempt=running.attempt,
+            invocation=running.invocation,
+            slot=running.slot,
+            beat=running.beat,
+            lease_ms=running.lease_ms,
+        )
+        self.send(
+            self.address_id,
+            messages_pb2.PipelineMessage(task_deadline=deadline),
+            delay_ms=max(1, running.lease_ms),
+        )
+
+    def on_task_deadline(self, deadline: messages_pb2.TaskDeadline) -> None:
+        """No newer beat within the lease: the worker is gone; the attempt fails as lost."""
+        found = self.running_task(
+            deadline.task_id, deadline.attempt, deadline.invocation, deadline.slot
+        )
+        if found is None:
+            return
+        task, record = found
+        beat = record.task_beat if isinstance(record, messages_pb2.Run) else record.beat
+        if beat != deadline.beat:
+            return
+        failure = _exception(
+            deadline.task_id,
+            task.task_type,
+            errors.WORKER_LOST_ERROR,
+            f"the worker running task {task.task_type!r} (attempt {deadline.attempt}) sent no "
+            f"word for {deadline.lease_ms / 1000:g} s: its process died or lost its connection",
+        )
+        failure.attempts = deadline.attempt
+        failure.retryable = task.has_retry_policy and bool(
+            set(task.retry_policy.retry_for) & _WORKER_LOST_NAMES
+        )
+        logger.warning(
+            "task %s (attempt %d) at %s lost its worker",
+            deadline.task_id,
+            deadline.attempt,
+            self.address_id,
+        )
+        self.on_result(
+            messages_pb2.TaskResult(
+                task_id=deadline.task_id,
+                error=failure,
+                attempt=deadline.attempt,
+                invocation=deadline.invocation,
+                slot=deadline.slot,
+            )
+        )
 
     def start_orchestrated_child(
         self, result: messages_pb2.TaskResult, state: values_pb2.Value | None, *, slot: int = 0
@@ -721,6 +839,14 @@ class _Engine:
         ):
             return False
         run = self.run
+        # from now on only the next attempt's result counts
+        if slot:
+            self.state.slots.slots[slot - 1].attempt = attempt + 1  # type: ignore[union-attr]
+            self.state.touch_slots()
+        else:
+            run.attempt = attempt + 1
+            run.task_beat = 0
+            self.state.touch_run()
         delay = retry_delay_ms(task.retry_policy, attempt)
         due = messages_pb2.RetryDue(
             task_id=task.task_id, attempt=attempt + 1, invocation=run.invocation, slot=slot

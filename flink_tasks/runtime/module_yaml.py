@@ -4,8 +4,9 @@ Three kinds of components, one YAML document each:
 
 * ``io.statefun.endpoints.v2/http`` -- one per function namespace (``flink_tasks/*`` plus any
   extra namespaces), all pointing at the Python worker's ``/statefun/{function.name}``;
-* ``io.statefun.kafka.v1/ingress`` ``flink_tasks/ingress`` -- the requests and actions topics,
-  both routed to ``flink_tasks/pipeline`` (the record key becomes the function id);
+* ``io.statefun.kafka.v1/ingress`` ``flink_tasks/ingress`` -- the requests, actions and
+  task-reports topics, all routed to ``flink_tasks/pipeline`` (the record key becomes the
+  function id);
 * ``io.statefun.kafka.v1/egress`` ``flink_tasks/kafka`` -- the one egress the Python code writes
   records to, for any topic.
 
@@ -37,6 +38,7 @@ EGRESS_ID = "flink_tasks/kafka"
 PIPELINE_FUNCTION = "flink_tasks/pipeline"
 PIPELINE_REQUEST_TYPE = "flink_tasks.v1/PipelineRequest"
 ACTION_REQUEST_TYPE = "flink_tasks.v1/ActionRequest"
+WORKER_REPORT_TYPE = "flink_tasks.v1/WorkerReport"
 
 YamlValue = str | int | bool | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
 
@@ -90,6 +92,11 @@ def module_components(
                     {
                         "topic": settings.actions_topic,
                         "valueType": ACTION_REQUEST_TYPE,
+                        "targets": [PIPELINE_FUNCTION],
+                    },
+                    {
+                        "topic": settings.task_reports_topic,
+                        "valueType": WORKER_REPORT_TYPE,
                         "targets": [PIPELINE_FUNCTION],
                     },
                 ],

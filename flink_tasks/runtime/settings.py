@@ -78,6 +78,8 @@ class LocalRuntimeSettings:
     actions_topic: str = "flink-tasks.actions"
     replies_topic: str = "flink-tasks.replies"
     events_topic: str = "flink-tasks.events"
+    # heartbeats and late results of long tasks, from workers to the pipeline function
+    task_reports_topic: str = "flink-tasks.task-reports"
     # Requests and actions are keyed by pipeline id and both feed flink_tasks/pipeline: two
     # partitions let parallelism 2 spread the work, and equal counts keep a pipeline's requests
     # and actions on the same ingress subtask. Replies and events are read by clients that want
@@ -86,6 +88,7 @@ class LocalRuntimeSettings:
     actions_partitions: int = 2
     replies_partitions: int = 1
     events_partitions: int = 1
+    task_reports_partitions: int = 2
 
     # --- StateFun / Flink ----------------------------------------------------------------------
     rest_port: int = 18081
@@ -170,6 +173,7 @@ class LocalRuntimeSettings:
             self.actions_topic: self.actions_partitions,
             self.replies_topic: self.replies_partitions,
             self.events_topic: self.events_partitions,
+            self.task_reports_topic: self.task_reports_partitions,
         }
 
     @property

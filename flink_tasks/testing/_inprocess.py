@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from flink_tasks import wire
 from flink_tasks.statefun.adapter import decode_reply, encode_batch
 
 logger = logging.getLogger(__name__)
@@ -190,3 +191,20 @@ class InMemoryRuntime:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class InMemoryReportSink:
+    """The task-reports topic of the in-process environment: reports go to the pipeline
+    function through the in-memory runtime, as the Kafka ingress would route them."""
+
+    def __init__(self) -> None:
+        self.runtime: InMemoryRuntime | None = None
+        self.sent = 0
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        if self.runtime is not None:
+            self.sent += 1
+            self.runtime.route(wire.PIPELINE_FUNCTION, pipeline_id, wire.WORKER_REPORT, report)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.runtime = None

@@ -64,6 +64,7 @@ class _LocalEnvironment:
 
         from flink_tasks.runtime import LocalRuntime
         from flink_tasks.worker import Worker, WorkerServer
+        from flink_tasks.worker.reports import KafkaReportSink
 
         settings = self.settings
         namespaces = frozenset(settings.function_namespaces)
@@ -72,6 +73,7 @@ class _LocalEnvironment:
             engine=self.engine or EngineSettings(served_namespaces=namespaces),
             # a reply to a topic that does not exist would fail the Flink job
             egress_topics=(settings.replies_topic, settings.events_topic),
+            reports=KafkaReportSink(settings.bootstrap_servers, settings.task_reports_topic),
         )
         # The worker first: StateFun's first call to each function blocks until it answers.
         self.server = await WorkerServer(

@@ -17,9 +17,9 @@ from flink_tasks.engine.orchestrator import EngineSettings
 from flink_tasks.errors import ResultTimeoutError
 from flink_tasks.pipeline.builder import PipelineBuilder
 from flink_tasks.registry import FlinkTasks
-from flink_tasks.testing._inprocess import InMemoryRuntime
+from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
 from flink_tasks.types import PipelineStatus
-from flink_tasks.worker.functions import Worker
+from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.task_runner import WorkerHooks
 
 _REPLY_TOPIC = "in-process.replies"
@@ -216,10 +216,24 @@ class PipelineEnvironment:
         hooks: list[WorkerHooks] | None = None,
         max_batch: int = 1000,
         default_timeout: float = 60.0,
+        inline_wait: timedelta = DEFAULT_INLINE_WAIT,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> PipelineEnvironment:
-        """The same pipeline function and task functions, routed in memory by StateFun's rules."""
-        worker = Worker(tasks, engine=engine, hooks=hooks or ())
+        """The same pipeline function and task functions, routed in memory by StateFun's rules.
+
+        Tasks running longer than `inline_wait` report through an in-memory task-reports
+        topic, with heartbeats under `lease`, as on the real runtime."""
+        reports = InMemoryReportSink()
+        worker = Worker(
+            tasks,
+            engine=engine,
+            hooks=hooks or (),
+            reports=reports,
+            inline_wait=inline_wait,
+            lease=lease,
+        )
         runtime = InMemoryRuntime(worker.handle, max_batch=max_batch)
+        reports.runtime = runtime
         client = InProcessClient(runtime, default_timeout=default_timeout)
         env = cls(client, worker=worker, runtime=runtime)
         env._closers.append(runtime.close)

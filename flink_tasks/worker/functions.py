@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from datetime import timedelta
@@ -15,7 +16,9 @@ from flink_tasks.engine.orchestrator import EngineSettings, step
 from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
+from flink_tasks.worker.attempts import RunningAttempts
 from flink_tasks.worker.metrics import Metrics
+from flink_tasks.worker.reports import ReportSink
 from flink_tasks.worker.task_runner import DEFAULT_MAX_RESULT_BYTES, TaskRunner, WorkerHooks
 
 logger = logging.getLogger(__name__)
@@ -27,7 +30,12 @@ _PIPELINE_INPUTS: dict[str, type[Message]] = {
     wire.ACTION_REQUEST: messages_pb2.ActionRequest,
     wire.TASK_RESULT: messages_pb2.TaskResult,
     wire.PIPELINE_MESSAGE: messages_pb2.PipelineMessage,
+    wire.WORKER_REPORT: messages_pb2.WorkerReport,
 }
+
+#: Tasks still running after this are answered with a lease (see `Worker`).
+DEFAULT_INLINE_WAIT = timedelta(seconds=5)
+DEFAULT_LEASE = timedelta(seconds=30)
 
 
 def _write_back(state: AddressState, outbox: Outbox) -> None:
@@ -43,6 +51,13 @@ class Worker:
         tasks: the task registry.
         engine: pipeline engine settings; `served_namespaces` defaults to the registry's.
         hooks: in-process task hooks (received, started, finished, retried).
+        reports: where heartbeats and results of tasks that outlive `inline_wait` go (the
+            task-reports topic). Without it every task is waited for within the request-reply
+            call, so a task longer than StateFun's call budget would fail the Flink job.
+        inline_wait: how long a task function holds StateFun's call before it answers with a
+            lease; keep it well under the runtime's call budget (``transport.call``).
+        lease: a detached task's heartbeat lease: the pipeline fails the attempt with
+            `WorkerLostError` when no heartbeat arrives for this long.
         egress_topics: the Kafka topics replies and events may be written to (the configured
             reply and events topics). A request naming any other topic gets no reply there: the
             record is dropped, logged and counted (`rejected_messages{reason="egress_topic"}`),
@@ -58,8 +73,17 @@ class Worker:
         hooks: Sequence[WorkerHooks] = (),
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         egress_topics: Collection[str] | None = None,
+        reports: ReportSink | None = None,
+        inline_wait: timedelta = DEFAULT_INLINE_WAIT,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.tasks = tasks
+        self.reports = reports
+        self.inline_wait_s = inline_wait.total_seconds()
+        self.lease_ms = int(lease.total_seconds() * 1000)
+        if self.lease_ms < 300:
+            raise ValueError("lease must be at least 300 ms (heartbeats go every third of it)")
+        self._attempts = RunningAttempts()
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
@@ -166,10 +190,6 @@ class Worker:
         except DecodeError as err:
             self._reject("unparsable", invocation, f"cannot parse a task request: {err}")
             return
-        result = await self.runner.run(request)
-        self.metrics.inc(
-            "tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
-        )
         reply_to = request.reply_id or request.pipeline_id
         if not reply_to:
             self._reject(
@@ -178,4 +198,29 @@ class Worker:
                 f"task request {request.task_id!r} names no pipeline",
             )
             return
+        attempt = self._attempts.start(reply_to, request, self._run_task)
+        if self.reports is None:
+            result = await asyncio.shield(attempt.future)
+        else:
+            done, _ = await asyncio.wait({attempt.future}, timeout=self.inline_wait_s)
+            if not done:
+                # answer StateFun now; heartbeats and the result follow on the reports topic
+                report = attempt.detach(self.reports, self.lease_ms)
+                outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.WORKER_REPORT, report)
+                return
+            result = attempt.future.result()
         outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
+
+    async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
+        result = await self.runner.run(request)
+        self.metrics.inc(
+            "tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
+        )
+        return result
+
+    async def drain(self, timeout: float) -> None:
+        """Let detached tasks finish and report (up to `timeout` s), then cancel the rest:
+        their leases expire and the pipelines apply their retry policies."""
+        await self._attempts.drain(timeout)
+        if self.reports is not None:
+            await asyncio.to_thread(self.reports.close)

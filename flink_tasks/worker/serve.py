@@ -22,15 +22,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aiohttp import web
 
+from flink_tasks import wire
 from flink_tasks.engine.orchestrator import EngineSettings
 from flink_tasks.registry import FlinkTasks
-from flink_tasks.worker.functions import Worker
+from flink_tasks.runtime.settings import LocalRuntimeSettings
+from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.http import create_app
+from flink_tasks.worker.reports import KafkaReportSink
 
 log = logging.getLogger("flink_tasks.serve")
 
@@ -40,6 +44,9 @@ RETENTION_VAR = "FLINK_TASKS_RETENTION"
 EXTRA_NAMESPACES_VAR = "FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES"
 #: Environment variable: the Kafka topics replies and events may be written to (comma list).
 EGRESS_TOPICS_VAR = "FLINK_TASKS_EGRESS_TOPICS"
+#: Environment variables: where long tasks' heartbeats and results go.
+BOOTSTRAP_VAR = "FLINK_TASKS_BOOTSTRAP_SERVERS"
+TASK_REPORTS_TOPIC_VAR = "FLINK_TASKS_TASK_REPORTS_TOPIC"
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class ServeOptions:
     extra_namespaces: tuple[str, ...] = ()
     grace: timedelta = timedelta(seconds=30)
     shutdown_timeout: timedelta = timedelta(seconds=20)
+    inline_wait: timedelta = DEFAULT_INLINE_WAIT
+    task_lease: timedelta = DEFAULT_LEASE
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -80,7 +89,25 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     engine = EngineSettings(served_namespaces=namespaces)
     if options.retention is not None:
         engine = EngineSettings(served_namespaces=namespaces, retention=options.retention)
-    return Worker(tasks, engine=engine, egress_topics=egress_topics())
+    return Worker(
+        tasks,
+        engine=engine,
+        egress_topics=egress_topics(),
+        reports=report_sink(),
+        inline_wait=options.inline_wait,
+        lease=options.task_lease,
+    )
+
+
+def report_sink(environ: Mapping[str, str] | None = None) -> KafkaReportSink:
+    """The task-reports topic on ``FLINK_TASKS_BOOTSTRAP_SERVERS`` (default: the local
+    runtime's broker), topic ``FLINK_TASKS_TASK_REPORTS_TOPIC`` (default
+    ``flink-tasks.task-reports``)."""
+    env = os.environ if environ is None else environ
+    return KafkaReportSink(
+        env.get(BOOTSTRAP_VAR) or LocalRuntimeSettings().bootstrap_servers,
+        env.get(TASK_REPORTS_TOPIC_VAR) or wire.DEFAULT_TASK_REPORTS_TOPIC,
+    )
 
 
 def egress_topics(environ: dict[str, str] | None = None) -> frozenset[str] | None:
@@ -139,6 +166,7 @@ async def serve_async(
     finally:
         log.info("worker pid %d stopping", os.getpid())
         await runner.cleanup()
+        await worker.drain(options.shutdown_timeout.total_seconds())
 
 
 def run_worker(options: ServeOptions) -> int:
@@ -184,6 +212,8 @@ class Supervisor:
         for ns in o.extra_namespaces:
             cmd += ["--extra-namespace", ns]
         cmd += ["--shutdown-timeout", f"{o.shutdown_timeout.total_seconds():g}s"]
+        cmd += ["--inline-wait", f"{o.inline_wait.total_seconds():g}s"]
+        cmd += ["--task-lease", f"{o.task_lease.total_seconds():g}s"]
         return cmd
 
     def _spawn(self, index: int) -> None:

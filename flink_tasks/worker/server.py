@@ -39,11 +39,12 @@ class WorkerServer:
         self._runner = runner
         return self
 
-    async def stop(self) -> None:
-        """Stop listening; idempotent."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop listening, let detached tasks report (up to `grace` s); idempotent."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+            await self.worker.drain(grace)
 
     async def __aenter__(self) -> WorkerServer:
         return await self.start()

@@ -99,7 +99,7 @@ def test_targets_differ_only_where_they_must() -> None:
         # the same ids, topics and types everywhere: only addresses and tunables differ
         assert ingress["id"] == "flink_tasks/ingress" and egress["id"] == "flink_tasks/kafka"
         topics = [t["topic"] for t in ingress["topics"]]
-        assert topics == ["flink-tasks.requests", "flink-tasks.actions"]
+        assert topics == ["flink-tasks.requests", "flink-tasks.actions", "flink-tasks.task-reports"]
 
 
 def test_module_yaml_stdout_for_local(tmp_path: Path) -> None:

@@ -1,0 +1,116 @@
+"""The task attempts a worker process is running, and the leases of those that outlive their
+request-reply call.
+
+StateFun delivers a task request at least once: after a restore from a checkpoint the same
+attempt may come again while it still runs here. It is then joined, not run twice. A detached
+attempt (answered to StateFun with a lease) sends a heartbeat every third of its lease and then
+its result through the report sink; the pipeline applies one result per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from flink_tasks._proto import messages_pb2
+from flink_tasks.worker.reports import ReportSink
+
+logger = logging.getLogger(__name__)
+
+AttemptKey = tuple[str, str, int, int]  # pipeline, task id, attempt, invocation
+
+
+@dataclass
+class Attempt:
+    """One running task attempt."""
+
+    reply_to: str
+    request: messages_pb2.TaskRequest
+    future: asyncio.Task[messages_pb2.TaskResult]
+    beat: int = 0
+    reporter: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def running(self, lease_ms: int) -> bytes:
+        """A `WorkerReport` renewing the lease at the current beat."""
+        r = self.request
+        return messages_pb2.WorkerReport(
+            running=messages_pb2.TaskRunning(
+                task_id=r.task_id,
+                attempt=r.attempt or 1,
+                invocation=r.invocation,
+                slot=r.slot,
+                beat=self.beat,
+                lease_ms=lease_ms,
+            )
+        ).SerializeToString()
+
+    def detach(self, sink: ReportSink, lease_ms: int) -> bytes:
+        """Start reporting through `sink` (once); the first lease goes back in the call."""
+        if self.reporter is None:
+            self.reporter = asyncio.ensure_future(self._report(sink, lease_ms))
+        return self.running(lease_ms)
+
+    async def _report(self, sink: ReportSink, lease_ms: int) -> None:
+        interval = lease_ms / 3000
+        while True:
+            done, _ = await asyncio.wait({self.future}, timeout=interval)
+            if done:
+                break
+            self.beat += 1
+            sink.send(self.reply_to, self.running(lease_ms))
+        if self.future.cancelled():
+            return  # the worker is stopping: the lease expires and the policy decides
+        report = messages_pb2.WorkerReport(result=self.future.result())
+        sink.send(self.reply_to, report.SerializeToString())
+
+
+class RunningAttempts:
+    """The attempts running in this process, by pipeline, task id, attempt and generation."""
+
+    def __init__(self) -> None:
+        self._running: dict[AttemptKey, Attempt] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def start(
+        self,
+        reply_to: str,
+        request: messages_pb2.TaskRequest,
+        run: Callable[[messages_pb2.TaskRequest], Awaitable[messages_pb2.TaskResult]],
+    ) -> Attempt:
+        """The attempt for `request`: the one already running here, or a new one."""
+        key = (reply_to, request.task_id, request.attempt or 1, request.invocation)
+        attempt = self._running.get(key)
+        if attempt is not None:
+            logger.info("task %s attempt %d delivered again: joined", *key[1:3])
+            return attempt
+        future = asyncio.ensure_future(run(request))
+        attempt = self._running[key] = Attempt(reply_to, request, future)
+        future.add_done_callback(lambda _: self._forget(key, attempt))
+        return attempt
+
+    def _forget(self, key: AttemptKey, attempt: Attempt) -> None:
+        if attempt.reporter is None or attempt.reporter.done():
+            self._running.pop(key, None)
+        else:
+            attempt.reporter.add_done_callback(lambda _: self._running.pop(key, None))
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` s for every attempt (and its report), then cancel the rest."""
+        pending: set[asyncio.Future[object]] = set()
+        for attempt in self._running.values():
+            pending.add(attempt.future)  # type: ignore[arg-type]
+            if attempt.reporter is not None:
+                pending.add(attempt.reporter)  # type: ignore[arg-type]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,112 @@
+"""Where a worker sends what it learns about a task after its request-reply call has ended.
+
+A task that outlives its `inline_wait` is answered to StateFun at once with a lease; its
+heartbeats and its result then travel as `WorkerReport` records on the task-reports Kafka topic,
+which the StateFun module routes to the pipeline function (keyed by pipeline id). So the JVM never
+waits on a task for longer than `inline_wait`, however long the task runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class ReportSink(Protocol):
+    """Delivers a serialized `WorkerReport` to the pipeline function at `pipeline_id`."""
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        """Queue the report; never blocks the event loop and never raises."""
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout` seconds), then release resources."""
+
+
+_STOP = object()
+
+
+class KafkaReportSink:
+    """Writes reports to the task-reports topic from a thread of its own.
+
+    The producer is created lazily in that thread (the worker may start before Kafka) and
+    rebuilt after an error; kafka-python's `send` may block on metadata, so it never runs on
+    the event loop. A report that cannot be delivered is logged and dropped: the pipeline's
+    durable lease then fails the attempt as lost, which its retry policy can retry.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, **producer_config: Any) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self._config = producer_config
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="task-reports", daemon=True)
+        self._thread.start()
+        self.sent = 0
+        self.failed = 0
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        self._queue.put((pipeline_id, report))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            acks="all",
+            linger_ms=2,
+            retries=10,
+            max_block_ms=30_000,
+            client_id="flink-tasks-worker-reports",
+            **self._config,
+        )
+
+    def _run(self) -> None:
+        producer: Any = None
+        backoff = 0.5
+        item: Any = None
+        while True:
+            if item is None:
+                item = self._queue.get()
+            if item is _STOP:
+                break
+            pipeline_id, report = item
+            try:
+                if producer is None:
+                    producer = self._producer()
+                future = producer.send(self.topic, key=pipeline_id.encode(), value=report)
+                future.add_callback(self._delivered).add_errback(self._lost, pipeline_id)
+                item = None
+                backoff = 0.5
+            except Exception as err:  # broker down, metadata timeout: rebuild and retry
+                logger.warning("task report for %s not sent yet: %s", pipeline_id, err)
+                if producer is not None:
+                    _close_quietly(producer)
+                    producer = None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        if producer is not None:
+            producer.flush(timeout=5)
+            _close_quietly(producer)
+
+    def _delivered(self, _metadata: Any) -> None:
+        self.sent += 1
+
+    def _lost(self, err: BaseException, pipeline_id: str) -> None:
+        self.failed += 1
+        logger.error("task report for %s lost: %s (its lease will expire)", pipeline_id, err)
+
+
+def _close_quietly(producer: Any) -> None:
+    try:
+        producer.close(timeout=2)
+    except Exception:  # closing a producer of an unreachable broker
+        logger.debug("closing the task-report producer failed", exc_info=True)

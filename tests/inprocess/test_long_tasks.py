@@ -1,0 +1,163 @@
+"""Tasks that outlive the worker's inline wait: answered with a lease, heartbeats and the result
+through the task-reports path, a durable deadline for a worker that goes silent, and one
+application per attempt however often a result arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from flink_tasks import FlinkTasks, RetryPolicy, TaskError, WorkerLostError, in_parallel
+from flink_tasks._proto import messages_pb2
+from flink_tasks.testing import PipelineEnvironment
+from flink_tasks.worker.reports import ReportSink
+
+tasks = FlinkTasks()
+RUNS: Counter[str] = Counter()
+
+
+@tasks.bind()
+async def slow(x: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return x * 10
+
+
+@tasks.bind()
+def slow_sync(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x + 1
+
+
+@tasks.bind(with_state=True)
+async def slow_append(state: Any, *labels: str) -> tuple[Any, str]:
+    """Appends its last label to the state (a list) after 0.4 s ("now" labels at once)."""
+    label = labels[-1]
+    await asyncio.sleep(0.0 if label.startswith("now") else 0.4)
+    return [*(state or []), label], label
+
+
+@tasks.bind(with_state=True)
+def state_of(state: Any, *_previous: Any) -> tuple[Any, Any]:
+    return state, state
+
+
+@tasks.bind(retry_policy=RetryPolicy(retry_for=[WorkerLostError], max_retries=2))
+async def lost_once(key: str, seconds: float) -> str:
+    RUNS[key] += 1
+    await asyncio.sleep(seconds)
+    return f"{key} after {RUNS[key]} runs"
+
+
+@tasks.bind()
+async def never_retried(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+class SilentSink:
+    """A task-reports path that loses every report of first attempts, as if the worker running
+    them had been cut off after its first answer."""
+
+    def __init__(self, inner: ReportSink) -> None:
+        self.inner = inner
+        self.dropped = 0
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        parsed = messages_pb2.WorkerReport.FromString(report)
+        about = parsed.running if parsed.HasField("running") else parsed.result
+        if about.attempt == 1:
+            self.dropped += 1
+            return
+        self.inner.send(pipeline_id, report)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.inner.close(timeout)
+
+
+class DoublingSink(SilentSink):
+    """Delivers every report twice, as an at-least-once path may."""
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        self.inner.send(pipeline_id, report)
+        self.inner.send(pipeline_id, report)
+
+
+def _long_env(**options: Any) -> Any:
+    return PipelineEnvironment.in_process(
+        tasks,
+        default_timeout=30,
+        inline_wait=timedelta(milliseconds=100),
+        lease=timedelta(milliseconds=600),
+        **options,
+    )
+
+
+def _count_replies(env: PipelineEnvironment) -> Counter[str]:
+    replies: Counter[str] = Counter()
+
+    def listen(topic: str, key: str, payload: bytes) -> None:
+        if topic.endswith(".replies"):
+            replies[key] += 1
+
+    assert env.runtime is not None
+    env.runtime.add_egress_listener(listen)
+    return replies
+
+
+async def test_a_task_longer_than_the_inline_wait_reports_its_result_with_heartbeats() -> None:
+    async with _long_env() as env:
+        replies = _count_replies(env)
+        sink = env.worker.reports  # type: ignore[union-attr]
+        pipeline = slow.send(4, 1.5).continue_with(slow_sync, 1.2)
+        assert await env.submit_async(pipeline) == 41
+        # 2 results, and heartbeats every 200 ms for ~2.5 s
+        assert sink.sent >= 2 + 8  # type: ignore[union-attr]
+        assert replies[pipeline.id] == 1
+
+
+async def test_long_and_short_chains_of_a_group_each_apply_once() -> None:
+    async with _long_env() as env:
+        replies = _count_replies(env)
+        group = in_parallel([slow.send(i, 0.6 if i % 2 else 0.0) for i in range(10)])
+        assert await env.submit_async(group) == [i * 10 for i in range(10)]
+        assert replies[group.id] == 1
+
+
+async def test_results_delivered_twice_are_applied_once() -> None:
+    async with _long_env() as env:
+        replies = _count_replies(env)
+        env.worker.reports = DoublingSink(env.worker.reports)  # type: ignore[union-attr,arg-type]
+        pipeline = (
+            slow_append.send("a")
+            .continue_with(slow_append, "b")
+            .continue_with(in_parallel([slow_append.send("c"), slow_append.send("now-d")]))
+            .continue_with(state_of)
+            .with_initial(state=[])
+        )
+        # each application appends once: a duplicate would repeat a label
+        assert await env.submit_async(pipeline) == ["a", "b", "c"]
+        assert replies[pipeline.id] == 1
+
+
+async def test_a_silent_worker_fails_the_attempt_as_lost_and_the_policy_retries_it() -> None:
+    async with _long_env() as env:
+        replies = _count_replies(env)
+        sink = SilentSink(env.worker.reports)  # type: ignore[arg-type]
+        env.worker.reports = sink  # type: ignore[union-attr]
+        started = time.monotonic()
+        lost = env.client.submit(never_retried.send(3.0), timeout=30)
+        retried = env.client.submit(lost_once.send("k", 1.0), timeout=30)
+        with pytest.raises(TaskError) as caught:
+            await asyncio.wrap_future(lost)
+        assert caught.value.exception_type == "flink_tasks.WorkerLostError"
+        assert "sent no word for 0.6 s" in caught.value.exception_message
+        # the lease (0.6 s) ended it, long before the task's own 3 s
+        assert time.monotonic() - started < 2.5
+        assert await asyncio.wrap_future(retried) == "k after 2 runs"
+        assert sum(replies.values()) == 2
+        assert sink.dropped >= 2
