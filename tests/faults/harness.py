@@ -75,6 +75,7 @@ class WorkerProcess:
         self.log_file, self.exec_log = log_file, exec_log
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.env: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -95,6 +96,7 @@ class WorkerProcess:
             **os.environ,
             "FLINK_TASKS_FAULTS_EXEC_LOG": str(self.exec_log),
             "PYTHONUNBUFFERED": "1",
+            **self.env,
         }
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
@@ -299,6 +301,16 @@ class ReplyReader:
 # ------------------------------------------------------------------------------ the stack
 
 
+def worker_env(settings: LocalRuntimeSettings) -> dict[str, str]:
+    """What a worker process of this runtime needs: its broker and topics."""
+    return {
+        "FLINK_TASKS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "FLINK_TASKS_TASK_REPORTS_TOPIC": settings.task_reports_topic,
+        "FLINK_TASKS_REPLIES_TOPIC": settings.replies_topic,
+        "FLINK_TASKS_EVENTS_TOPIC": settings.events_topic,
+    }
+
+
 class FaultStack:
     """An isolated runtime (Kafka + StateFun) + a worker process + a client, started in that
     order and stopped in reverse; every process is found and stopped by its own pid."""
@@ -311,6 +323,7 @@ class FaultStack:
             tmp / "executions.log",
             (self.settings.replies_topic, self.settings.events_topic),
         )
+        self.worker.env = worker_env(self.settings)
         self.runtime = LocalRuntime(self.settings)
         self.client: Any = None
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from flink_tasks import FlinkTasks
 from flink_tasks.worker import Worker
 from flink_tasks.worker.http import create_app
+from flink_tasks.worker.serve import report_sink
 from tests.faults.fault_tasks import tasks as fault_tasks
 from tests.pipelines import tasks as test_tasks
 
@@ -75,7 +76,7 @@ def build_app(worker: Worker) -> web.Application:
 
 
 async def serve(host: str, port: int, egress_topics: list[str]) -> None:
-    worker = Worker(ALL_TASKS, egress_topics=egress_topics)
+    worker = Worker(ALL_TASKS, egress_topics=egress_topics, reports=report_sink())
     runner = web.AppRunner(build_app(worker), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -88,6 +89,7 @@ async def serve(host: str, port: int, egress_topics: list[str]) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await worker.drain(5.0)
 
 
 def main() -> None:
