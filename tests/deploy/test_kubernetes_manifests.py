@@ -198,14 +198,18 @@ def test_settings_env_reaches_the_flink_configuration(
     copy = tmp_path / "kubernetes"
     shutil.copytree(K8S, copy)
     text = (copy / "settings.env").read_text()
-    text = text.replace(
-        f"FLINK_TASKS_PARALLELISM={env['FLINK_TASKS_PARALLELISM']}", "FLINK_TASKS_PARALLELISM=7"
-    ).replace(
-        f"FLINK_TASKS_CHECKPOINT_INTERVAL={env['FLINK_TASKS_CHECKPOINT_INTERVAL']}",
-        "FLINK_TASKS_CHECKPOINT_INTERVAL=42s",
-    ).replace(
-        f"FLINK_TASKS_RESTART_MAX_BACKOFF={env['FLINK_TASKS_RESTART_MAX_BACKOFF']}",
-        "FLINK_TASKS_RESTART_MAX_BACKOFF=7min",
+    text = (
+        text.replace(
+            f"FLINK_TASKS_PARALLELISM={env['FLINK_TASKS_PARALLELISM']}", "FLINK_TASKS_PARALLELISM=7"
+        )
+        .replace(
+            f"FLINK_TASKS_CHECKPOINT_INTERVAL={env['FLINK_TASKS_CHECKPOINT_INTERVAL']}",
+            "FLINK_TASKS_CHECKPOINT_INTERVAL=42s",
+        )
+        .replace(
+            f"FLINK_TASKS_RESTART_MAX_BACKOFF={env['FLINK_TASKS_RESTART_MAX_BACKOFF']}",
+            "FLINK_TASKS_RESTART_MAX_BACKOFF=7min",
+        )
     )
     (copy / "settings.env").write_text(text)
     changed = by_kind(build_kustomization(copy), "FlinkDeployment")[0]["spec"]["flinkConfiguration"]

@@ -51,7 +51,9 @@ def test_restart_backoff_doubles_up_to_its_maximum() -> None:
     backoff = RestartBackoff()
     assert [backoff.delay(n) for n in range(8)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
     assert backoff.delay(10_000) == 30.0
-    custom = RestartBackoff(initial=timedelta(seconds=1), maximum=timedelta(seconds=5), multiplier=3)
+    custom = RestartBackoff(
+        initial=timedelta(seconds=1), maximum=timedelta(seconds=5), multiplier=3
+    )
     assert [custom.delay(n) for n in range(5)] == [0.0, 1.0, 3.0, 5.0, 5.0]
 
 
@@ -118,7 +120,9 @@ def test_supervisor_keeps_restarting_workers_that_keep_dying(tmp_path: Path) -> 
             "a new worker in place of the killed one",
         )
         wait_until(lambda: healthy(port), 30, "/healthz after the replacement")
-        assert re.search(rf"\(pid {victim}\) was killed by SIGKILL after [0-9.]+ s; starting", log())
+        assert re.search(
+            rf"\(pid {victim}\) was killed by SIGKILL after [0-9.]+ s; starting", log()
+        )
         assert proc.poll() is None
     finally:
         if proc.poll() is None:
