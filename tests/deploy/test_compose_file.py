@@ -240,6 +240,18 @@ def test_compose_flink_conf_matches_the_settings() -> None:
     assert conf["state.backend.rocksdb.timer-service.factory"] == "ROCKSDB"
     assert conf["execution.checkpointing.unaligned"] == "false"
     assert "org.apache.flink.statefun" in conf["classloader.parent-first-patterns.additional"]
+    # restarts without a limit, as settings.env says (an outage never fails the job for good)
+    assert conf["restart-strategy"] == "exponential-delay"
+    assert not [key for key in conf if key.startswith("restart-strategy.fixed-delay")]
+    env = read_env_file(ROOT / "deploy" / "compose" / "settings.env")
+    for key, var in {
+        "initial-backoff": "FLINK_TASKS_RESTART_INITIAL_BACKOFF",
+        "max-backoff": "FLINK_TASKS_RESTART_MAX_BACKOFF",
+        "backoff-multiplier": "FLINK_TASKS_RESTART_BACKOFF_MULTIPLIER",
+        "reset-backoff-threshold": "FLINK_TASKS_RESTART_RESET_BACKOFF_THRESHOLD",
+        "jitter-factor": "FLINK_TASKS_RESTART_JITTER_FACTOR",
+    }.items():
+        assert conf[f"restart-strategy.exponential-delay.{key}"] == env[var], key
 
 
 def test_demo_client_compiles() -> None:

@@ -20,12 +20,21 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from flink_tasks.runtime.configs import restart_flink_conf
 from flink_tasks.runtime.module_yaml import deploy_target, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 SCHEMAS = Path(__file__).parent / "schemas"
 KUBERNETES_VERSION = "1.31.0"
+#: restart-strategy.exponential-delay.<key> of the FlinkDeployment <- settings.env variable
+RESTART_KEYS = {
+    "initial-backoff": "FLINK_TASKS_RESTART_INITIAL_BACKOFF",
+    "max-backoff": "FLINK_TASKS_RESTART_MAX_BACKOFF",
+    "backoff-multiplier": "FLINK_TASKS_RESTART_BACKOFF_MULTIPLIER",
+    "reset-backoff-threshold": "FLINK_TASKS_RESTART_RESET_BACKOFF_THRESHOLD",
+    "jitter-factor": "FLINK_TASKS_RESTART_JITTER_FACTOR",
+}
 CUSTOM_SCHEMAS = {
     (
         "flink.apache.org/v1beta1",
@@ -181,22 +190,32 @@ def test_settings_env_reaches_the_flink_configuration(
     conf = by_kind(built, "FlinkDeployment")[0]["spec"]["flinkConfiguration"]
     assert conf["parallelism.default"] == env["FLINK_TASKS_PARALLELISM"]
     assert conf["execution.checkpointing.interval"] == env["FLINK_TASKS_CHECKPOINT_INTERVAL"]
-    assert conf["restart-strategy.fixed-delay.attempts"] == env["FLINK_TASKS_RESTART_ATTEMPTS"]
-    assert conf["restart-strategy.fixed-delay.delay"] == env["FLINK_TASKS_RESTART_DELAY"]
+    assert conf["restart-strategy"] == "exponential-delay"
+    for key, var in RESTART_KEYS.items():
+        assert conf[f"restart-strategy.exponential-delay.{key}"] == env[var], key
+    assert conf == {**conf, **restart_flink_conf(deploy_target("kubernetes").settings)}
     # the replacements really copy: change settings.env in a copy, build again
     copy = tmp_path / "kubernetes"
     shutil.copytree(K8S, copy)
     text = (copy / "settings.env").read_text()
-    text = text.replace(
-        f"FLINK_TASKS_PARALLELISM={env['FLINK_TASKS_PARALLELISM']}", "FLINK_TASKS_PARALLELISM=7"
-    ).replace(
-        f"FLINK_TASKS_CHECKPOINT_INTERVAL={env['FLINK_TASKS_CHECKPOINT_INTERVAL']}",
-        "FLINK_TASKS_CHECKPOINT_INTERVAL=42s",
+    text = (
+        text.replace(
+            f"FLINK_TASKS_PARALLELISM={env['FLINK_TASKS_PARALLELISM']}", "FLINK_TASKS_PARALLELISM=7"
+        )
+        .replace(
+            f"FLINK_TASKS_CHECKPOINT_INTERVAL={env['FLINK_TASKS_CHECKPOINT_INTERVAL']}",
+            "FLINK_TASKS_CHECKPOINT_INTERVAL=42s",
+        )
+        .replace(
+            f"FLINK_TASKS_RESTART_MAX_BACKOFF={env['FLINK_TASKS_RESTART_MAX_BACKOFF']}",
+            "FLINK_TASKS_RESTART_MAX_BACKOFF=7min",
+        )
     )
     (copy / "settings.env").write_text(text)
     changed = by_kind(build_kustomization(copy), "FlinkDeployment")[0]["spec"]["flinkConfiguration"]
     assert changed["parallelism.default"] == "7"
     assert changed["execution.checkpointing.interval"] == "42s"
+    assert changed["restart-strategy.exponential-delay.max-backoff"] == "7min"
 
 
 def test_raw_flink_deployment_literals_match_settings_env() -> None:
@@ -205,6 +224,9 @@ def test_raw_flink_deployment_literals_match_settings_env() -> None:
     conf = by_kind(raw_resources(), "FlinkDeployment")[0]["spec"]["flinkConfiguration"]
     assert conf["parallelism.default"] == env["FLINK_TASKS_PARALLELISM"]
     assert conf["execution.checkpointing.interval"] == env["FLINK_TASKS_CHECKPOINT_INTERVAL"]
+    assert conf["restart-strategy"] == "exponential-delay"
+    for key, var in RESTART_KEYS.items():
+        assert conf[f"restart-strategy.exponential-delay.{key}"] == env[var], key
 
 
 def test_flink_deployment_runs_statefun_with_the_module() -> None:

@@ -19,7 +19,7 @@ tasks = FlinkTasks(default_timeout=timedelta(seconds=60))
 _EXEC_LOG_FD: int | None = None
 
 
-def _record(kind: str, key: Any) -> None:
+def record_run(kind: str, key: Any) -> None:
     global _EXEC_LOG_FD
     path = os.environ.get("FLINK_TASKS_FAULTS_EXEC_LOG")
     if not path:
@@ -32,7 +32,7 @@ def _record(kind: str, key: Any) -> None:
 @tasks.bind()
 async def square(x: int, delay: float = 0.0, tag: str = "") -> int:
     """x², after `delay` seconds; records the run under `tag:x`."""
-    _record("square", f"{tag}:{x}")
+    record_run("square", f"{tag}:{x}")
     if delay:
         await asyncio.sleep(delay)
     return x * x
@@ -47,7 +47,7 @@ def total(values: list[int]) -> int:
 async def step(state: Any, value: int, label: str, delay: float = 0.0) -> tuple[Any, int]:
     """Appends `label` to the state (a list) and returns value + 1: a duplicated application of
     a result would show up as a repeated label or a wrong count."""
-    _record("step", label)
+    record_run("step", label)
     if delay:
         await asyncio.sleep(delay)
     return [*(state or []), label], value + 1
@@ -83,7 +83,7 @@ async def hang(seconds: float) -> str:
     retry_policy=RetryPolicy(retry_for=[TimeoutError], max_retries=2),
 )
 async def hang_retried(seconds: float) -> str:
-    _record("hang_retried", seconds)
+    record_run("hang_retried", seconds)
     await asyncio.sleep(seconds)
     return "finished"
 

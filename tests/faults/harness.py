@@ -1,5 +1,6 @@
 """Helpers of the fault-injection suite: isolated runtimes, a worker in its own process that can
-be SIGKILLed by pid, Flink REST probes, and a raw reply-topic reader that counts duplicates."""
+be SIGKILLed by pid (the test worker, or the product's `serve --workers N`), Flink REST probes,
+and a raw reply-topic reader that counts duplicates."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any
 from flink_tasks._proto import messages_pb2
 from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
 from flink_tasks.runtime.process import port_is_free
+from flink_tasks.runtime.workers import WorkerProcesses
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,13 +182,100 @@ class WorkerProcess:
 
     def executions(self, kind: str | None = None) -> Counter[str]:
         """How often each recorded task body ran (all runs of this worker, across restarts)."""
-        counts: Counter[str] = Counter()
-        with contextlib.suppress(FileNotFoundError):
-            for line in self.exec_log.read_text().splitlines():
-                k, _, key = line.partition(" ")
-                if kind is None or k == kind:
-                    counts[key] += 1
-        return counts
+        return _executions(self.exec_log, kind)
+
+
+class ServeProcess:
+    """The worker as users run it: ``python -m flink_tasks serve TARGET --workers N`` in a session
+    of its own (the supervisor leads the process group). ``kill()`` SIGKILLs the whole group,
+    supervisor and workers at once, by the supervisor's own pid (= the group id)."""
+
+    TARGET = "tests.faults.worker_main:ALL_TASKS"
+
+    def __init__(
+        self,
+        port: int,
+        log_file: Path,
+        exec_log: Path,
+        egress_topics: tuple[str, ...],
+        workers: int = 2,
+        host: str = "127.0.0.1",
+        serve_args: tuple[str, ...] = (),
+    ) -> None:
+        self.host, self.port, self.workers = host, port, workers
+        self.log_file, self.exec_log = log_file, exec_log
+        self.processes = WorkerProcesses(
+            self.TARGET,
+            host=host,
+            port=port,
+            workers=workers,
+            log_file=log_file,
+            cwd=PROJECT_ROOT,
+            extra_args=serve_args,
+            env={
+                "FLINK_TASKS_EGRESS_TOPICS": ",".join(egress_topics),
+                "FLINK_TASKS_FAULTS_EXEC_LOG": str(exec_log),
+                "PYTHONUNBUFFERED": "1",
+            },
+        )
+        self.env = self.processes.env
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        proc = self.processes.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def worker_pids(self) -> set[int]:
+        return self.processes.worker_pids()
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start and wait until every worker process answers; returns the seconds it took."""
+        assert self.pid is None, "already running"
+        started = time.monotonic()
+        deadline = started + 10
+        while not port_is_free(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.processes.start(timeout=timeout)
+        self.starts += 1
+        return time.monotonic() - started
+
+    def kill(self) -> set[int]:
+        """SIGKILL the supervisor and its workers (the process group); returns the pids killed."""
+        proc = self.processes.proc
+        assert proc is not None and proc.poll() is None, "not running"
+        killed = {proc.pid, *self.worker_pids()}
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        self.processes.proc = None
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in killed - {proc.pid}):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker processes {killed} still exist after SIGKILL")
+            time.sleep(0.05)
+        return killed
+
+    def stop(self) -> None:
+        """SIGTERM (the group is SIGKILLed after 30 s); idempotent."""
+        self.processes.stop()
+
+    def executions(self, kind: str | None = None) -> Counter[str]:
+        return _executions(self.exec_log, kind)
+
+
+def _executions(exec_log: Path, kind: str | None) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    with contextlib.suppress(FileNotFoundError):
+        for line in exec_log.read_text().splitlines():
+            k, _, key = line.partition(" ")
+            if kind is None or k == kind:
+                counts[key] += 1
+    return counts
 
 
 # ------------------------------------------------------------------------------ Flink REST
@@ -195,6 +284,12 @@ class WorkerProcess:
 def rest_get(runtime: LocalRuntime, path: str) -> Any:
     with urllib.request.urlopen(runtime.rest_url + path, timeout=5) as resp:
         return json.loads(resp.read())
+
+
+def restart_strategy(runtime: LocalRuntime) -> dict[str, str]:
+    """The restart-strategy options the running JobManager was configured with."""
+    entries = rest_get(runtime, "/jobmanager/config")
+    return {e["key"]: e["value"] for e in entries if e["key"].startswith("restart-strategy")}
 
 
 @dataclass(frozen=True)
@@ -315,15 +410,29 @@ class FaultStack:
     """An isolated runtime (Kafka + StateFun) + a worker process + a client, started in that
     order and stopped in reverse; every process is found and stopped by its own pid."""
 
-    def __init__(self, tmp: Path, base: int, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        base: int,
+        *,
+        serve_workers: int | None = None,
+        serve_args: tuple[str, ...] = (),
+        **settings: Any,
+    ) -> None:
         self.settings = runtime_settings(tmp / "runtime", base, **settings)
-        self.worker = WorkerProcess(
+        worker_args = (
             self.settings.worker_port,
             tmp / "worker.log",
             tmp / "executions.log",
             (self.settings.replies_topic, self.settings.events_topic),
         )
-        self.worker.env = worker_env(self.settings)
+        # `serve_workers`: the product's `serve --workers N` instead of the test worker
+        self.worker: Any = (
+            WorkerProcess(*worker_args)
+            if serve_workers is None
+            else ServeProcess(*worker_args, workers=serve_workers, serve_args=serve_args)
+        )
+        self.worker.env.update(worker_env(self.settings))
         self.runtime = LocalRuntime(self.settings)
         self.client: Any = None
 
@@ -372,8 +481,17 @@ class FaultStack:
 
 
 @contextlib.contextmanager
-def fault_stack(tmp: Path, base: int, **settings: Any) -> Iterator[FaultStack]:
-    stack = FaultStack(tmp, port_block(base), **settings)
+def fault_stack(
+    tmp: Path,
+    base: int,
+    *,
+    serve_workers: int | None = None,
+    serve_args: tuple[str, ...] = (),
+    **settings: Any,
+) -> Iterator[FaultStack]:
+    stack = FaultStack(
+        tmp, port_block(base), serve_workers=serve_workers, serve_args=serve_args, **settings
+    )
     stack.start()
     try:
         yield stack

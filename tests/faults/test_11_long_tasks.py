@@ -14,20 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from flink_tasks import TaskError, in_parallel
+from tests.faults import fault_tasks as ft
 from tests.faults import long_tasks as lt
-from tests.faults.harness import (
-    FaultStack,
-    job_health,
-    port_block,
-    record_result,
-    worker_env,
-)
-from tests.faults.serve_process import ServeProcess
+from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,27 +35,18 @@ SERVE_ARGS = ("--inline-wait", "2s", "--task-lease", "6s")
 
 @pytest.fixture(scope="module")
 def long_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    tmp = tmp_path_factory.mktemp("faults-long")
-    stack = FaultStack(tmp, port_block(61700), call_timeout=CALL_BUDGET)
-    serve = ServeProcess(
-        "tests.faults.long_tasks:tasks",
-        stack.settings.worker_port,
-        tmp / "serve.log",
-        workers=2,
-        args=SERVE_ARGS,
-    )
-    serve.env = {**worker_env(stack.settings), "FLINK_TASKS_FAULTS_EXEC_LOG": str(tmp / "runs")}
-    stack.worker = serve  # type: ignore[assignment]
-    stack.start()
-    try:
+    with fault_stack(
+        tmp_path_factory.mktemp("faults-long"),
+        61700,
+        serve_workers=2,
+        serve_args=SERVE_ARGS,
+        call_timeout=CALL_BUDGET,
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _runs(stack: FaultStack) -> Counter[str]:
-    path = Path(stack.worker.env["FLINK_TASKS_FAULTS_EXEC_LOG"])
-    return Counter(path.read_text().split()) if path.exists() else Counter()
+    return stack.worker.executions("long")  # type: ignore[no-any-return]
 
 
 def _wait_for_runs(stack: FaultStack, keys: list[str], timeout: float) -> None:
@@ -81,7 +65,7 @@ def test_tasks_three_times_the_call_budget_succeed(long_stack: FaultStack) -> No
         long_pipelines = [lt.long_sync.send("sync-30", 30), lt.long_async.send("async-30", 30)]
         blocking, waiting = (stack.client.submit(p, timeout=120) for p in long_pipelines)
         quick = [
-            in_parallel([lt.quick.send(i) for i in range(50)]).continue_with(lt.total)
+            in_parallel([lt.quick.send(i) for i in range(50)]).continue_with(ft.total)
             for _ in range(5)
         ]
         quick_futures = [stack.client.submit(p, timeout=120) for p in quick]

@@ -26,9 +26,10 @@ from flink_tasks.worker import Worker
 from flink_tasks.worker.http import create_app
 from flink_tasks.worker.serve import report_sink
 from tests.faults.fault_tasks import tasks as fault_tasks
+from tests.faults.long_tasks import tasks as long_tasks
 from tests.pipelines import tasks as test_tasks
 
-ALL_TASKS = FlinkTasks().include(test_tasks).include(fault_tasks)
+ALL_TASKS = FlinkTasks().include(test_tasks).include(fault_tasks).include(long_tasks)
 
 _FAULT = web.AppKey("fault", dict)
 

@@ -1,0 +1,136 @@
+"""`flink-tasks serve --workers N`: the supervisor never gives up on its worker processes.
+
+Real processes: worker processes that crash at start (more often than the old limit of 5) and
+workers SIGKILLed by pid are started again after a bounded exponential back-off, and serve as
+soon as the cause is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from flink_tasks.worker.serve import RestartBackoff
+from tests.deploy._ports import free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="--workers > 1 needs SO_REUSEPORT (Linux)"
+)
+
+# The supervisor with a quick back-off (0.1 s doubling to 0.4 s), so a test sees many restarts.
+SUPERVISOR = """
+import logging, sys
+from datetime import timedelta
+from flink_tasks.worker.serve import RestartBackoff, ServeOptions, Supervisor
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+options = ServeOptions(
+    target="tests.deploy.crashing_worker:tasks", port=int(sys.argv[1]), workers=2,
+    env={"FLINK_TASKS_TEST_CRASH_FILE": sys.argv[2]},
+)
+backoff = RestartBackoff(
+    initial=timedelta(seconds=0.1), maximum=timedelta(seconds=0.4),
+    healthy_after=timedelta(seconds=30),
+)
+sys.exit(Supervisor(options, backoff).run())
+"""
+
+
+def test_restart_backoff_doubles_up_to_its_maximum() -> None:
+    backoff = RestartBackoff()
+    assert [backoff.delay(n) for n in range(8)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert backoff.delay(10_000) == 30.0
+    custom = RestartBackoff(
+        initial=timedelta(seconds=1), maximum=timedelta(seconds=5), multiplier=3
+    )
+    assert [custom.delay(n) for n in range(5)] == [0.0, 1.0, 3.0, 5.0, 5.0]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def test_supervisor_keeps_restarting_workers_that_keep_dying(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    crash_file = tmp_path / "crash"
+    crash_file.touch()
+    log_file = tmp_path / "supervisor.log"
+    with log_file.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISOR, str(port), str(crash_file)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log() -> str:
+        return log_file.read_text()
+
+    def crashes() -> int:
+        return len(re.findall(r"exited with code 3 after", log()))
+
+    try:
+        # far more quick exits than the old supervisor's limit of 5 ("giving up")
+        wait_until(lambda: crashes() >= 12, 60, "12 crashed worker starts")
+        assert proc.poll() is None, log()
+        delays = [float(d) for d in re.findall(r"starting it again in ([0-9.]+) s", log())]
+        assert {0.1, 0.2, 0.4} <= set(delays), delays
+        assert max(delays) == 0.4  # bounded
+        assert "giving up" not in log()
+        # the cause goes away: both slots serve again, without any help
+        crash_file.unlink()
+        wait_until(lambda: healthy(port) and len(children(proc.pid)) == 2, 30, "2 workers")
+        # a worker killed by signal is reported as such and replaced
+        victim = min(children(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: victim not in children(proc.pid) and len(children(proc.pid)) == 2,
+            30,
+            "a new worker in place of the killed one",
+        )
+        wait_until(lambda: healthy(port), 30, "/healthz after the replacement")
+        assert re.search(
+            rf"\(pid {victim}\) was killed by SIGKILL after [0-9.]+ s; starting", log()
+        )
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, log()
+    assert "all workers stopped" in log()
