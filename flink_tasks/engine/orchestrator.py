@@ -271,7 +271,9 @@ class _Engine:
         self, pipeline: pipeline_pb2.Pipeline, run: messages_pb2.Run
     ) -> pipeline_pb2.Pipeline:
         """Stage large groups, park multi-entry chains, segment long chains: all as children."""
-        out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
+        out = pipeline_pb2.Pipeline(
+            id=pipeline.id, inline=pipeline.inline, deadline_ms=pipeline.deadline_ms
+        )
         entries = list(pipeline.entries)
         last = entries.pop() if entries and _is_finally(entries[-1]) else None
         for entry in self.segment(entries, run):
@@ -1134,6 +1136,7 @@ class _Engine:
         run = self.run
         run.cancelling = True
         run.paused = False
+        run.group_size = 0  # late chain results must not reach the group's dropped slots
         del run.pending_retries[:]
         del run.active_children[:]
         self.state.touch_run()
