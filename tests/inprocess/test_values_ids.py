@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 
 from flink_tasks import (
     FlinkTasks,
@@ -22,7 +23,10 @@ from flink_tasks import (
     wire,
 )
 from flink_tasks._proto import messages_pb2, values_pb2
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import effects as fx
+from flink_tasks.engine import unreadable
+from flink_tasks.engine.orchestrator import EngineSettings, step
+from flink_tasks.engine.state import AddressState
 from flink_tasks.errors import (
     INVALID_REQUEST_ERROR,
     PIPELINE_DEADLINE_ERROR,
@@ -156,7 +160,7 @@ def test_every_message_at_the_limits_parses() -> None:
 
 
 async def test_too_deep_arguments_fail_at_the_sender(env: PipelineEnvironment) -> None:
-    with pytest.raises(SerializationError, match="an argument of .*echo"):
+    with pytest.raises(SerializationError, match=r"an argument of .*echo"):
         await env.submit_async(echo.send(nested(40)))
     with pytest.raises(SerializationError, match="levels deep"):
         await env.submit_async(echo.send(1).with_initial(state=nested(40)))
@@ -303,3 +307,33 @@ async def test_reserved_characters_are_refused_before_sending(env: PipelineEnvir
         pipeline.id = bad
         with pytest.raises(PipelineDefinitionError, match="reserves"):
             await env.submit_async(pipeline)
+
+
+def test_an_unreadable_child_start_fails_the_parents_entry() -> None:
+    start = messages_pb2.ChildStart(parent_id="P", entry_id="e", invocation=3, slot=2)
+    start.input.has_previous = True
+    start.input.previous.CopyFrom(_deep_value(40))
+    wrapper = messages_pb2.PipelineMessage()
+    wrapper.start_child.CopyFrom(start)
+    payload = wrapper.SerializeToString()
+    with pytest.raises(DecodeError):
+        messages_pb2.PipelineMessage.FromString(payload)
+    message = unreadable.salvage_pipeline_message(payload, "too deep")
+    effects = step("P:child", AddressState(), message, EngineSettings())
+    assert len(effects) == 1
+    sent = effects[0]
+    assert isinstance(sent, fx.SendPipelineMessage) and sent.pipeline_id == "P"
+    assert isinstance(sent.message, messages_pb2.PipelineMessage)
+    result = sent.message.child_result
+    assert (result.task_id, result.invocation, result.slot) == ("e", 3, 2)
+    assert result.error.exception_type == SERIALIZATION_ERROR
+    # an unreadable child result becomes that child's failure at its parent
+    child_result = messages_pb2.TaskResult(task_id="c", invocation=1, slot=4)
+    child_result.result.CopyFrom(_deep_value(40))
+    wrapper = messages_pb2.PipelineMessage()
+    wrapper.child_result.CopyFrom(child_result)
+    payload = wrapper.SerializeToString()
+    salvaged = unreadable.salvage_pipeline_message(payload, "too deep")
+    assert isinstance(salvaged, messages_pb2.PipelineMessage)
+    assert (salvaged.child_result.task_id, salvaged.child_result.slot) == ("c", 4)
+    assert salvaged.child_result.error.exception_type == SERIALIZATION_ERROR
