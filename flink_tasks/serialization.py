@@ -20,15 +20,34 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _SUPPORTED = "None, bool, int, float, str, bytes, list, tuple, dict, protobuf messages"
 
+MAX_VALUE_DEPTH = 20
+"""How deeply containers (list, tuple, dict, a `TaskException` with state) may nest in a value.
+
+The encoder and the decoder both enforce it, so a value either fails where it is encoded (in the
+client, or in the task that returns it) or arrives whole. It leaves room in protobuf's parse
+limit of 100 nested messages: a dict level costs 3 (Value, ValueMap, ValueMapEntry), so a value
+costs at most 60; the deepest envelope around one (a `get_request` reply: Reply,
+PipelineRequest, Pipeline, Entry, TaskEntry, ValueList, and 3 per nested group, at most
+`flink_tasks.pipeline.builder.MAX_GROUP_NESTING` = 10 of them) costs at most 36.
+"""
+
+
+def _too_deep(what: str) -> SerializationError:
+    return SerializationError(
+        f"{what} is nested more than {MAX_VALUE_DEPTH} levels deep (lists, tuples, dicts, task "
+        "exceptions), the limit every flink-tasks process shares; flatten it, or pass it as "
+        "bytes or by reference"
+    )
+
 
 def encode(value: Any, *, allow_pickle: bool = False) -> values_pb2.Value:
     """Encode a Python value as a `Value`, raising `SerializationError` if it has no encoding."""
     out = values_pb2.Value()
-    _encode_into(out, value, allow_pickle)
+    _encode_into(out, value, allow_pickle, 0)
     return out
 
 
-def _encode_into(out: values_pb2.Value, value: Any, allow_pickle: bool) -> None:
+def _encode_into(out: values_pb2.Value, value: Any, allow_pickle: bool, depth: int) -> None:
     if value is None:
         out.none = True
     elif value is True or value is False:
@@ -44,28 +63,32 @@ def _encode_into(out: values_pb2.Value, value: Any, allow_pickle: bool) -> None:
         out.str_value = value
     elif type(value) in (bytes, bytearray):
         out.bytes_value = bytes(value)
+    elif depth >= MAX_VALUE_DEPTH and (
+        type(value) in (list, tuple, dict) or isinstance(value, TaskException)
+    ):
+        raise _too_deep("a value")
     elif type(value) is list:
         items = out.list_value.items
         for item in value:
-            _encode_into(items.add(), item, allow_pickle)
+            _encode_into(items.add(), item, allow_pickle, depth + 1)
         if not value:
             out.list_value.SetInParent()
     elif type(value) is tuple:
         items = out.tuple_value.items
         for item in value:
-            _encode_into(items.add(), item, allow_pickle)
+            _encode_into(items.add(), item, allow_pickle, depth + 1)
         if not value:
             out.tuple_value.SetInParent()
     elif type(value) is dict:
         entries = out.dict_value.entries
         for key, item in value.items():
             entry = entries.add()
-            _encode_into(entry.key, key, allow_pickle)
-            _encode_into(entry.value, item, allow_pickle)
+            _encode_into(entry.key, key, allow_pickle, depth + 1)
+            _encode_into(entry.value, item, allow_pickle, depth + 1)
         if not value:
             out.dict_value.SetInParent()
     elif isinstance(value, TaskException):
-        out.exception.CopyFrom(encode_exception(value, allow_pickle=allow_pickle))
+        out.exception.CopyFrom(_encode_exception(value, allow_pickle, depth + 1))
     elif isinstance(value, message.Message):
         out.message.Pack(value)
     elif allow_pickle:
@@ -83,6 +106,10 @@ def _encode_into(out: values_pb2.Value, value: Any, allow_pickle: bool) -> None:
 
 def decode(value: values_pb2.Value, *, allow_pickle: bool = False) -> Any:
     """Decode a `Value` into Python; pickled values are refused unless `allow_pickle`."""
+    return _decode(value, allow_pickle, 0)
+
+
+def _decode(value: values_pb2.Value, allow_pickle: bool, depth: int) -> Any:
     kind = value.WhichOneof("kind")
     if kind is None or kind == "none":
         return None
@@ -98,17 +125,21 @@ def decode(value: values_pb2.Value, *, allow_pickle: bool = False) -> Any:
         return value.str_value
     if kind == "bytes_value":
         return value.bytes_value
+    if kind in ("list_value", "tuple_value", "dict_value", "exception"):
+        if depth >= MAX_VALUE_DEPTH:
+            raise _too_deep("a received value")
+        depth += 1
     if kind == "list_value":
-        return [decode(v, allow_pickle=allow_pickle) for v in value.list_value.items]
+        return [_decode(v, allow_pickle, depth) for v in value.list_value.items]
     if kind == "tuple_value":
-        return tuple(decode(v, allow_pickle=allow_pickle) for v in value.tuple_value.items)
+        return tuple(_decode(v, allow_pickle, depth) for v in value.tuple_value.items)
     if kind == "dict_value":
         return {
-            decode(e.key, allow_pickle=allow_pickle): decode(e.value, allow_pickle=allow_pickle)
+            _decode(e.key, allow_pickle, depth): _decode(e.value, allow_pickle, depth)
             for e in value.dict_value.entries
         }
     if kind == "exception":
-        return decode_exception(value.exception, allow_pickle=allow_pickle)
+        return _decode_exception(value.exception, allow_pickle, depth)
     if kind == "message":
         return _unpack_any(value.message)
     if kind == "pickled":
@@ -138,7 +169,7 @@ def encode_args(args: Sequence[Any], *, allow_pickle: bool = False) -> values_pb
     """Encode positional arguments."""
     out = values_pb2.ValueList()
     for arg in args:
-        _encode_into(out.items.add(), arg, allow_pickle)
+        _encode_into(out.items.add(), arg, allow_pickle, 0)
     return out
 
 
@@ -148,7 +179,7 @@ def encode_kwargs(kwargs: Mapping[str, Any], *, allow_pickle: bool = False) -> v
     for key, arg in kwargs.items():
         entry = out.entries.add()
         entry.key.str_value = key
-        _encode_into(entry.value, arg, allow_pickle)
+        _encode_into(entry.value, arg, allow_pickle, 0)
     return out
 
 
@@ -170,6 +201,12 @@ def decode_kwargs(kwargs: values_pb2.ValueMap, *, allow_pickle: bool = False) ->
 
 def encode_exception(exc: TaskException, *, allow_pickle: bool = False) -> values_pb2.TaskException:
     """Encode a `TaskException` (its state included)."""
+    return _encode_exception(exc, allow_pickle, 0)
+
+
+def _encode_exception(
+    exc: TaskException, allow_pickle: bool, depth: int
+) -> values_pb2.TaskException:
     out = values_pb2.TaskException(
         id=exc.id,
         type=exc.type,
@@ -178,18 +215,24 @@ def encode_exception(exc: TaskException, *, allow_pickle: bool = False) -> value
         stacktrace=exc.stacktrace,
     )
     if exc.state is not None:
-        _encode_into(out.state, exc.state, allow_pickle)
+        _encode_into(out.state, exc.state, allow_pickle, depth)
         out.has_state = True
     return out
 
 
 def decode_exception(exc: values_pb2.TaskException, *, allow_pickle: bool = False) -> TaskException:
     """Decode a `TaskException`."""
+    return _decode_exception(exc, allow_pickle, 0)
+
+
+def _decode_exception(
+    exc: values_pb2.TaskException, allow_pickle: bool, depth: int
+) -> TaskException:
     return TaskException(
         id=exc.id,
         type=exc.type,
         exception_type=exc.exception_type,
         exception_message=exc.exception_message,
         stacktrace=exc.stacktrace,
-        state=decode(exc.state, allow_pickle=allow_pickle) if exc.has_state else None,
+        state=_decode(exc.state, allow_pickle, depth) if exc.has_state else None,
     )

@@ -33,6 +33,7 @@ from flink_tasks.errors import (
     TransportError,
 )
 from flink_tasks.pipeline import PipelineBuilder
+from flink_tasks.pipeline.builder import pipeline_id_problem
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client import _kafka
 from flink_tasks_client._events import EventStream
@@ -580,8 +581,9 @@ class FlinkTasksClient:
             raise TypeError(
                 f"submit takes a pipeline (e.g. task.send(...)), got {type(pipeline).__name__}"
             )
-        if not isinstance(pipeline.id, str) or not pipeline.id:
-            raise PipelineDefinitionError(f"a pipeline id must be a non-empty string: {pipeline!r}")
+        id_problem = pipeline_id_problem(pipeline.id)
+        if id_problem is not None:
+            raise PipelineDefinitionError(f"{id_problem}: {pipeline!r}")
         if not pipeline.entries:
             raise PipelineDefinitionError(
                 "the pipeline is empty: start it with task.send(...) or in_parallel([...])"

@@ -349,6 +349,8 @@ class Run(google.protobuf.message.Message):
     GROUP_FLATTEN_FIELD_NUMBER: builtins.int
     GROUP_RETURN_EXCEPTIONS_FIELD_NUMBER: builtins.int
     TASK_BEAT_FIELD_NUMBER: builtins.int
+    LAST_PROGRESS_MS_FIELD_NUMBER: builtins.int
+    LAST_BEAT_MS_FIELD_NUMBER: builtins.int
     status: global___PipelineStatus.ValueType
     invocation: builtins.int
     """generation; a finished id may be run again"""
@@ -394,6 +396,12 @@ class Run(google.protobuf.message.Message):
     group_return_exceptions: builtins.bool
     task_beat: builtins.int
     """newest lease beat of the running task entry"""
+    last_progress_ms: builtins.int
+    """progress tracking (deadline= and the stall timeout for orphaned pipelines)
+    root: when a result (or a child's beat) last arrived
+    """
+    last_beat_ms: builtins.int
+    """child: when it last told its root it made progress"""
     @property
     def input(self) -> global___EntryInput:
         """input of the current entry"""
@@ -456,9 +464,11 @@ class Run(google.protobuf.message.Message):
         group_flatten: builtins.bool = ...,
         group_return_exceptions: builtins.bool = ...,
         task_beat: builtins.int = ...,
+        last_progress_ms: builtins.int = ...,
+        last_beat_ms: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id"]) -> None: ...
 
 global___Run = Run
 
@@ -536,6 +546,9 @@ class PipelineMessage(google.protobuf.message.Message):
     STORE_REQUEST_FIELD_NUMBER: builtins.int
     GET_REQUEST_FIELD_NUMBER: builtins.int
     TASK_DEADLINE_FIELD_NUMBER: builtins.int
+    DEADLINE_DUE_FIELD_NUMBER: builtins.int
+    PROGRESS_CHECK_FIELD_NUMBER: builtins.int
+    PROGRESS_BEAT_FIELD_NUMBER: builtins.int
     @property
     def define_child(self) -> global___ChildDefinition:
         """park a child's definition at its address"""
@@ -572,6 +585,18 @@ class PipelineMessage(google.protobuf.message.Message):
     def task_deadline(self) -> global___TaskDeadline:
         """a running task's lease fell due (durable)"""
 
+    @property
+    def deadline_due(self) -> global___PipelineDeadlineDue:
+        """the pipeline's deadline= fell due"""
+
+    @property
+    def progress_check(self) -> global___PipelineProgressCheck:
+        """root: the stall check (one pending per pipeline)"""
+
+    @property
+    def progress_beat(self) -> global___PipelineProgressBeat:
+        """child -> root: the child made progress"""
+
     def __init__(
         self,
         *,
@@ -584,10 +609,13 @@ class PipelineMessage(google.protobuf.message.Message):
         store_request: global___PipelineRequest | None = ...,
         get_request: global___ActionRequest | None = ...,
         task_deadline: global___TaskDeadline | None = ...,
+        deadline_due: global___PipelineDeadlineDue | None = ...,
+        progress_check: global___PipelineProgressCheck | None = ...,
+        progress_beat: global___PipelineProgressBeat | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request", "task_deadline", b"task_deadline"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request", "task_deadline", b"task_deadline"]) -> None: ...
-    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["define_child", "start_child", "child_result", "retry_due", "control", "expire", "store_request", "get_request", "task_deadline"] | None: ...
+    def HasField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "deadline_due", b"deadline_due", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "progress_beat", b"progress_beat", "progress_check", b"progress_check", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request", "task_deadline", b"task_deadline"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["child_result", b"child_result", "control", b"control", "deadline_due", b"deadline_due", "define_child", b"define_child", "expire", b"expire", "get_request", b"get_request", "kind", b"kind", "progress_beat", b"progress_beat", "progress_check", b"progress_check", "retry_due", b"retry_due", "start_child", b"start_child", "store_request", b"store_request", "task_deadline", b"task_deadline"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["define_child", "start_child", "child_result", "retry_due", "control", "expire", "store_request", "get_request", "task_deadline", "deadline_due", "progress_check", "progress_beat"] | None: ...
 
 global___PipelineMessage = PipelineMessage
 
@@ -853,3 +881,125 @@ class Expire(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["invocation", b"invocation"]) -> None: ...
 
 global___Expire = Expire
+
+@typing.final
+class PipelineDeadlineDue(google.protobuf.message.Message):
+    """The pipeline's own deadline (Pipeline.deadline_ms) fell due; stale if the run changed."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    INVOCATION_FIELD_NUMBER: builtins.int
+    invocation: builtins.int
+    def __init__(
+        self,
+        *,
+        invocation: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["invocation", b"invocation"]) -> None: ...
+
+global___PipelineDeadlineDue = PipelineDeadlineDue
+
+@typing.final
+class PipelineProgressCheck(google.protobuf.message.Message):
+    """A root pipeline's stall check: it ends the pipeline if nothing happened for the stall timeout,
+    and otherwise re-arms itself for when that would be the case (one pending per pipeline).
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    INVOCATION_FIELD_NUMBER: builtins.int
+    invocation: builtins.int
+    def __init__(
+        self,
+        *,
+        invocation: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["invocation", b"invocation"]) -> None: ...
+
+global___PipelineProgressCheck = PipelineProgressCheck
+
+@typing.final
+class PipelineProgressBeat(google.protobuf.message.Message):
+    """A child pipeline made progress (sent at most every half stall timeout per child)."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+
+global___PipelineProgressBeat = PipelineProgressBeat
+
+@typing.final
+class UnreadableTaskResultHead(google.protobuf.message.Message):
+    """The addressing fields of a TaskResult / PipelineMessage that cannot be parsed whole (e.g.
+    nested past protobuf's limit). Parsing with these shallow types skips the rest as unknown
+    fields, so the pipeline function can still fail the pipeline the message was meant for.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: builtins.int
+    ATTEMPT_FIELD_NUMBER: builtins.int
+    INVOCATION_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
+    task_id: builtins.str
+    attempt: builtins.int
+    invocation: builtins.int
+    slot: builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: builtins.str = ...,
+        attempt: builtins.int = ...,
+        invocation: builtins.int = ...,
+        slot: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "invocation", b"invocation", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
+
+global___UnreadableTaskResultHead = UnreadableTaskResultHead
+
+@typing.final
+class UnreadableChildStartHead(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PARENT_ID_FIELD_NUMBER: builtins.int
+    ENTRY_ID_FIELD_NUMBER: builtins.int
+    INVOCATION_FIELD_NUMBER: builtins.int
+    SLOT_FIELD_NUMBER: builtins.int
+    parent_id: builtins.str
+    entry_id: builtins.str
+    invocation: builtins.int
+    slot: builtins.int
+    def __init__(
+        self,
+        *,
+        parent_id: builtins.str = ...,
+        entry_id: builtins.str = ...,
+        invocation: builtins.int = ...,
+        slot: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "invocation", b"invocation", "parent_id", b"parent_id", "slot", b"slot"]) -> None: ...
+
+global___UnreadableChildStartHead = UnreadableChildStartHead
+
+@typing.final
+class UnreadablePipelineMessageHead(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    START_CHILD_FIELD_NUMBER: builtins.int
+    CHILD_RESULT_FIELD_NUMBER: builtins.int
+    @property
+    def start_child(self) -> global___UnreadableChildStartHead: ...
+    @property
+    def child_result(self) -> global___UnreadableTaskResultHead: ...
+    def __init__(
+        self,
+        *,
+        start_child: global___UnreadableChildStartHead | None = ...,
+        child_result: global___UnreadableTaskResultHead | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["child_result", b"child_result", "start_child", b"start_child"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["child_result", b"child_result", "start_child", b"start_child"]) -> None: ...
+
+global___UnreadablePipelineMessageHead = UnreadablePipelineMessageHead

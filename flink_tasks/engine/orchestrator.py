@@ -24,7 +24,12 @@ from flink_tasks import errors
 from flink_tasks._proto import events_pb2, messages_pb2, pipeline_pb2, values_pb2
 from flink_tasks.engine import effects, values
 from flink_tasks.engine.state import AddressState, CompiledDefinition
-from flink_tasks.pipeline.builder import DEFAULT_NAMESPACE, DEFAULT_WORKER_NAME
+from flink_tasks.engine.unreadable import UnreadableMessage
+from flink_tasks.pipeline.builder import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_WORKER_NAME,
+    pipeline_id_problem,
+)
 from flink_tasks.types import retry_delay_ms, type_name_of
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,10 @@ class EngineSettings:
     """Replies above this fail with a clear error instead of breaking the Kafka egress."""
     progress_events: int = 20
     """Group progress events per group (at most)."""
+    stall_timeout: timedelta | None = timedelta(hours=24)
+    """A root pipeline that gets no task result (anywhere in its tree) for this long is ended
+    with `flink_tasks.PipelineDeadlineError`, so an orphaned pipeline cannot run forever. Raise
+    it if single tasks run longer. None (or zero): never."""
 
 
 def step(
@@ -91,6 +100,11 @@ class _Engine:
     # ---------------------------------------------------------------- dispatch
 
     def handle(self, message: object) -> None:
+        if isinstance(message, messages_pb2.TaskResult | messages_pb2.WorkerReport) or (
+            isinstance(message, messages_pb2.PipelineMessage)
+            and message.WhichOneof("kind") in ("child_result", "progress_beat")
+        ):
+            self.note_progress()
         if isinstance(message, messages_pb2.PipelineRequest):
             self.on_submit(message)
         elif isinstance(message, messages_pb2.TaskResult):
@@ -122,12 +136,20 @@ class _Engine:
                 self.on_get_request(message.get_request)
             elif kind == "task_deadline":
                 self.on_task_deadline(message.task_deadline)
+            elif kind == "deadline_due":
+                self.on_deadline_due(message.deadline_due)
+            elif kind == "progress_check":
+                self.on_progress_check(message.progress_check)
+        elif isinstance(message, UnreadableMessage):
+            self.on_unreadable(message)
         self.flush_skipped()
 
     # ---------------------------------------------------------------- submission
 
     def on_submit(self, request: messages_pb2.PipelineRequest) -> None:
         run = self.state.run
+        if self.refuse_reserved_id(request):
+            return
         if run is not None and run.status in RUNNING_STATUSES and not run.parent_id:
             self.reply_error(
                 request.reply_topic,
@@ -170,7 +192,28 @@ class _Engine:
         self.emit(events_pb2.PipelineEvent(pipeline_created=_created(pipeline)))
         self.emit_status(S.PIPELINE_STATUS_RUNNING)
         self.state.set_definition(self.compile(pipeline, run))
+        self.arm_deadlines(pipeline.deadline_ms)
         self.start_entry()
+
+    def refuse_reserved_id(self, request: messages_pb2.PipelineRequest) -> bool:
+        """Refuse a request at a child's or a stored request's address: it would wipe them."""
+        run = self.state.run
+        if run is not None and (run.parent_id or run.parked):
+            problem = (
+                f"pipeline id {self.address_id!r} belongs to a child pipeline of "
+                f"{run.root_pipeline_id!r}; submit under an id of your own"
+            )
+        elif self.state.raw.get("request"):
+            problem = f"pipeline id {self.address_id!r} is where a pipeline's request is stored"
+        else:
+            problem = pipeline_id_problem(self.address_id) or ""
+        if not problem:
+            return False
+        logger.warning("refused a pipeline request at %r: %s", self.address_id, problem)
+        self.reply_error(
+            request.reply_topic, request.reply_id, errors.INVALID_REQUEST_ERROR, problem
+        )
+        return True
 
     def on_define_child(self, definition: messages_pb2.ChildDefinition) -> None:
         run = messages_pb2.Run(
@@ -219,6 +262,8 @@ class _Engine:
         run.parent_slot = start.slot
         run.invocation = 1
         run.paused = start.paused
+        if start.has_pipeline:
+            self.arm_deadlines(start.pipeline.deadline_ms)
         run.input.CopyFrom(start.input)
         if start.has_state:
             run.state.CopyFrom(start.state)
@@ -235,7 +280,9 @@ class _Engine:
         self, pipeline: pipeline_pb2.Pipeline, run: messages_pb2.Run
     ) -> pipeline_pb2.Pipeline:
         """Stage large groups, park multi-entry chains, segment long chains: all as children."""
-        out = pipeline_pb2.Pipeline(id=pipeline.id, inline=pipeline.inline)
+        out = pipeline_pb2.Pipeline(
+            id=pipeline.id, inline=pipeline.inline, deadline_ms=pipeline.deadline_ms
+        )
         entries = list(pipeline.entries)
         last = entries.pop() if entries and _is_finally(entries[-1]) else None
         for entry in self.segment(entries, run):
@@ -1200,12 +1247,7 @@ class _Engine:
 
     def cancel(self) -> None:
         run = self.run
-        run.cancelling = True
-        run.paused = False
         run.status = S.PIPELINE_STATUS_CANCELLING
-        del run.pending_retries[:]
-        del run.active_children[:]
-        self.state.touch_run()
         self.emit_status(run.status)
         cancelled = _exception(
             self.address_id,
@@ -1213,6 +1255,17 @@ class _Engine:
             errors.CANCELLED_ERROR,
             f"pipeline {self.address_id!r} was cancelled",
         )
+        self.end_with(cancelled)
+
+    def end_with(self, error: values_pb2.TaskException) -> None:
+        """Stop starting work, ignore running tasks' results, run `finally_do`, reply `error`."""
+        run = self.run
+        run.cancelling = True
+        run.paused = False
+        run.group_size = 0  # late chain results must not reach the group's dropped slots
+        del run.pending_retries[:]
+        del run.active_children[:]
+        self.state.touch_run()
         entries = self.definition.pipeline.entries
         last = entries[-1] if entries else None
         has_finally = (
@@ -1221,7 +1274,7 @@ class _Engine:
             and last.task.kind == pipeline_pb2.ENTRY_KIND_FINALLY
         )
         run.outcome.Clear()
-        run.outcome.error.CopyFrom(_with_state(cancelled, run))
+        run.outcome.error.CopyFrom(_with_state(error, run))
         run.has_outcome = True
         if has_finally and not run.finalizing:
             run.cursor = len(entries) - 1
@@ -1231,6 +1284,125 @@ class _Engine:
         elif not run.finalizing:
             run.cursor = len(entries)
             self.finish()
+
+    # ---------------------------------------------------------------- deadlines and stalls
+
+    def stall_ms(self) -> int:
+        timeout = self.settings.stall_timeout
+        return int(timeout.total_seconds() * 1000) if timeout else 0
+
+    def arm_deadlines(self, deadline_ms: int) -> None:
+        """At the start: the pipeline's own deadline, and (at a root) the one stall check."""
+        run = self.run
+        if deadline_ms > 0:
+            due = messages_pb2.PipelineDeadlineDue(invocation=run.invocation)
+            self.send(self.address_id, messages_pb2.PipelineMessage(deadline_due=due), deadline_ms)
+        stall = self.stall_ms()
+        if stall > 0 and not run.parent_id:
+            run.last_progress_ms = self.now_ms()
+            self.arm_progress_check(stall)
+
+    def arm_progress_check(self, delay_ms: int) -> None:
+        check = messages_pb2.PipelineProgressCheck(invocation=self.run.invocation)
+        self.send(
+            self.address_id, messages_pb2.PipelineMessage(progress_check=check), max(1, delay_ms)
+        )
+
+    def note_progress(self) -> None:
+        """A result arrived: a root remembers when; a child tells its root, at most every half
+        stall timeout, so that one pending check per root suffices (O(1) per result)."""
+        run = self.state.run
+        stall = self.stall_ms()
+        if run is None or run.parked or run.status in FINISHED_STATUSES or stall <= 0:
+            return
+        now = self.now_ms()
+        if not run.parent_id:
+            run.last_progress_ms = now
+            self.state.touch_run()
+        elif now - run.last_beat_ms >= stall // 2 and run.root_pipeline_id:
+            run.last_beat_ms = now
+            self.state.touch_run()
+            beat = messages_pb2.PipelineMessage(progress_beat=messages_pb2.PipelineProgressBeat())
+            self.send(run.root_pipeline_id, beat)
+
+    def on_progress_check(self, check: messages_pb2.PipelineProgressCheck) -> None:
+        run = self.state.run
+        stall = self.stall_ms()
+        if (
+            run is None
+            or run.invocation != check.invocation
+            or run.status in FINISHED_STATUSES
+            or run.parent_id
+            or stall <= 0
+        ):
+            return
+        now = self.now_ms()
+        if run.paused:  # held by the user, not stalled: the wait starts again at unpause
+            run.last_progress_ms = now
+            self.state.touch_run()
+        idle = now - run.last_progress_ms
+        if idle < stall:
+            self.arm_progress_check(stall - idle)
+            return
+        self.end_early(
+            f"pipeline {self.address_id!r} made no progress (no task result anywhere in it) for "
+            f"{idle / 1000:g} s, over the stall timeout of {stall / 1000:g} s "
+            "(EngineSettings.stall_timeout): it was ended as orphaned",
+            errors.PIPELINE_DEADLINE_ERROR,
+        )
+
+    def on_deadline_due(self, due: messages_pb2.PipelineDeadlineDue) -> None:
+        run = self.state.run
+        if run is None or run.invocation != due.invocation:
+            return
+        definition = self.state.definition
+        deadline_ms = definition.pipeline.deadline_ms if definition is not None else 0
+        self.end_early(
+            f"pipeline {self.address_id!r} did not finish within its deadline of "
+            f"{deadline_ms / 1000:g} s",
+            errors.PIPELINE_DEADLINE_ERROR,
+        )
+
+    def on_unreadable(self, message: UnreadableMessage) -> None:
+        start = message.start
+        if start is not None:  # a child that cannot start: its parent's entry fails instead
+            failure = _exception(
+                start.entry_id,
+                "",
+                errors.SERIALIZATION_ERROR,
+                f"child pipeline {self.address_id!r} cannot be started: its start message cannot "
+                f"be read ({message.detail})",
+            )
+            self.send_to_parent(
+                start.parent_id, start.entry_id, start.invocation, failure=failure, slot=start.slot
+            )
+            return
+        self.end_early(
+            f"pipeline {self.address_id!r} received a message it cannot read ({message.detail}); "
+            "it was failed rather than left waiting for it",
+            errors.SERIALIZATION_ERROR,
+        )
+
+    def end_early(self, message: str, exception_type: str) -> None:
+        """Fail a running pipeline now: children cancelled, `finally_do` run, as on failure."""
+        run = self.state.run
+        if run is None or run.parked or run.status in FINISHED_STATUSES:
+            return
+        logger.warning("ending pipeline %s: %s", self.address_id, message)
+        error = _with_state(_exception(self.address_id, "", exception_type, message), run)
+        if run.finalizing:  # finally_do already runs: do not wait for it
+            run.outcome.Clear()
+            run.outcome.error.CopyFrom(error)
+            run.has_outcome = True
+            self.finish()
+            return
+        for child_id in run.active_children:
+            cancel = messages_pb2.ChildControl(action=S.ACTION_CANCEL)
+            self.send(child_id, messages_pb2.PipelineMessage(control=cancel))
+        if run.status == S.PIPELINE_STATUS_PAUSED:
+            run.status = S.PIPELINE_STATUS_RUNNING
+            self.emit_status(run.status)
+        self.end_with(error)
 
     def on_get_request(self, action: messages_pb2.ActionRequest) -> None:
         data = self.state.raw.get("request")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from flink_tasks import serialization
 from flink_tasks._proto import pipeline_pb2
-from flink_tasks.errors import PipelineDefinitionError
+from flink_tasks.errors import PipelineDefinitionError, SerializationError
 from flink_tasks.types import RetryPolicy
 
 if TYPE_CHECKING:
@@ -20,11 +20,31 @@ _NO_STATE: Any = object()
 # Task entries leave these out on the wire; the engine reads empty as the default.
 DEFAULT_NAMESPACE = "flink_tasks"
 DEFAULT_WORKER_NAME = "worker"
+RESERVED_ID_CHARACTERS = ":~"
+"""Not allowed in a pipeline id: child pipelines live at `<root id>:<random>` and a pipeline's
+request at `<id>~request`, so an id with them could address another pipeline's state."""
+MAX_GROUP_NESTING = 10
+"""How deeply `in_parallel` groups may nest in one pipeline: with values nested up to
+`serialization.MAX_VALUE_DEPTH`, every message stays within protobuf's parse limit."""
 
 
 def new_id() -> str:
     """A fresh, unique id for a pipeline or task."""
     return uuid.uuid4().hex
+
+
+def pipeline_id_problem(pipeline_id: object) -> str | None:
+    """Why `pipeline_id` cannot be submitted as a pipeline's id, or None if it can."""
+    if not isinstance(pipeline_id, str) or not pipeline_id:
+        return f"a pipeline id must be a non-empty string, got {pipeline_id!r}"
+    reserved = sorted(set(pipeline_id) & set(RESERVED_ID_CHARACTERS))
+    if reserved:
+        return (
+            f"pipeline id {pipeline_id!r} contains {' and '.join(map(repr, reserved))}, which "
+            "flink-tasks reserves for the addresses of child pipelines and stored requests; "
+            "choose an id without them"
+        )
+    return None
 
 
 def new_task_id() -> str:
@@ -70,9 +90,20 @@ class Group:
     max_parallelism: int
     num_stages: int
     return_exceptions: bool
+    nesting: int = 1
+    """1 + the deepest group nested in its chains."""
 
 
 Entry = TaskCall | Group
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Options of a whole pipeline (`with_options`)."""
+
+    deadline: timedelta | None = None
+    """The pipeline fails with `flink_tasks.PipelineDeadlineError` if still running this long
+    after it started (running children are cancelled, `finally_do` runs as after a failure)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +127,7 @@ class PipelineBuilder:
     `id` is the pipeline's id; it may be set before the pipeline is submitted.
     """
 
-    __slots__ = ("_entries", "_initial", "_inline", "id")
+    __slots__ = ("_entries", "_initial", "_inline", "_options", "id")
 
     def __init__(
         self,
@@ -105,10 +136,12 @@ class PipelineBuilder:
         initial: Initial | None = None,
         inline: bool = False,
         pipeline_id: str | None = None,
+        options: PipelineOptions | None = None,
     ) -> None:
         self._entries: tuple[Entry, ...] = tuple(entries)
         self._initial = initial or Initial()
         self._inline = inline
+        self._options = options or PipelineOptions()
         self.id: str = pipeline_id or new_id()
         _validate(self._entries)
 
@@ -123,12 +156,19 @@ class PipelineBuilder:
         return self._initial
 
     @property
+    def options(self) -> PipelineOptions:
+        """The pipeline-level options (`with_options`)."""
+        return self._options
+
+    @property
     def is_inline(self) -> bool:
         """True if, run as a child, this pipeline shares its parent's state."""
         return self._inline
 
     def _with_entries(self, entries: Sequence[Entry]) -> PipelineBuilder:
-        return PipelineBuilder(entries, initial=self._initial, inline=self._inline)
+        return PipelineBuilder(
+            entries, initial=self._initial, inline=self._inline, options=self._options
+        )
 
     def continue_with(
         self, continuation: Task[..., Any] | PipelineBuilder, *args: Any, **kwargs: Any
@@ -172,11 +212,37 @@ class PipelineBuilder:
             has_args=args is not None,
             has_kwargs=kwargs is not None,
         )
-        return PipelineBuilder(self._entries, initial=initial, inline=self._inline)
+        return PipelineBuilder(
+            self._entries, initial=initial, inline=self._inline, options=self._options
+        )
 
     def inline(self) -> PipelineBuilder:
         """Run as a child that shares state with its parent (instead of being isolated)."""
-        return PipelineBuilder(self._entries, initial=self._initial, inline=True)
+        return PipelineBuilder(
+            self._entries, initial=self._initial, inline=True, options=self._options
+        )
+
+    def with_options(self, *, deadline: timedelta | None = None) -> PipelineBuilder:
+        """Options of the whole pipeline.
+
+        Args:
+            deadline: if the pipeline is still running this long after it started, it fails
+                with `flink_tasks.PipelineDeadlineError`: running children are cancelled and
+                `finally_do` runs, as after any failure. Applies to a submitted pipeline and to
+                one an orchestrator task returns (from when it starts as a child).
+        """
+        if deadline is not None and (
+            not isinstance(deadline, timedelta) or deadline <= timedelta(0)
+        ):
+            raise PipelineDefinitionError(
+                f"deadline must be a positive timedelta, got {deadline!r}"
+            )
+        return PipelineBuilder(
+            self._entries,
+            initial=self._initial,
+            inline=self._inline,
+            options=replace(self._options, deadline=deadline),
+        )
 
     def set(self, **options: Any) -> PipelineBuilder:
         """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
@@ -201,6 +267,8 @@ class PipelineBuilder:
     def to_proto(self) -> pipeline_pb2.Pipeline:
         """The wire form; raises `SerializationError` if an argument cannot be serialized."""
         out = pipeline_pb2.Pipeline(id=self.id, inline=self._inline)
+        if self._options.deadline is not None:
+            out.deadline_ms = max(1, int(self._options.deadline.total_seconds() * 1000))
         for entry in self._entries:
             _entry_to_proto(entry, out.entries.add())
         initial = self._initial
@@ -241,12 +309,25 @@ def in_parallel(
             raise PipelineDefinitionError(
                 "with_initial(...) belongs on the outer pipeline, not a chain"
             )
+        if chain.options != PipelineOptions():
+            raise PipelineDefinitionError(
+                "with_options(...) belongs on the outer pipeline, not a chain"
+            )
+    nesting = 1 + max(
+        (e.nesting for chain in chains for e in chain.entries if isinstance(e, Group)), default=0
+    )
+    if nesting > MAX_GROUP_NESTING:
+        raise PipelineDefinitionError(
+            f"in_parallel groups are nested {nesting} deep, more than {MAX_GROUP_NESTING}: "
+            "flatten the groups, or let a task return the inner part as a child pipeline"
+        )
     group = Group(
         group_id=new_id(),
         chains=chains,
         max_parallelism=max(0, max_parallelism or 0),
         num_stages=max(0, num_stages or 0),
         return_exceptions=return_exceptions,
+        nesting=nesting,
     )
     return PipelineBuilder((group,))
 
@@ -272,6 +353,8 @@ def _entries_of(
             raise PipelineDefinitionError(f"{method}(pipeline) takes no extra arguments")
         if continuation.initial != Initial():
             raise PipelineDefinitionError("with_initial(...) belongs on the outer pipeline")
+        if continuation.options != PipelineOptions():
+            raise PipelineDefinitionError("with_options(...) belongs on the outer pipeline")
         return continuation.entries
     return (_call_of(continuation, args, kwargs, method),)
 
@@ -318,13 +401,16 @@ def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
             task.worker_name = options.worker_name
         task.kind = entry.kind  # type: ignore[assignment]
         if entry.has_args:
-            task.args.CopyFrom(
-                serialization.encode_args(entry.args, allow_pickle=options.allow_pickle)
-            )
-            if entry.kwargs:
-                task.kwargs.CopyFrom(
-                    serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle)
+            try:
+                task.args.CopyFrom(
+                    serialization.encode_args(entry.args, allow_pickle=options.allow_pickle)
                 )
+                if entry.kwargs:
+                    task.kwargs.CopyFrom(
+                        serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle)
+                    )
+            except SerializationError as err:
+                raise SerializationError(f"an argument of {entry.task_type!r}: {err}") from err
             task.has_args = True
         task.not_fruitful = not options.is_fruitful
         if options.retry_policy is not None:

@@ -14,8 +14,8 @@ from typing import Any, Protocol, cast
 from flink_tasks import replies, wire
 from flink_tasks._proto import events_pb2, messages_pb2
 from flink_tasks.engine.orchestrator import EngineSettings
-from flink_tasks.errors import ResultTimeoutError
-from flink_tasks.pipeline.builder import PipelineBuilder
+from flink_tasks.errors import PipelineDefinitionError, ResultTimeoutError
+from flink_tasks.pipeline.builder import PipelineBuilder, pipeline_id_problem
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
 from flink_tasks.types import PipelineStatus
@@ -101,6 +101,9 @@ class InProcessClient:
         self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
     ) -> Any:
         """Run a pipeline and return its result (or raise its `TaskError`)."""
+        id_problem = pipeline_id_problem(pipeline.id)
+        if id_problem is not None:
+            raise PipelineDefinitionError(f"{id_problem}: {pipeline!r}")
         reply_id = uuid.uuid4().hex
         request = messages_pb2.PipelineRequest(
             pipeline=pipeline.to_proto(),

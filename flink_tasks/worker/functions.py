@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
 from google.protobuf.message import DecodeError, Message
@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError, Message
 from flink_tasks import wire
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import effects as fx
+from flink_tasks.engine import unreadable
 from flink_tasks.engine.orchestrator import EngineSettings, step
 from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
@@ -36,6 +37,12 @@ _PIPELINE_INPUTS: dict[str, type[Message]] = {
 #: Tasks still running after this are answered with a lease (see `Worker`).
 DEFAULT_INLINE_WAIT = timedelta(seconds=5)
 DEFAULT_LEASE = timedelta(seconds=30)
+
+
+_SALVAGE: dict[str, Callable[[bytes, str], object]] = {
+    wire.TASK_RESULT: unreadable.salvage_task_result,
+    wire.PIPELINE_MESSAGE: unreadable.salvage_pipeline_message,
+}
 
 
 def _write_back(state: AddressState, outbox: Outbox) -> None:
@@ -106,11 +113,18 @@ class Worker:
                 "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
             )
             return
+        message: object
         try:
             message = message_type.FromString(invocation.payload)
         except DecodeError as err:
-            self._reject("unparsable", invocation, f"cannot parse {invocation.typename}: {err}")
-            return
+            detail = f"cannot parse {invocation.typename}: {err}"
+            self._reject("unparsable", invocation, detail)
+            salvage = _SALVAGE.get(invocation.typename)
+            if salvage is None:
+                return
+            # from our own functions, so a pipeline waits for it: fail it rather than hang
+            message = salvage(invocation.payload, detail)
+            self.metrics.inc("unreadable_failures", invocation.typename.rpartition("/")[2])
         if isinstance(message, messages_pb2.PipelineRequest) and not message.pipeline.entries:
             self.metrics.inc("rejected_messages", "invalid_request")
         state = outbox.scratch.get("state")

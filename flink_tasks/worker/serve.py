@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from aiohttp import web
@@ -31,7 +31,7 @@ from aiohttp import web
 from flink_tasks import wire
 from flink_tasks.engine.orchestrator import EngineSettings
 from flink_tasks.registry import FlinkTasks
-from flink_tasks.runtime.settings import LocalRuntimeSettings
+from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.http import create_app
 from flink_tasks.worker.reports import KafkaReportSink
@@ -42,6 +42,9 @@ log = logging.getLogger("flink_tasks.serve")
 RETENTION_VAR = "FLINK_TASKS_RETENTION"
 #: Environment variable: extra task namespaces the module routes to this worker (comma list).
 EXTRA_NAMESPACES_VAR = "FLINK_TASKS_EXTRA_FUNCTION_NAMESPACES"
+#: Environment variable: how long a pipeline may make no progress before it is ended as orphaned
+#: (``EngineSettings.stall_timeout``; default 24h; ``0`` never).
+STALL_TIMEOUT_VAR = "FLINK_TASKS_STALL_TIMEOUT"
 #: Environment variable: the Kafka topics replies and events may be written to (comma list).
 EGRESS_TOPICS_VAR = "FLINK_TASKS_EGRESS_TOPICS"
 #: Environment variables: where long tasks' heartbeats and results go.
@@ -89,6 +92,9 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     engine = EngineSettings(served_namespaces=namespaces)
     if options.retention is not None:
         engine = EngineSettings(served_namespaces=namespaces, retention=options.retention)
+    if os.environ.get(STALL_TIMEOUT_VAR):  # inherited by the worker processes
+        stall = parse_duration(os.environ[STALL_TIMEOUT_VAR])
+        engine = replace(engine, stall_timeout=stall or None)
     return Worker(
         tasks,
         engine=engine,

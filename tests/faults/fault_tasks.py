@@ -132,3 +132,25 @@ def pickle_echo(value: Any) -> Any:
 @tasks.bind()
 def count_len(values: list[Any]) -> int:
     return sum(len(v) for v in values)
+
+
+# ---- values and ids (test_09)
+
+
+def nested(depth: int) -> Any:
+    """A dict nested `depth` levels deep."""
+    value: Any = depth
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@tasks.bind()
+def deep_result(depth: int) -> Any:
+    return nested(depth)
+
+
+@tasks.bind()
+def spawn_slow(seconds: float, value: Any) -> Any:
+    """An orchestrator whose child (at `<root>:<random>`) runs `slow` for `seconds`."""
+    return slow.send(seconds, value)

@@ -325,6 +325,7 @@ class ReplyLog:
     by_reply_id: Counter[str] = field(default_factory=Counter)
     by_pipeline: Counter[str] = field(default_factory=Counter)
     records: int = 0
+    replies: dict[str, messages_pb2.Reply] = field(default_factory=dict)  # the last, by reply id
 
 
 class ReplyReader:
@@ -370,11 +371,15 @@ class ReplyReader:
                         self.log.records += 1
                         self.log.by_reply_id[reply.reply_id] += 1
                         self.log.by_pipeline[reply.pipeline_id] += 1
+                        self.log.replies[reply.reply_id] = reply
 
     def snapshot(self) -> ReplyLog:
         with self._lock:
             return ReplyLog(
-                Counter(self.log.by_reply_id), Counter(self.log.by_pipeline), self.log.records
+                Counter(self.log.by_reply_id),
+                Counter(self.log.by_pipeline),
+                self.log.records,
+                dict(self.log.replies),
             )
 
     def wait_for(self, pipeline_ids: list[str], timeout: float) -> ReplyLog:
