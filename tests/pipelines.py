@@ -246,3 +246,23 @@ def fan_out_inside(count: int) -> PipelineBuilder:
 @tasks.bind()
 def total(values: list[float]) -> float:
     return sum(values)
+
+
+# Gates: a test opens a gate when it is ready for the tasks waiting at it to finish, so a test of
+# a running pipeline never races the pipeline's own speed. Only for workers in the test process.
+_gates: dict[str, threading.Event] = {}
+_gates_lock = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    with _gates_lock:
+        return _gates.setdefault(name, threading.Event())
+
+
+@tasks.bind(timeout=timedelta(minutes=2))
+async def at_gate(name: str, value: Any = None) -> Any:
+    """Returns `value` once the test opened gate `name` (`gate(name).set()`)."""
+    event = gate(name)
+    while not event.is_set():
+        await asyncio.sleep(0.02)
+    return value

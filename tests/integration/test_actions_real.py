@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +34,7 @@ class StartedTasks:
 
     def __init__(self) -> None:
         self.started: dict[str, list[str]] = {}
+        self.finished: Counter[str] = Counter()
 
     def task_started(self, request: messages_pb2.TaskRequest) -> None:
         self.started.setdefault(request.root_pipeline_id, []).append(request.task_type)
@@ -41,13 +45,16 @@ class StartedTasks:
     def task_finished(
         self, request: messages_pb2.TaskRequest, result: messages_pb2.TaskResult
     ) -> None:
-        pass
+        self.finished[request.root_pipeline_id] += 1
 
     def task_retried(self, request: messages_pb2.TaskRequest) -> None:
         pass
 
     def of(self, pipeline_id: str) -> list[str]:
         return list(self.started.get(pipeline_id, []))
+
+    def finished_of(self, pipeline_id: str) -> int:
+        return self.finished[pipeline_id]
 
 
 @pytest.fixture
@@ -87,14 +94,16 @@ async def _status_becomes(
         await asyncio.sleep(0.1)
 
 
-def _slow_two_steps(seconds: float = 1.5) -> PipelineBuilder:
-    return t.sleep_async.send(seconds, "a").continue_with(t.make_list, "b")
+def _gated_two_steps() -> tuple[PipelineBuilder, threading.Event]:
+    """Two steps; the first finishes once the test opens the returned gate."""
+    name = uuid.uuid4().hex
+    return t.at_gate.send(name, "a").continue_with(t.make_list, "b"), t.gate(name)
 
 
 async def test_status_request_and_result_through_the_life_cycle(
     client: FlinkTasksClient, started_tasks: StartedTasks
 ) -> None:
-    pipeline = _slow_two_steps(1.0)
+    pipeline, gate = _gated_two_steps()
     assert await client.get_status(pipeline.id) == PipelineStatus.PENDING
     future = asyncio.wrap_future(client.submit(pipeline))
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
@@ -105,6 +114,7 @@ async def test_status_request_and_result_through_the_life_cycle(
     assert len(request.pipeline.entries) == 2
     with pytest.raises(PipelineNotFoundError):
         await client.get_result(pipeline.id)  # not finished yet
+    gate.set()
     assert await future == ["a", "b"]
     assert await client.get_status(pipeline.id) == PipelineStatus.COMPLETED
     assert await client.get_result(pipeline.id) == ["a", "b"]
@@ -128,45 +138,45 @@ async def test_a_failed_pipeline_keeps_its_error(client: FlinkTasksClient) -> No
 async def test_pause_holds_the_next_task_and_unpause_sends_it(
     client: FlinkTasksClient, started_tasks: StartedTasks
 ) -> None:
-    pipeline = _slow_two_steps(1.5)
+    pipeline, gate = _gated_two_steps()
     future = asyncio.wrap_future(client.submit(pipeline))
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
     assert await client.pause(pipeline.id) == PipelineStatus.PAUSED
     assert await client.get_status(pipeline.id) == PipelineStatus.PAUSED
     # the running task finishes (and its result is kept) but the next one is held
-    await asyncio.sleep(2.5)
-    assert started_tasks.of(pipeline.id) == [t.sleep_async.type_name]
+    gate.set()
+    await _until(lambda: started_tasks.finished_of(pipeline.id), "the first task to finish")
+    await asyncio.sleep(1.0)  # a window in which the held task must not start
+    assert started_tasks.of(pipeline.id) == [t.at_gate.type_name]
     assert await client.get_status(pipeline.id) == PipelineStatus.PAUSED
     assert not future.done()
     with pytest.raises(PipelineNotFoundError):
         await client.get_result(pipeline.id)
     assert await client.unpause(pipeline.id) == PipelineStatus.RUNNING
     assert await asyncio.wait_for(future, 30) == ["a", "b"]
-    assert started_tasks.of(pipeline.id) == [t.sleep_async.type_name, t.make_list.type_name]
+    assert started_tasks.of(pipeline.id) == [t.at_gate.type_name, t.make_list.type_name]
     assert await client.get_status(pipeline.id) == PipelineStatus.COMPLETED
 
 
 async def test_cancel_runs_finally_do_and_replies_cancelled(
     client: FlinkTasksClient, started_tasks: StartedTasks
 ) -> None:
+    name = uuid.uuid4().hex
     pipeline = (
-        t.sleep_async.send(1.5, "a")
-        .continue_with(t.echo, "never")
-        .finally_do(t.give_none, "cleanup")
+        t.at_gate.send(name, "a").continue_with(t.echo, "never").finally_do(t.give_none, "cleanup")
     )
     future = asyncio.wrap_future(client.submit(pipeline))
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
-    assert await client.cancel(pipeline.id) in (
-        PipelineStatus.CANCELLING,
-        PipelineStatus.CANCELLED,
-    )
+    # the running task holds the pipeline in CANCELLING until finally_do has run
+    assert await client.cancel(pipeline.id) == PipelineStatus.CANCELLING
     with pytest.raises(PipelineCancelledError) as caught:
         await asyncio.wait_for(future, 30)
     assert caught.value.exception_type == CANCELLED_ERROR
     await _status_becomes(client, pipeline.id, PipelineStatus.CANCELLED)
+    t.gate(name).set()  # the cancelled task ends; its result is ignored
+    await _until(lambda: started_tasks.finished_of(pipeline.id) == 2, "both tasks to end")
     # finally_do ran once; the entry after the cancelled task never started
-    await asyncio.sleep(0.5)
-    assert started_tasks.of(pipeline.id) == [t.sleep_async.type_name, t.give_none.type_name]
+    assert started_tasks.of(pipeline.id) == [t.at_gate.type_name, t.give_none.type_name]
     with pytest.raises(PipelineCancelledError):
         await client.get_result(pipeline.id)
     with pytest.raises(ActionError):
@@ -177,7 +187,8 @@ async def test_cancel_runs_finally_do_and_replies_cancelled(
 async def test_cancel_of_a_paused_pipeline(
     client: FlinkTasksClient, started_tasks: StartedTasks
 ) -> None:
-    pipeline = _slow_two_steps(1.0).finally_do(t.give_none)
+    gated, gate = _gated_two_steps()
+    pipeline = gated.finally_do(t.give_none)
     future = asyncio.wrap_future(client.submit(pipeline))
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
     assert await client.pause(pipeline.id) == PipelineStatus.PAUSED
@@ -185,6 +196,7 @@ async def test_cancel_of_a_paused_pipeline(
     with pytest.raises(PipelineCancelledError):
         await asyncio.wait_for(future, 30)
     await _status_becomes(client, pipeline.id, PipelineStatus.CANCELLED)
+    gate.set()
     assert t.make_list.type_name not in started_tasks.of(pipeline.id)
     assert t.give_none.type_name in started_tasks.of(pipeline.id)
 
@@ -226,7 +238,7 @@ async def test_actions_on_a_finished_pipeline_are_refused_and_change_nothing(
 async def test_duplicate_submission_of_a_running_id_is_rejected(
     client: FlinkTasksClient, started_tasks: StartedTasks
 ) -> None:
-    pipeline = _slow_two_steps(1.5)
+    pipeline, gate = _gated_two_steps()
     first = asyncio.wrap_future(client.submit(pipeline))
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
     duplicate = t.multiply.send(1, 2)
@@ -236,6 +248,7 @@ async def test_duplicate_submission_of_a_running_id_is_rejected(
     assert caught.value.exception_type == ALREADY_RUNNING_ERROR
     assert pipeline.id in caught.value.exception_message
     # the running pipeline is not disturbed
+    gate.set()
     assert await asyncio.wait_for(first, 30) == ["a", "b"]
     assert t.multiply.type_name not in started_tasks.of(pipeline.id)
     # a finished id may be run again

@@ -15,32 +15,37 @@ import sys
 import termios
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from flink_tasks_client import FlinkTasksClient
 
 from flink_tasks.testing import PipelineEnvironment
+from tests import pipelines as t
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[()][A-Z0-9])")
 
+# GATE: tasks at it finish when the test opens it (the worker runs in the test's process)
 USER_MODULE = '''
 """Pipelines a user would keep in their own module."""
 from flink_tasks import in_parallel
 from tests import pipelines as t
 
+GATE = "{gate}"
+
 
 def slow_fan_out():
     return in_parallel(
-        [t.sleep_async.send(0.3, i) for i in range(20)], max_parallelism=4
+        [t.at_gate.send(GATE, i) for i in range(20)], max_parallelism=4
     ).continue_with(t.make_list)
 
 
 def slow():
-    return t.sleep_async.send(8, "slept").continue_with(t.echo).finally_do(t.give_none)
+    return t.at_gate.send(GATE, "slept").continue_with(t.echo).finally_do(t.give_none)
 
 
 def failing():
@@ -54,7 +59,8 @@ not_a_pipeline = 42
 class Cli:
     """Runs ``python -m flink_tasks ...`` with the connection options of the local runtime."""
 
-    def __init__(self, client: FlinkTasksClient, module_dir: Path) -> None:
+    def __init__(self, client: FlinkTasksClient, module_dir: Path, gate: str) -> None:
+        self.gate = t.gate(gate)
         s = client.settings
         self.options = [
             "--bootstrap-servers",
@@ -94,8 +100,44 @@ class Cli:
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
-    async def run_in_pty(self, command: str, *args: str, timeout: float = 60) -> tuple[int, str]:
-        """Exit code and the raw terminal output, run under a pseudo-terminal (120x40)."""
+    async def run_opening_gate(
+        self, command: str, *args: str, marker: str, timeout: float = 60
+    ) -> tuple[int, str, str]:
+        """Like `run`, and opens the gate once `marker` appears in the output."""
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv(command, *args),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            cwd=ROOT,
+            env=self.env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = asyncio.ensure_future(proc.stderr.read())
+        lines: list[str] = []
+
+        async def follow() -> None:
+            assert proc.stdout is not None
+            while line := (await proc.stdout.readline()).decode():
+                lines.append(line)
+                if marker in line:
+                    self.gate.set()
+            await proc.wait()
+
+        try:
+            await asyncio.wait_for(follow(), timeout)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode is not None
+        return proc.returncode, "".join(lines), (await errors).decode()
+
+    async def run_in_pty(
+        self, command: str, *args: str, timeout: float = 60, open_gate_at: str | None = None
+    ) -> tuple[int, str]:
+        """Exit code and the raw terminal output, run under a pseudo-terminal (120x40); opens
+        the gate once `open_gate_at` appears in the output."""
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         env = dict(self.env, TERM="xterm-256color", COLUMNS="120", LINES="40")
@@ -112,6 +154,9 @@ class Cli:
                 if not data:
                     return
                 chunks.append(data)
+                text = b"".join(chunks).decode("utf-8", "replace")
+                if open_gate_at and open_gate_at in ANSI.sub("", text):
+                    self.gate.set()
 
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -140,10 +185,11 @@ class Cli:
 
 @pytest.fixture
 def cli(local_env: PipelineEnvironment, tmp_path: Path) -> Cli:
-    (tmp_path / "user_pipelines.py").write_text(textwrap.dedent(USER_MODULE))
+    gate = uuid.uuid4().hex
+    (tmp_path / "user_pipelines.py").write_text(textwrap.dedent(USER_MODULE.format(gate=gate)))
     client = local_env.client
     assert isinstance(client, FlinkTasksClient)
-    return Cli(client, tmp_path)
+    return Cli(client, tmp_path, gate)
 
 
 async def _status_becomes(cli: Cli, pipeline_id: str, wanted: str, timeout: float = 30) -> None:
@@ -206,8 +252,9 @@ async def test_cancel_pause_and_unpause(cli: Cli) -> None:
     assert (code, out.strip()) == (0, "RUNNING"), err
     code, out, err = await cli.run("cancel", pipeline_id)
     assert code == 0, err
-    assert out.strip() in ("CANCELLING", "CANCELLED")
+    assert out.strip() == "CANCELLING"  # until its finally_do has run
     await _status_becomes(cli, pipeline_id, "CANCELLED")
+    cli.gate.set()  # the cancelled task ends; its result is ignored
     code, out, err = await cli.run("result", pipeline_id)
     assert code == 1
     assert "was cancelled" in err
@@ -269,7 +316,8 @@ async def test_watch_without_a_terminal_prints_plain_lines(cli: Cli) -> None:
     code, out, err = await cli.run("submit", "user_pipelines:slow_fan_out", "--no-wait")
     assert code == 0, err
     pipeline_id = out.strip()
-    code, out, err = await cli.run("watch", pipeline_id)
+    # the tasks wait until watch has seen the pipeline running, so it sees every event after
+    code, out, err = await cli.run_opening_gate("watch", pipeline_id, marker="RUNNING")
     assert code == 0, err
     assert "\x1b[" not in out  # no escape codes in a pipe
     assert "status COMPLETED" in out
@@ -309,7 +357,7 @@ async def test_watch_in_a_terminal_shows_a_live_view(cli: Cli) -> None:
 
     code, out, err = await cli.run("submit", "user_pipelines:slow_fan_out", "--no-wait")
     assert code == 0, err
-    code, raw = await cli.run_in_pty("watch", out.strip())
+    code, raw = await cli.run_in_pty("watch", out.strip(), open_gate_at="RUNNING")
     assert code == 0, raw
     text = ANSI.sub("", raw)
     assert re.search(r"status\s+COMPLETED", text), text
