@@ -16,7 +16,12 @@ from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
 from flink_tasks.worker.metrics import Metrics
-from flink_tasks.worker.task_runner import DEFAULT_MAX_RESULT_BYTES, TaskRunner, WorkerHooks
+from flink_tasks.worker.task_runner import (
+    DEFAULT_MAX_RESULT_BYTES,
+    PoolSettings,
+    TaskRunner,
+    WorkerHooks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class Worker:
             record is dropped, logged and counted (`rejected_messages{reason="egress_topic"}`),
             because StateFun's Kafka egress fails the whole Flink job on a topic that does not
             exist. `None` allows any topic (only for a broker that auto-creates topics).
+        pool: where sync task bodies run (process or thread pool); default: threads.
     """
 
     def __init__(
@@ -58,12 +64,15 @@ class Worker:
         hooks: Sequence[WorkerHooks] = (),
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         egress_topics: Collection[str] | None = None,
+        pool: PoolSettings | None = None,
     ) -> None:
         self.tasks = tasks
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
-        self.runner = TaskRunner(tasks, hooks=hooks, max_result_bytes=max_result_bytes)
+        self.runner = TaskRunner(
+            tasks, hooks=hooks, max_result_bytes=max_result_bytes, pool=pool, metrics=self.metrics
+        )
         self.endpoint = StatefunEndpoint()
         self.endpoint.register(wire.PIPELINE_FUNCTION, self._pipeline_function, PIPELINE_CELLS)
         for namespace in sorted({*tasks.namespaces, wire.PIPELINE_FUNCTION.partition("/")[0]}):
