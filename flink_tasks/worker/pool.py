@@ -382,7 +382,7 @@ class ProcessPool:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(fd)
 
-    async def aclose(self, grace: float = 5.0) -> None:
+    async def aclose(self, grace: float = 1.0) -> None:
         """Stop every child: idle ones at once, busy ones after `grace` seconds."""
         self._closing = True
         for task in list(self._replacing):

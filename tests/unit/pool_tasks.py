@@ -63,3 +63,13 @@ async def block_loop(seconds: float) -> str:
 async def async_add(x: int, y: int) -> int:
     await asyncio.sleep(0)
     return x + y
+
+
+@tasks.bind()
+def allocate(mib: int) -> int:
+    """Allocates `mib` MiB (touched) and holds it briefly; no limit of its own."""
+    block = bytearray(mib * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(2 if mib > 50 else 0)
+    return len(block)
