@@ -58,7 +58,9 @@ def new_result(request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
     )
 
 
-def failure_result(request: messages_pb2.TaskRequest, exc: BaseException) -> messages_pb2.TaskResult:
+def failure_result(
+    request: messages_pb2.TaskRequest, exc: BaseException
+) -> messages_pb2.TaskResult:
     """The `TaskResult` of a failed attempt; `retryable` follows the request's retry policy."""
     failure = values_pb2.TaskException(
         id=request.task_id,

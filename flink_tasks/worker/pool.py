@@ -174,9 +174,7 @@ class ProcessPool:
         for child in children:
             assert isinstance(child, _Child)
             self._idle.put_nowait(child)
-        logger.info(
-            "process pool: %d children for %s (pids %s)", self.size, self.target, self.pids
-        )
+        logger.info("process pool: %d children for %s (pids %s)", self.size, self.target, self.pids)
 
     async def _start_child(self) -> _Child:
         loop = asyncio.get_running_loop()
@@ -303,8 +301,7 @@ class ProcessPool:
         what = f"task {child.task_type!r}"
         if child.kill_reason == "timeout":
             return TaskTimeoutError(
-                f"{what} did not finish within {child.timeout:g} s; its worker process was "
-                "stopped"
+                f"{what} did not finish within {child.timeout:g} s; its worker process was stopped"
             )
         if child.kill_reason == "memory":
             return MemoryLimitError(

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ class _Submission:
             if self.state == "queued":
                 self.state = "moved"
             return self.state == "moved"
+
+
+async def _guarded(
+    submission: _Submission, make_coro: Callable[[], Coroutine[Any, Any, Any]]
+) -> Any:
+    if not submission.start():
+        return None  # moved to another loop before it started
+    return await make_coro()
 
 
 class _LoopThread:
@@ -141,13 +149,9 @@ class TaskLoop:
             while True:
                 target = self._loop_thread()
                 submission = _Submission()
-
-                async def body() -> Any:
-                    if not submission.start():
-                        return None  # moved to another loop before it started
-                    return await make_coro()
-
-                future = asyncio.run_coroutine_threadsafe(body(), target.loop)
+                future = asyncio.run_coroutine_threadsafe(
+                    _guarded(submission, make_coro), target.loop
+                )
                 # never wait on the wedged loop itself: it may not act on a cancel for a long time
                 wrapped = asyncio.wrap_future(future)
                 done, _ = await asyncio.wait(
@@ -156,8 +160,7 @@ class TaskLoop:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if wrapped in done:
-                    result: T = wrapped.result()
-                    return result
+                    return cast(T, wrapped.result())
                 if target.retired in done and submission.move():
                     future.cancel()
                     continue
@@ -165,7 +168,7 @@ class TaskLoop:
                     remaining = max(0.0, deadline - loop.time())
                     done, _ = await asyncio.wait({wrapped}, timeout=remaining)
                     if done:
-                        return wrapped.result()
+                        return cast(T, wrapped.result())
                 future.cancel()
                 # a timed-out task whose loop is not even beating is what blocks it: move on now
                 if target is self._current:

@@ -20,8 +20,8 @@ import concurrent.futures
 import functools
 import logging
 import os
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from flink_tasks._proto import messages_pb2

@@ -76,7 +76,9 @@ class ServeProcess:
             )
         while True:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.popen.returncode}; see {self.log_file}")
+                raise RuntimeError(
+                    f"serve exited with {self.popen.returncode}; see {self.log_file}"
+                )
             with self.log_file.open("rb") as fh:
                 fh.seek(offset)
                 serving = fh.read().count(b" serving ")
@@ -87,7 +89,7 @@ class ServeProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        """SIGTERM to the supervisor (which stops its workers); SIGKILL to the session after 30 s."""
+        """SIGTERM to the supervisor (it stops its workers); SIGKILL to the session after 30 s."""
         if self.popen is None or self.popen.poll() is not None:
             return
         os.kill(self.popen.pid, signal.SIGTERM)

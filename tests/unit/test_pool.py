@@ -147,9 +147,7 @@ async def test_timeout_counts_from_the_start_of_the_body_not_the_queue() -> None
 
 
 async def test_memory_over_the_limit_is_memory_limit_error(runner: TaskRunner) -> None:
-    result = await runner.run(
-        request(pt.hog, 400, retry=RetryPolicy(retry_for=[WorkerLostError]))
-    )
+    result = await runner.run(request(pt.hog, 400, retry=RetryPolicy(retry_for=[WorkerLostError])))
     assert result.error.exception_type == "flink_tasks.MemoryLimitError"
     assert "over its memory limit of 150 MiB" in result.error.exception_message
     assert result.error.retryable  # a MemoryLimitError is a WorkerLostError
@@ -269,7 +267,7 @@ def test_process_pool_refuses_a_registry_children_cannot_import() -> None:
 
 async def test_children_that_cannot_import_the_registry_fail_the_start() -> None:
     r = TaskRunner(pt.tasks, pool=PoolSettings(kind="process", size=1, registry="no.such:mod"))
-    with pytest.raises(RuntimeError, match="cannot import no.such:mod"):
+    with pytest.raises(RuntimeError, match=r"cannot import no\.such:mod"):
         await r.start()
     await r.aclose()
 
