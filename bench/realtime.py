@@ -25,6 +25,7 @@ from google.protobuf.internal import api_implementation
 from bench import tasks as bench_tasks
 from flink_tasks.runtime import LocalRuntimeSettings
 from flink_tasks.testing import PipelineEnvironment
+from flink_tasks.worker import PoolSettings
 
 log = logging.getLogger("bench.realtime")
 
@@ -168,7 +169,11 @@ async def phase(
     settings = settings_for(args, semantic, checkpoint_ms, name)
     out: dict[str, Any] = {"delivery_semantic": semantic, "checkpoint_interval_ms": checkpoint_ms}
     t0 = time.perf_counter()
-    async with PipelineEnvironment.start_local(bench_tasks.tasks, settings=settings) as env:
+    pool = PoolSettings(kind=args.pool, size=args.pool_size)
+    out["pool"] = args.pool
+    async with PipelineEnvironment.start_local(
+        bench_tasks.tasks, settings=settings, pool=pool
+    ) as env:
         out["startup_s"] = time.perf_counter() - t0
         log.warning("runtime up (%s) in %.1f s", semantic, out["startup_s"])
         for _ in range(3):  # warm-up: first calls per function type, JIT, Kafka metadata
@@ -244,6 +249,13 @@ def main() -> None:
         default=100,
         help="B2 once more with this Flink buffer timeout (phase 'tuned'; Flink's stock 100 ms)",
     )
+    parser.add_argument(
+        "--pool",
+        choices=["thread", "process"],
+        default="thread",
+        help="where the worker runs sync task bodies (serve's default is process)",
+    )
+    parser.add_argument("--pool-size", type=int, default=None)
     parser.add_argument("--b1-n", type=int, default=1000)
     parser.add_argument("--b2-steps", type=int, default=10)
     parser.add_argument("--b2-runs", type=int, default=200)

@@ -118,6 +118,12 @@ def main() -> None:
     parser.add_argument("--b3-sizes", default="1000,10000,100000")
     parser.add_argument("--b2-runs", type=int, default=200)
     parser.add_argument(
+        "--pool",
+        choices=["thread", "process"],
+        default="thread",
+        help="where the flink-tasks worker runs sync task bodies (realtime B1-B3)",
+    )
+    parser.add_argument(
         "--sft-reps",
         type=int,
         default=2,
@@ -232,6 +238,8 @@ def main() -> None:
             args.b3_sizes,
             "--b2-runs",
             str(args.b2_runs),
+            "--pool",
+            args.pool,
         ]
         if args.buffer_timeout_ms is not None:
             cmd += ["--buffer-timeout-ms", str(args.buffer_timeout_ms)]

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 from flink_tasks.runtime.errors import RuntimeLauncherError
 from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
 from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
+from flink_tasks.types import parse_memory_size
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
@@ -332,6 +333,29 @@ def register_serve(subparsers: Subparsers) -> None:
         metavar="DURATION",
         help="a long task with no heartbeat for this long fails as WorkerLostError (default 30s)",
     )
+    serve.add_argument(
+        "--pool",
+        choices=["process", "thread"],
+        default="process",
+        help="where sync task bodies run: child processes, one task each (default; a crash, "
+        "hang or memory blow-up costs one child) or threads of the worker (no isolation)",
+    )
+    serve.add_argument(
+        "--pool-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="children (or threads) per worker process (default: the CPU count for processes, "
+        "min(32, CPUs + 4) for threads)",
+    )
+    serve.add_argument(
+        "--max-memory-per-task",
+        type=parse_memory_size,
+        default=None,
+        metavar="SIZE",
+        help="default memory limit of a task's child process, e.g. 512MiB (process pool; "
+        "@tasks.bind(max_memory=...) overrides it per task)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
@@ -358,7 +382,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         inline_wait=args.inline_wait,
         task_lease=args.task_lease,
+        pool=args.pool,
+        pool_size=args.pool_size,
+        max_memory_per_task=args.max_memory_per_task,
     )
+    if args.pool_size is not None and args.pool_size < 1:
+        print("flink-tasks serve: error: --pool-size must be >= 1", file=sys.stderr)
+        return 2
     try:
         return serve(options)
     except (ValueError, TypeError, ImportError, AttributeError, OSError) as exc:

@@ -18,7 +18,7 @@ from flink_tasks.pipeline.builder import (
     TaskOptions,
     new_task_id,
 )
-from flink_tasks.types import RetryPolicy
+from flink_tasks.types import RetryPolicy, parse_memory_size
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -114,6 +114,7 @@ class FlinkTasks:
         display_name: str | None = ...,
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
+        max_memory: int | str | None = ...,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     @overload
@@ -130,6 +131,7 @@ class FlinkTasks:
         display_name: str | None = ...,
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
+        max_memory: int | str | None = ...,
     ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
 
     @overload
@@ -146,6 +148,7 @@ class FlinkTasks:
         display_name: str | None = ...,
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
+        max_memory: int | str | None = ...,
     ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
 
     @overload
@@ -162,6 +165,7 @@ class FlinkTasks:
         display_name: str | None = ...,
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
+        max_memory: int | str | None = ...,
     ) -> Callable[[Callable[Concatenate[Any, Any, P], R]], Task[P, R]]: ...
 
     def bind(
@@ -177,13 +181,19 @@ class FlinkTasks:
         display_name: str | None = None,
         timeout: timedelta | None = None,
         allow_pickle: bool = False,
+        max_memory: int | str | None = None,
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
         """Register a function as a task.
 
         With `with_context=True` the function receives a `TaskContext` first; with
         `with_state=True` it receives the pipeline state (after the context) and returns
         `(new_state, result)`.
+
+        `max_memory` (bytes, or a string such as ``"512MiB"``) limits the resident memory of the
+        process running the task; over it the task fails with `MemoryLimitError`. Only the
+        process pool (``serve --pool process``) enforces it.
         """
+        memory_limit = parse_memory_size(max_memory) if max_memory is not None else None
 
         def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
             type_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -197,6 +207,7 @@ class FlinkTasks:
                 display_name=display_name or "",
                 timeout=timeout,
                 allow_pickle=allow_pickle,
+                max_memory=memory_limit,
             )
             definition = TaskDefinition(
                 type_name=type_name,

@@ -76,3 +76,42 @@ class PipelineStatus(enum.Enum):
     def is_finished(self) -> bool:
         """True once the pipeline can no longer change."""
         return self in (PipelineStatus.COMPLETED, PipelineStatus.FAILED, PipelineStatus.CANCELLED)
+
+
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_memory_size(value: int | str) -> int:
+    """Bytes from an int or a string such as ``"512MiB"``, ``"1.5GB"`` or ``"800000"``."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"a memory size is an int (bytes) or a string like '512MiB', not {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number) :]
+        if unit not in _MEMORY_UNITS or not number:
+            raise ValueError(
+                f"cannot read {value!r} as a memory size: use bytes or a number with one of "
+                "B, KB, KiB, MB, MiB, GB, GiB (e.g. '512MiB')"
+            )
+        try:
+            size = int(float(number) * _MEMORY_UNITS[unit])
+        except ValueError:
+            raise ValueError(f"cannot read {value!r} as a memory size (e.g. '512MiB')") from None
+    if size <= 0:
+        raise ValueError(f"a memory limit must be positive, not {value!r}")
+    return size

@@ -63,6 +63,11 @@ class TaskOptions:
     display_name: str = ""
     timeout: timedelta | None = None
     allow_pickle: bool = False
+    max_memory: int | None = None  # bytes; enforced by the worker's process pool
+
+
+# read by the worker from its own registry, never sent: a pipeline entry cannot change them
+_WORKER_SIDE_OPTIONS = frozenset({"allow_pickle", "max_memory"})
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,7 @@ class PipelineBuilder:
                 "set(...) applies to a task entry; this pipeline ends in a group"
             )
         unknown = set(options) - {
-            f for f in TaskOptions.__dataclass_fields__ if f != "allow_pickle"
+            f for f in TaskOptions.__dataclass_fields__ if f not in _WORKER_SIDE_OPTIONS
         }
         if unknown:
             raise PipelineDefinitionError(f"set(...) got unknown options: {sorted(unknown)}")

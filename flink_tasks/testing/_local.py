@@ -14,7 +14,7 @@ from flink_tasks.registry import FlinkTasks
 if TYPE_CHECKING:
     from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
     from flink_tasks.testing.environment import PipelineEnvironment
-    from flink_tasks.worker import Worker, WorkerServer
+    from flink_tasks.worker import PoolSettings, Worker, WorkerServer
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def start_local(
     engine: EngineSettings | None = None,
     default_timeout: timedelta = timedelta(seconds=120),
     keep_running: bool = False,
+    pool: PoolSettings | None = None,
 ) -> _LocalEnvironment:
     """An environment whose `__aenter__` starts the worker, then the runtime, then a client."""
     from flink_tasks.runtime import LocalRuntimeSettings
@@ -34,7 +35,7 @@ def start_local(
     base = settings if settings is not None else LocalRuntimeSettings.from_env()
     namespaces = tuple(sorted(set(base.extra_function_namespaces) | set(tasks.namespaces)))
     base = base.replace(extra_function_namespaces=namespaces)
-    return _LocalEnvironment(cls, tasks, base, engine, default_timeout, keep_running)
+    return _LocalEnvironment(cls, tasks, base, engine, default_timeout, keep_running, pool)
 
 
 class _LocalEnvironment:
@@ -48,6 +49,7 @@ class _LocalEnvironment:
         engine: EngineSettings | None,
         default_timeout: timedelta,
         keep_running: bool,
+        pool: PoolSettings | None = None,
     ) -> None:
         self._cls = cls
         self.tasks = tasks
@@ -55,8 +57,10 @@ class _LocalEnvironment:
         self.engine = engine
         self.default_timeout = default_timeout
         self.keep_running = keep_running
+        self.pool = pool
         self.runtime: LocalRuntime | None = None
         self.server: WorkerServer | None = None
+        self.worker: Worker | None = None
         self.env: PipelineEnvironment | None = None
 
     async def __aenter__(self) -> PipelineEnvironment:
@@ -74,7 +78,10 @@ class _LocalEnvironment:
             # a reply to a topic that does not exist would fail the Flink job
             egress_topics=(settings.replies_topic, settings.events_topic),
             reports=KafkaReportSink(settings.bootstrap_servers, settings.task_reports_topic),
+            pool=self.pool,
         )
+        await worker.runner.start()
+        self.worker = worker
         # The worker first: StateFun's first call to each function blocks until it answers.
         self.server = await WorkerServer(
             worker, host=settings.worker_host, port=settings.worker_port
@@ -95,6 +102,7 @@ class _LocalEnvironment:
         except BaseException:
             await self._stop_runtime()
             await self.server.stop()
+            await worker.runner.aclose()
             raise
         self.env = self._cls(client, worker=worker)
         self.env._closers.append(client.aclose)
@@ -106,13 +114,19 @@ class _LocalEnvironment:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Kafka's clients (the client, the worker's task-reports producer) close before the
+        # broker stops: closed after it, kafka-python logs connection errors.
         try:
             if self.env is not None:
                 await self.env.aclose()
         finally:
-            await self._stop_runtime()
-            if self.server is not None:
-                await self.server.stop()
+            try:
+                if self.server is not None:
+                    await self.server.stop()
+                if self.worker is not None:
+                    await self.worker.runner.aclose()
+            finally:
+                await self._stop_runtime()
 
     async def _stop_runtime(self) -> None:
         if self.runtime is not None and not self.keep_running:

@@ -249,7 +249,10 @@ class PipelineEnvironment:
         """The real runtime: Kafka + StateFun started (or reused) locally, `tasks` served here.
 
         Options: `settings` (a `LocalRuntimeSettings`), `engine`, `default_timeout`,
-        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse).
+        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse), `pool`
+        (a `PoolSettings`; default: sync tasks in a thread pool of this process;
+        ``PoolSettings(kind="process")`` runs them in child processes, which import `tasks` by
+        its module path: the script that starts them needs ``if __name__ == "__main__":``).
         """
         from flink_tasks.testing._local import start_local
 

@@ -2,6 +2,6 @@
 
 from flink_tasks.worker.functions import Worker
 from flink_tasks.worker.server import WorkerServer
-from flink_tasks.worker.task_runner import TaskRunner, WorkerHooks
+from flink_tasks.worker.task_runner import PoolSettings, TaskRunner, WorkerHooks
 
-__all__ = ["TaskRunner", "Worker", "WorkerHooks", "WorkerServer"]
+__all__ = ["PoolSettings", "TaskRunner", "Worker", "WorkerHooks", "WorkerServer"]

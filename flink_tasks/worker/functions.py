@@ -20,7 +20,12 @@ from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunE
 from flink_tasks.worker.attempts import RunningAttempts
 from flink_tasks.worker.metrics import Metrics
 from flink_tasks.worker.reports import ReportSink
-from flink_tasks.worker.task_runner import DEFAULT_MAX_RESULT_BYTES, TaskRunner, WorkerHooks
+from flink_tasks.worker.task_runner import (
+    DEFAULT_MAX_RESULT_BYTES,
+    PoolSettings,
+    TaskRunner,
+    WorkerHooks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class Worker:
             record is dropped, logged and counted (`rejected_messages{reason="egress_topic"}`),
             because StateFun's Kafka egress fails the whole Flink job on a topic that does not
             exist. `None` allows any topic (only for a broker that auto-creates topics).
+        pool: where sync task bodies run (process or thread pool); default: threads.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class Worker:
         reports: ReportSink | None = None,
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
+        pool: PoolSettings | None = None,
     ) -> None:
         self.tasks = tasks
         self.reports = reports
@@ -94,7 +101,9 @@ class Worker:
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
-        self.runner = TaskRunner(tasks, hooks=hooks, max_result_bytes=max_result_bytes)
+        self.runner = TaskRunner(
+            tasks, hooks=hooks, max_result_bytes=max_result_bytes, pool=pool, metrics=self.metrics
+        )
         self.endpoint = StatefunEndpoint()
         self.endpoint.register(wire.PIPELINE_FUNCTION, self._pipeline_function, PIPELINE_CELLS)
         for namespace in sorted({*tasks.namespaces, wire.PIPELINE_FUNCTION.partition("/")[0]}):

@@ -6,6 +6,12 @@ that each bind their own ``SO_REUSEPORT`` socket on the same ``host:port``, so t
 StateFun's connections over them; a worker that dies is started again. Any worker process may
 serve any address: a pipeline's state lives in Flink and travels with every request.
 
+Sync task bodies run in a pool of child processes by default (``--pool process``, Celery's
+prefork model: a task that crashes, hangs or goes over its memory limit costs one child, never the
+worker), ``--pool-size`` of them per worker process; ``--pool thread`` runs them in threads of the
+worker process instead (cheaper per task, no isolation). Async bodies run on an event loop thread
+of their own in either case. See `flink_tasks.worker.pool`.
+
 SIGTERM or SIGINT stops gracefully: stop accepting connections, let running requests finish
 (StateFun retries whatever is cut off), exit 0.
 """
@@ -25,6 +31,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Literal
 
 from aiohttp import web
 
@@ -35,6 +42,7 @@ from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.http import create_app
 from flink_tasks.worker.reports import KafkaReportSink
+from flink_tasks.worker.task_runner import PoolSettings
 
 log = logging.getLogger("flink_tasks.serve")
 
@@ -68,6 +76,9 @@ class ServeOptions:
     inline_wait: timedelta = DEFAULT_INLINE_WAIT
     task_lease: timedelta = DEFAULT_LEASE
     env: dict[str, str] = field(default_factory=dict)
+    pool: Literal["process", "thread"] = "process"
+    pool_size: int | None = None
+    max_memory_per_task: int | None = None
 
 
 def load_registry(target: str) -> FlinkTasks:
@@ -95,10 +106,17 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     if os.environ.get(STALL_TIMEOUT_VAR):  # inherited by the worker processes
         stall = parse_duration(os.environ[STALL_TIMEOUT_VAR])
         engine = replace(engine, stall_timeout=stall or None)
+    pool = PoolSettings(
+        kind=options.pool,
+        size=options.pool_size,
+        max_memory=options.max_memory_per_task,
+        registry=options.target,
+    )
     return Worker(
         tasks,
         engine=engine,
         egress_topics=egress_topics(),
+        pool=pool,
         reports=report_sink(),
         inline_wait=options.inline_wait,
         lease=options.task_lease,
@@ -147,6 +165,7 @@ async def serve_async(
         handle_signals=False,
         shutdown_timeout=options.shutdown_timeout.total_seconds(),
     )
+    await worker.runner.start()  # a registry the children cannot import fails here, at once
     await runner.setup()
     site = web.TCPSite(
         runner,
@@ -159,6 +178,7 @@ async def serve_async(
         await site.start()
     except OSError as err:
         await runner.cleanup()
+        await worker.runner.aclose()
         raise OSError(f"cannot listen on {options.host}:{options.port}: {err}") from err
     log.info(
         "worker pid %d serving %d task types on http://%s:%d",
@@ -173,6 +193,7 @@ async def serve_async(
         log.info("worker pid %d stopping", os.getpid())
         await runner.cleanup()
         await worker.drain(options.shutdown_timeout.total_seconds())
+        await worker.runner.aclose()
 
 
 def run_worker(options: ServeOptions) -> int:
@@ -253,6 +274,11 @@ class Supervisor:
         cmd += ["--shutdown-timeout", f"{o.shutdown_timeout.total_seconds():g}s"]
         cmd += ["--inline-wait", f"{o.inline_wait.total_seconds():g}s"]
         cmd += ["--task-lease", f"{o.task_lease.total_seconds():g}s"]
+        cmd += ["--pool", o.pool]
+        if o.pool_size is not None:
+            cmd += ["--pool-size", str(o.pool_size)]
+        if o.max_memory_per_task is not None:
+            cmd += ["--max-memory-per-task", str(o.max_memory_per_task)]
         return cmd
 
     def _spawn(self, index: int) -> None:

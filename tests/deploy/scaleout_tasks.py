@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 
 from flink_tasks import FlinkTasks
 
@@ -11,7 +11,8 @@ tasks = FlinkTasks()
 
 
 @tasks.bind()
-def whoami(i: int) -> int:
-    """The pid of the worker process that ran this task (slow enough to overlap)."""
-    time.sleep(0.2)
+async def whoami(i: int) -> int:
+    """The pid of the worker process that ran this task (slow enough to overlap). Async: async
+    bodies run in the worker process itself, sync ones in its process pool's children."""
+    await asyncio.sleep(0.2)
     return os.getpid()
