@@ -185,12 +185,13 @@ class WorkerProcess:
         return _executions(self.exec_log, kind)
 
 
+TARGET = "tests.faults.worker_main:ALL_TASKS"
+
+
 class ServeProcess:
     """The worker as users run it: ``python -m flink_tasks serve TARGET --workers N`` in a session
     of its own (the supervisor leads the process group). ``kill()`` SIGKILLs the whole group,
     supervisor and workers at once, by the supervisor's own pid (= the group id)."""
-
-    TARGET = "tests.faults.worker_main:ALL_TASKS"
 
     def __init__(
         self,
@@ -201,11 +202,12 @@ class ServeProcess:
         workers: int = 2,
         host: str = "127.0.0.1",
         serve_args: tuple[str, ...] = (),
+        target: str = TARGET,
     ) -> None:
         self.host, self.port, self.workers = host, port, workers
         self.log_file, self.exec_log = log_file, exec_log
         self.processes = WorkerProcesses(
-            self.TARGET,
+            target,
             host=host,
             port=port,
             workers=workers,
@@ -422,6 +424,7 @@ class FaultStack:
         *,
         serve_workers: int | None = None,
         serve_args: tuple[str, ...] = (),
+        serve_target: str = TARGET,
         **settings: Any,
     ) -> None:
         self.settings = runtime_settings(tmp / "runtime", base, **settings)
@@ -435,7 +438,9 @@ class FaultStack:
         self.worker: Any = (
             WorkerProcess(*worker_args)
             if serve_workers is None
-            else ServeProcess(*worker_args, workers=serve_workers, serve_args=serve_args)
+            else ServeProcess(
+                *worker_args, workers=serve_workers, serve_args=serve_args, target=serve_target
+            )
         )
         self.worker.env.update(worker_env(self.settings))
         self.runtime = LocalRuntime(self.settings)
@@ -492,10 +497,16 @@ def fault_stack(
     *,
     serve_workers: int | None = None,
     serve_args: tuple[str, ...] = (),
+    serve_target: str = TARGET,
     **settings: Any,
 ) -> Iterator[FaultStack]:
     stack = FaultStack(
-        tmp, port_block(base), serve_workers=serve_workers, serve_args=serve_args, **settings
+        tmp,
+        port_block(base),
+        serve_workers=serve_workers,
+        serve_args=serve_args,
+        serve_target=serve_target,
+        **settings,
     )
     stack.start()
     try:

@@ -17,8 +17,7 @@ import pytest
 
 from flink_tasks import PipelineBuilder, TaskError
 from tests.faults import isolation_tasks as it
-from tests.faults.harness import job_health, record_result
-from tests.faults.serve_harness import ServeStack, serve_stack
+from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
 from tests.faults.workload import Job, chain, collect, fan_out, submit_all
 
 pytestmark = [
@@ -32,11 +31,13 @@ CALL_BUDGET = timedelta(seconds=20)
 
 
 @pytest.fixture(scope="module")
-def iso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack]:
-    with serve_stack(
+def iso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    with fault_stack(
         tmp_path_factory.mktemp("faults-isolation"),
         62300,
-        "tests.faults.isolation_tasks:tasks",
+        serve_workers=2,
+        serve_target="tests.faults.isolation_tasks:tasks",
+        serve_args=("--pool", "process"),
         call_timeout=CALL_BUDGET,
     ) as s:
         yield s
@@ -55,7 +56,7 @@ def expect_task_error(future: Future[Any], timeout: float = 90.0) -> TaskError:
 
 
 def check(
-    stack: ServeStack,
+    stack: FaultStack,
     scenario: str,
     failing: list[tuple[PipelineBuilder, str, str]],
     alongside: list[Job],
@@ -107,7 +108,7 @@ def check(
     return started
 
 
-def test_os_exit_in_a_task(iso: ServeStack) -> None:
+def test_os_exit_in_a_task(iso: FaultStack) -> None:
     check(
         iso,
         "task calls os._exit(3) (process pool)",
@@ -117,7 +118,7 @@ def test_os_exit_in_a_task(iso: ServeStack) -> None:
     )
 
 
-def test_segfault_in_a_task(iso: ServeStack) -> None:
+def test_segfault_in_a_task(iso: FaultStack) -> None:
     check(
         iso,
         "task segfaults (ctypes.string_at(0), process pool)",
@@ -127,7 +128,7 @@ def test_segfault_in_a_task(iso: ServeStack) -> None:
     )
 
 
-def test_task_over_its_memory_limit(iso: ServeStack) -> None:
+def test_task_over_its_memory_limit(iso: FaultStack) -> None:
     check(
         iso,
         "task allocates 600 MiB with max_memory=200MiB (process pool)",
@@ -137,7 +138,7 @@ def test_task_over_its_memory_limit(iso: ServeStack) -> None:
     )
 
 
-def test_many_hung_sync_tasks_then_an_ordinary_one(iso: ServeStack) -> None:
+def test_many_hung_sync_tasks_then_an_ordinary_one(iso: FaultStack) -> None:
     hung = [
         (it.hang.send(600), "flink_tasks.TaskTimeoutError", "did not finish within 1 s")
         for _ in range(20)
@@ -152,7 +153,7 @@ def test_many_hung_sync_tasks_then_an_ordinary_one(iso: ServeStack) -> None:
     )
 
 
-def test_async_task_blocking_its_loop_past_the_call_budget(iso: ServeStack) -> None:
+def test_async_task_blocking_its_loop_past_the_call_budget(iso: FaultStack) -> None:
     blocked_for = CALL_BUDGET.total_seconds() + 10
     before = job_health(iso.runtime)
     started = check(
