@@ -1,4 +1,4 @@
-"""The user's own examples (shared/seed-pipelines.txt), as tasks and pipelines."""
+"""The user guide's examples (README: Pipelines), as tasks and pipelines."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -20,7 +21,7 @@ from typing import Any, TypeAlias
 
 from flink_tasks.runtime.errors import RuntimeLauncherError
 from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
-from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
+from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration, parse_endpoints
 from flink_tasks.types import parse_memory_size
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -46,6 +47,19 @@ def register_local(subparsers: Subparsers) -> None:
     up = actions.add_parser("up", help="start (or reuse) the runtime and wait until ready")
     _add_run_dir(up)
     up.add_argument("--parallelism", type=int, help="StateFun job parallelism (default 1)")
+    up.add_argument(
+        "--taskmanagers",
+        type=int,
+        metavar="N",
+        help="cluster mode: a Flink JobManager and N TaskManagers, each its own JVM (default 0: "
+        "one MiniCluster JVM)",
+    )
+    up.add_argument(
+        "--taskmanager-slots",
+        type=int,
+        metavar="N",
+        help="slots of each TaskManager (default: parallelism / TaskManagers, rounded up)",
+    )
     up.add_argument(
         "--egress",
         choices=["at-least-once", "exactly-once"],
@@ -75,6 +89,7 @@ def register_local(subparsers: Subparsers) -> None:
         metavar="NS",
         help="also route functions NS/* to the worker (repeatable)",
     )
+    _add_endpoint(up)
     up.add_argument(
         "--call-timeout",
         type=parse_duration,
@@ -128,17 +143,41 @@ def register_local(subparsers: Subparsers) -> None:
     status.set_defaults(handler=cmd_local_status)
 
 
+def endpoint_arg(text: str) -> str:
+    """``NAMESPACE=URL``, checked (argparse shows the ValueError's message)."""
+    try:
+        parse_endpoints([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        type=endpoint_arg,
+        default=None,
+        metavar="NAMESPACE=URL",
+        help="a worker pool: call functions NAMESPACE/* at URL, e.g. gpu=http://127.0.0.1:18001 "
+        "(repeatable; default $FLINK_TASKS_ENDPOINTS; other namespaces go to the worker URL)",
+    )
+
+
 def _add_run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-dir",
         help="folder for logs, configs, data and pid files "
-        "(default $FLINK_TASKS_RUNTIME_DIR or <project>/.runtime)",
+        "(default $FLINK_TASKS_RUNTIME_DIR, else <checkout>/.runtime, else "
+        "~/.local/state/flink-tasks/runtime)",
     )
 
 
 _UP_OVERRIDES: dict[str, str] = {
     "run_dir": "run_dir",
     "parallelism": "parallelism",
+    "taskmanagers": "taskmanagers",
+    "taskmanager_slots": "taskmanager_slots",
     "egress": "delivery_semantic",
     "transaction_timeout": "transaction_timeout",
     "checkpoint_interval": "checkpoint_interval",
@@ -164,6 +203,8 @@ def settings_from_args(args: argparse.Namespace) -> LocalRuntimeSettings:
             overrides[setting] = Path(value).resolve() if setting == "run_dir" else value
     if getattr(args, "extra_namespace", None):
         overrides["extra_function_namespaces"] = tuple(args.extra_namespace)
+    if getattr(args, "endpoint", None):
+        overrides["endpoints"] = tuple(args.endpoint)
     return LocalRuntimeSettings.from_env(**overrides)
 
 
@@ -233,6 +274,7 @@ def status_as_dict(status: RuntimeStatus) -> dict[str, Any]:
         "statefun": proc(status.statefun),
         "job": None if job is None else dict(job.__dict__),
         "latest_checkpoint": str(status.latest_checkpoint) if status.latest_checkpoint else None,
+        "taskmanagers": status.taskmanagers,
         "settings": status.settings,
     }
 
@@ -251,6 +293,8 @@ def _print_status(status: RuntimeStatus) -> None:
         print(f"{p.name + ':':<12} {state}{ready}")
         print(f"{'':<12} {ports}")
         print(f"{'':<12} log {p.log_file}")
+    for name, pid in status.taskmanagers.items():
+        print(f"{name + ':':<12} {f'running, pid {pid}' if pid else 'stopped'}")
     if status.java:
         print(f"java:        {status.java}")
     job = status.job
@@ -363,7 +407,20 @@ def register_serve(subparsers: Subparsers) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from flink_tasks.worker.serve import EXTRA_NAMESPACES_VAR, RETENTION_VAR, ServeOptions, serve
+    try:
+        from flink_tasks.worker.serve import (
+            EXTRA_NAMESPACES_VAR,
+            RETENTION_VAR,
+            ServeOptions,
+            serve,
+        )
+    except ModuleNotFoundError as exc:
+        print(
+            f"flink-tasks serve: error: the worker needs the `worker` extra ({exc.name} is not "
+            "installed): pip install 'flink-tasks[worker]'",
+            file=sys.stderr,
+        )
+        return 1
 
     retention = args.retention
     if retention is None and os.environ.get(RETENTION_VAR):
@@ -371,6 +428,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     extra = args.extra_namespace
     if extra is None:
         extra = [ns.strip() for ns in os.environ.get(EXTRA_NAMESPACES_VAR, "").split(",")]
+    # tasks of the other worker pools (FLINK_TASKS_ENDPOINTS) are served, just not here
+    extra = [*extra, *parse_endpoints(e for e in os.environ.get(ENDPOINTS_VAR, "").split(",") if e)]
     options = ServeOptions(
         target=args.target,
         host=args.host,
@@ -406,14 +465,21 @@ def register_module_yaml(subparsers: Subparsers) -> None:
         help="render StateFun's module.yaml for local, compose or kubernetes",
         description="Render the StateFun module (endpoints, Kafka ingress and egress) from the "
         "settings: --target local prints it for the FLINK_TASKS_* environment; compose and "
-        "kubernetes (re)write deploy/<target>/module.yaml (and, for compose, flink-conf.yaml) "
-        "from deploy/<target>/settings.env. --check only compares and exits 1 when stale.",
+        "kubernetes (re)write module.yaml (and, for compose, flink-conf.yaml) next to the "
+        "target's settings.env (--dir). --check only compares and exits 1 when stale.",
     )
     cmd.add_argument("--target", choices=["local", "compose", "kubernetes"], default="local")
     cmd.add_argument(
         "--check", action="store_true", help="exit 1 if the committed files are not up to date"
     )
     cmd.add_argument("--stdout", action="store_true", help="print module.yaml, write nothing")
+    _add_endpoint(cmd)
+    cmd.add_argument(
+        "--dir",
+        type=Path,
+        help="compose/kubernetes: the folder holding settings.env, where the rendered files "
+        "go (default deploy/<target> of the checkout, else ./deploy/<target>)",
+    )
     cmd.set_defaults(handler=cmd_module_yaml)
 
 
@@ -421,7 +487,15 @@ def cmd_module_yaml(args: argparse.Namespace) -> int:
     from flink_tasks.runtime.module_yaml import deploy_target
 
     try:
-        target = deploy_target(args.target)
+        target = deploy_target(args.target, directory=args.dir)
+        if args.endpoint:
+            if target.directory is not None and not args.stdout:
+                raise ValueError(
+                    "--endpoint would make the rendered files disagree with settings.env: "
+                    "set FLINK_TASKS_ENDPOINTS there instead (or add --stdout)"
+                )
+            pools = target.settings.replace(endpoints=tuple(args.endpoint))
+            target = dataclasses.replace(target, settings=pools)
     except (OSError, ValueError) as exc:
         print(f"flink-tasks module-yaml: error: {exc}", file=sys.stderr)
         return 1
@@ -444,6 +518,9 @@ def cmd_module_yaml(args: argparse.Namespace) -> int:
 
 # --- wiring --------------------------------------------------------------------------------------
 
+#: Environment form of --endpoint (``gpu=http://gpu:8000,io=http://io:8000``).
+ENDPOINTS_VAR = "FLINK_TASKS_ENDPOINTS"
+
 #: Subcommand registrations, in help order. Append ``register_<name>`` functions here.
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
 SUBCOMMANDS += [register_serve, register_module_yaml]
@@ -455,6 +532,20 @@ with contextlib.suppress(ImportError):
     SUBCOMMANDS.append(register_client)
 
 
+def version_text() -> str:
+    """``flink-tasks 0.1.0`` (and the client's version when it is installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for dist in ("flink-tasks", "flink-tasks-client"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            if dist == "flink-tasks":
+                parts.append(f"{dist} (not installed: running from source)")
+    return ", ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flink-tasks",
@@ -463,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
+    parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subparsers)

@@ -2,7 +2,7 @@
 
 from flink_tasks_client import FlinkTasksClient
 
-async with FlinkTasksClient("localhost:9092") as client:
+async with FlinkTasksClient("127.0.0.1:19092") as client:
     result = await client.submit_async(pipeline)
 """
 

@@ -89,7 +89,7 @@ class FlinkTasksClient:
             ``default_timeout=timedelta(minutes=5)``; they override ``settings``.
 
     Example:
-        >>> async with FlinkTasksClient("localhost:9092") as client:  # doctest: +SKIP
+        >>> async with FlinkTasksClient("127.0.0.1:19092") as client:  # doctest: +SKIP
         ...     result = await client.submit_async(multiply.send(3, 2))
     """
 

@@ -644,6 +644,15 @@ async def _finish(
 # --- standalone entry point ----------------------------------------------------------------------
 
 
+def _version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"flink-tasks-client {version('flink-tasks-client')}"
+    except PackageNotFoundError:
+        return "flink-tasks-client (not installed: running from source)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m flink_tasks_client``: the same commands as ``flink-tasks``."""
     parser = argparse.ArgumentParser(
@@ -653,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more output (remote tracebacks, logs)"
     )
+    parser.add_argument("--version", action="version", version=_version_text())
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(subparsers)
     return parser

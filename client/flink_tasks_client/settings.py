@@ -53,7 +53,8 @@ class ClientSettings:
         client_id: The Kafka client id prefix (shows in broker logs and metrics).
     """
 
-    bootstrap_servers: str = "localhost:9092"
+    # the local runtime's broker (`flink-tasks local up`): one default address everywhere
+    bootstrap_servers: str = "127.0.0.1:19092"
     request_topic: str = "flink-tasks.requests"
     action_topic: str = "flink-tasks.actions"
     reply_topic: str = "flink-tasks.replies"

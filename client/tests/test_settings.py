@@ -10,7 +10,7 @@ from flink_tasks_client import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
 
 def test_defaults() -> None:
     settings = ClientSettings()
-    assert settings.bootstrap_servers == "localhost:9092"
+    assert settings.bootstrap_servers == "127.0.0.1:19092"
     assert settings.request_topic == "flink-tasks.requests"
     assert settings.reply_topic == "flink-tasks.replies"
     assert settings.default_timeout == timedelta(seconds=60)

@@ -47,6 +47,8 @@ class RuntimeStatus:
     latest_checkpoint: Path | None
     started_at: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    #: cluster mode: TaskManager name -> pid (None: not running)
+    taskmanagers: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -200,6 +202,16 @@ class LocalRuntime:
         self.started.add("statefun")
         return seconds
 
+    def kill_taskmanager(self, index: int) -> None:
+        """``kill -9`` TaskManager ``index`` (1-based) of the cluster mode."""
+        self.statefun.taskmanagers.kill(index)
+
+    def restart_taskmanager(self, index: int) -> int:
+        """Start TaskManager ``index`` again (as Kubernetes restarts a pod); returns its pid."""
+        return self.statefun.taskmanagers.restart(
+            index, self.java(for_flink=True), self.statefun.classpath()
+        )
+
     def kill_kafka(self) -> None:
         """``kill -9`` the Kafka broker."""
         self.kafka.stop(kill=True)
@@ -242,6 +254,7 @@ class LocalRuntime:
             latest_checkpoint=self.latest_checkpoint(),
             started_at=state.get("started_at"),
             settings=state.get("settings") or state.get("identity", {}),
+            taskmanagers=self.statefun.taskmanagers.pids(),
         )
 
     @staticmethod
@@ -261,7 +274,11 @@ class LocalRuntime:
 
     # --- internals -----------------------------------------------------------------------------
     def _anything_running(self) -> bool:
-        return self.kafka.process.is_running() or self.statefun.process.is_running()
+        return (
+            self.kafka.process.is_running()
+            or self.statefun.process.is_running()
+            or self.statefun.taskmanagers.any_running()
+        )
 
     def _check_reusable(self) -> None:
         if not self._anything_running():

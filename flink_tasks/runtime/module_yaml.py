@@ -3,7 +3,8 @@
 Three kinds of components, one YAML document each:
 
 * ``io.statefun.endpoints.v2/http`` -- one per function namespace (``flink_tasks/*`` plus any
-  extra namespaces), all pointing at the Python worker's ``/statefun/{function.name}``;
+  extra namespaces), pointing at the Python worker's ``/statefun/{function.name}``: the worker
+  pool given for the namespace (``endpoints``, ``NAMESPACE=URL``), else the one worker URL;
 * ``io.statefun.kafka.v1/ingress`` ``flink_tasks/ingress`` -- the requests, actions and
   task-reports topics, all routed to ``flink_tasks/pipeline`` (the record key becomes the
   function id);
@@ -56,14 +57,16 @@ def module_components(
     """
     kafka = kafka_address or settings.bootstrap_servers
     worker = (worker_url or settings.worker_url).rstrip("/")
+    pools = settings.endpoint_urls
     docs: list[dict[str, YamlValue]] = []
     for namespace in settings.function_namespaces:
+        url = pools.get(namespace, worker)
         docs.append(
             {
                 "kind": "io.statefun.endpoints.v2/http",
                 "spec": {
                     "functions": f"{namespace}/*",
-                    "urlPathTemplate": f"{worker}/statefun/{{function.name}}",
+                    "urlPathTemplate": f"{url}/statefun/{{function.name}}",
                     "maxNumBatchRequests": settings.max_batch_requests,
                     "transport": {
                         "type": "io.statefun.transports.v1/async",
@@ -248,9 +251,12 @@ class DeployTarget:
         ]
 
 
-def deploy_dir() -> Path:
-    """``<project>/deploy``, with the ``compose/`` and ``kubernetes/`` folders."""
-    return project_root() / "deploy"
+def target_dir(name: str) -> Path:
+    """Default folder of a target's ``settings.env``: ``deploy/<name>`` of the source checkout
+    this package lives in, else ``./deploy/<name>`` (a checkout or copy of the repository's
+    ``deploy/`` folder, which is where docker-compose.yml and the kustomization expect it)."""
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "deploy" / name
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -268,19 +274,32 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def deploy_target(name: str, *, environ: Mapping[str, str] | None = None) -> DeployTarget:
+def deploy_target(
+    name: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    directory: Path | None = None,
+) -> DeployTarget:
     """The target ``local`` (settings from the environment), ``compose`` or ``kubernetes``
-    (settings from ``deploy/<dir>/settings.env``; the environment is not read)."""
+    (settings from ``<directory>/settings.env``, by default :func:`target_dir`; the environment
+    is not read)."""
     if name == "local":
         settings = LocalRuntimeSettings.from_env(environ=environ)
         return DeployTarget("local", settings, settings.bootstrap_servers, settings.worker_url)
     if name not in ("compose", "kubernetes"):
         raise ValueError(f"unknown target {name!r}: use local, compose or kubernetes")
-    directory = deploy_dir() / name
-    env = read_env_file(directory / "settings.env")
+    directory = directory if directory is not None else target_dir(name)
+    env_file = directory / "settings.env"
+    if not env_file.is_file():
+        raise ValueError(
+            f"no settings.env in {directory}: pass --dir DIR, the folder holding the {name} "
+            f"target's settings.env (deploy/{name}/ of the flink-tasks repository); the "
+            "rendered files are written next to it"
+        )
+    env = read_env_file(env_file)
     for var in (KAFKA_ADDRESS_VAR, WORKER_URL_VAR):
         if not env.get(var):
-            raise ValueError(f"{directory / 'settings.env'}: {var} is missing")
+            raise ValueError(f"{env_file}: {var} is missing")
     settings = LocalRuntimeSettings.from_env(environ=env)
     target: TargetName = "compose" if name == "compose" else "kubernetes"
     return DeployTarget(target, settings, env[KAFKA_ADDRESS_VAR], env[WORKER_URL_VAR], directory)

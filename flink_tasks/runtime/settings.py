@@ -39,21 +39,44 @@ _LAUNCHER: dict[str, str] = {"kind": "launcher"}
 _PROCESS: dict[str, str] = {"kind": "process"}
 
 
-def project_root() -> Path:
-    """The source checkout this package lives in (the folder holding ``deploy/local``)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "deploy" / "local").is_dir() and (parent / "pyproject.toml").is_file():
-            return parent
-    return Path.cwd()
+#: The Maven projects of the local runtime (Kafka's classpath, the StateFun launcher), shipped
+#: inside the package so that an installed wheel can build and start the runtime.
+RESOURCES_DIR = Path(__file__).resolve().parent / "resources"
+
+
+def project_root() -> Path | None:
+    """The source checkout this package lives in, or None when installed (no checkout)."""
+    package = Path(__file__).resolve().parents[1]
+    root = package.parent
+    if (root / "pyproject.toml").is_file() and (root / "deploy").is_dir():
+        return root
+    return None
+
+
+def user_dir(xdg_var: str, fallback: str) -> Path:
+    """``$<xdg_var>/flink-tasks``, else ``~/<fallback>/flink-tasks`` (XDG base directories)."""
+    base = os.environ.get(xdg_var)
+    root = Path(base) if base else Path.home() / fallback
+    return root / "flink-tasks"
+
+
+def cache_dir() -> Path:
+    """Where built classes and resolved classpaths go: never inside the installed package
+    (the jars themselves are in Maven's own repository, ``~/.m2``)."""
+    return user_dir("XDG_CACHE_HOME", ".cache")
 
 
 def default_run_dir() -> Path:
-    return project_root() / ".runtime"
+    """``<checkout>/.runtime`` in a source checkout, else ``$XDG_STATE_HOME/flink-tasks/runtime``
+    (one runtime per user, found again from any directory)."""
+    root = project_root()
+    if root is not None:
+        return root / ".runtime"
+    return user_dir("XDG_STATE_HOME", ".local/state") / "runtime"
 
 
 def default_deploy_dir() -> Path:
-    return project_root() / "deploy" / "local"
+    return RESOURCES_DIR
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +116,12 @@ class LocalRuntimeSettings:
     # --- StateFun / Flink ----------------------------------------------------------------------
     rest_port: int = 18081
     parallelism: int = 1
+    # cluster mode: a JobManager and this many TaskManager JVMs (0: one MiniCluster JVM)
+    taskmanagers: int = 0
+    # slots of each TaskManager (0: just enough for the parallelism, so every TaskManager runs
+    # a share of the job and a lost one must come back, as on Kubernetes)
+    taskmanager_slots: int = 0
+    jobmanager_rpc_port: int = 18082
     statefun_heap_mb: int = field(default=1024, metadata=_PROCESS)
     checkpoint_interval: timedelta = timedelta(seconds=1)
     # how long Flink holds a network buffer before it is sent: latency of every hop (default 100ms)
@@ -121,6 +150,9 @@ class LocalRuntimeSettings:
     worker_port: int = 18000
     function_namespace: str = "flink_tasks"
     extra_function_namespaces: tuple[str, ...] = ()
+    # worker pools: "NAMESPACE=URL" entries; a namespace listed here is called at its own URL,
+    # every other one at worker_url (env: FLINK_TASKS_ENDPOINTS=gpu=http://gpu:8000,io=...)
+    endpoints: tuple[str, ...] = ()
     call_timeout: timedelta = timedelta(minutes=10)
     connect_timeout: timedelta = timedelta(seconds=10)
     payload_max_bytes: int = 32 * 1024 * 1024
@@ -151,6 +183,13 @@ class LocalRuntimeSettings:
             raise ValueError("restart_reset_backoff_threshold must be > 0")
         if not 0.0 <= self.restart_jitter_factor <= 1.0:
             raise ValueError("restart_jitter_factor must be between 0 and 1")
+        if self.taskmanagers < 0 or self.taskmanager_slots < 0:
+            raise ValueError("taskmanagers and taskmanager_slots must be >= 0")
+        if self.taskmanagers and self.slots_per_taskmanager * self.taskmanagers < self.parallelism:
+            raise ValueError(
+                f"{self.taskmanagers} TaskManagers x {self.slots_per_taskmanager} slots cannot "
+                f"run parallelism {self.parallelism}"
+            )
         if self.transaction_timeout > timedelta(minutes=15):
             raise ValueError(
                 "transaction_timeout must be <= 15min (the broker's transaction.max.timeout.ms)"
@@ -161,6 +200,7 @@ class LocalRuntimeSettings:
         for name in ("requests", "actions", "replies", "events"):
             if getattr(self, f"{name}_partitions") < 1:
                 raise ValueError(f"{name}_partitions must be >= 1")
+        parse_endpoints(self.endpoints)
 
     # --- derived values ------------------------------------------------------------------------
     @property
@@ -172,13 +212,24 @@ class LocalRuntimeSettings:
         return f"http://127.0.0.1:{self.rest_port}"
 
     @property
+    def slots_per_taskmanager(self) -> int:
+        if self.taskmanager_slots or not self.taskmanagers:
+            return self.taskmanager_slots or self.parallelism
+        return -(-self.parallelism // self.taskmanagers)  # just enough: every TaskManager works
+
+    @property
     def worker_url(self) -> str:
         return f"http://{self.worker_host}:{self.worker_port}"
 
     @property
+    def endpoint_urls(self) -> dict[str, str]:
+        """Namespace -> worker URL of the pools given by :attr:`endpoints`."""
+        return parse_endpoints(self.endpoints)
+
+    @property
     def function_namespaces(self) -> tuple[str, ...]:
         seen: list[str] = []
-        for ns in (self.function_namespace, *self.extra_function_namespaces):
+        for ns in (self.function_namespace, *self.extra_function_namespaces, *self.endpoint_urls):
             if ns not in seen:
                 seen.append(ns)
         return tuple(seen)
@@ -281,6 +332,27 @@ class LocalRuntimeSettings:
         values: dict[str, Any] = {k: _parse(v, hints[k]) for k, v in identity.items() if k in names}
         values.update(overrides)
         return cls(**values)
+
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def parse_endpoints(entries: typing.Iterable[str]) -> dict[str, str]:
+    """``["gpu=http://gpu:8000", ...]`` -> ``{"gpu": "http://gpu:8000"}``; one URL per namespace."""
+    urls: dict[str, str] = {}
+    for entry in entries:
+        namespace, sep, url = entry.partition("=")
+        namespace, url = namespace.strip(), url.strip().rstrip("/")
+        if not sep or not _NAMESPACE_RE.fullmatch(namespace):
+            raise ValueError(
+                f"endpoint {entry!r}: expected NAMESPACE=URL, e.g. gpu=http://gpu:8000"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {entry!r}: the URL must start with http:// or https://")
+        if urls.get(namespace, url) != url:
+            raise ValueError(f"namespace {namespace!r} has two endpoints: {urls[namespace]}, {url}")
+        urls[namespace] = url
+    return urls
 
 
 def parse_duration(text: str) -> timedelta:

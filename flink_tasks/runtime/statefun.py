@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flink_tasks.runtime.cluster import JOBMANAGER_MAIN, TaskManagers, cluster_flink_conf
 from flink_tasks.runtime.configs import render_flink_conf, statefun_dirs
 from flink_tasks.runtime.errors import StartupError
 from flink_tasks.runtime.module_yaml import render_module_yaml
@@ -74,9 +75,11 @@ class StatefunJob:
     def __init__(self, settings: LocalRuntimeSettings) -> None:
         self.settings = settings
         self.dirs = statefun_dirs(settings)
+        # the MiniCluster JVM, or in cluster mode the JobManager (its TaskManagers: below)
         self.process = ManagedProcess(
             "statefun", settings.run_dir / "statefun.pid", settings.statefun_log_file
         )
+        self.taskmanagers = TaskManagers(settings)
 
     @property
     def project(self) -> Path:
@@ -88,7 +91,10 @@ class StatefunJob:
 
     @property
     def ports(self) -> dict[int, str]:
-        return {self.settings.rest_port: "Flink REST (StateFun)"}
+        ports = {self.settings.rest_port: "Flink REST (StateFun)"}
+        if self.settings.taskmanagers:
+            ports[self.settings.jobmanager_rpc_port] = "Flink JobManager RPC"
+        return ports
 
     def classpath(self) -> list[str]:
         return maven_classpath(
@@ -99,14 +105,17 @@ class StatefunJob:
         for key in ("conf", "checkpoints", "rocksdb", "tmp"):
             self.dirs[key].mkdir(parents=True, exist_ok=True)
         self.module_yaml_path.write_text(render_module_yaml(self.settings))
-        (self.dirs["conf"] / "flink-conf.yaml").write_text(
-            render_flink_conf(self.settings, self.module_yaml_path)
-        )
+        conf = render_flink_conf(self.settings, self.module_yaml_path)
+        if self.settings.taskmanagers:
+            conf += "".join(f"{k}: {v}\n" for k, v in cluster_flink_conf(self.settings).items())
+        (self.dirs["conf"] / "flink-conf.yaml").write_text(conf)
 
     def command(
         self, java: JavaRuntime, classpath: list[str], restore_from: Path | None
     ) -> list[str]:
         heap = self.settings.statefun_heap_mb
+        if self.settings.taskmanagers:
+            heap //= 2  # the JobManager runs no tasks (jobmanager.memory.heap.size)
         cmd = [
             java.executable,
             *java.flink_flags,
@@ -120,7 +129,7 @@ class StatefunJob:
             f"-Dlog.file={self.settings.statefun_log_file}",
             "-cp",
             os.pathsep.join(classpath),
-            LAUNCHER_MAIN,
+            JOBMANAGER_MAIN if self.settings.taskmanagers else LAUNCHER_MAIN,
             str(self.dirs["conf"]),
         ]
         if restore_from is not None:
@@ -155,12 +164,14 @@ class StatefunJob:
             rotate_log=False,
         )
         try:
+            self.taskmanagers.start(java, classpath, rotate_log=rotate_log)
             self.wait_ready(
                 self.settings.statefun_start_timeout.total_seconds(),
                 wait_for_checkpoint=self.settings.wait_for_checkpoint,
             )
         except BaseException:
             self.process.stop(grace=5.0)
+            self.taskmanagers.stop()
             raise
         elapsed = time.monotonic() - started
         log.info("StateFun job running after %.1fs (REST %s)", elapsed, self.settings.rest_url)
@@ -210,6 +221,7 @@ class StatefunJob:
         last: JobStatus | None = None
         while True:
             self.process.check_alive("start-up")
+            self.taskmanagers.check_alive("start-up")
             last = self.job_status(with_checkpoints=wait_for_checkpoint)
             if last is not None and last.state in ("FAILED", "CANCELED", "FINISHED"):
                 raise StartupError(
@@ -255,4 +267,6 @@ class StatefunJob:
             time.sleep(0.2)
 
     def stop(self, *, kill: bool = False) -> bool:
-        return self.process.stop(self.settings.stop_grace.total_seconds(), kill=kill)
+        was_running = self.process.stop(self.settings.stop_grace.total_seconds(), kill=kill)
+        self.taskmanagers.stop(kill=kill)
+        return was_running

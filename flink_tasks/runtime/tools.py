@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flink_tasks.runtime.errors import BuildError, ToolMissingError
-from flink_tasks.runtime.settings import JavaChoice
+from flink_tasks.runtime.settings import JavaChoice, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -155,35 +155,51 @@ def find_maven() -> str:
 # --- Maven builds ------------------------------------------------------------------------------
 
 
-def _sources_digest(project: Path) -> str:
-    h = hashlib.sha256()
-    files = [project / "pom.xml"]
+def _project_files(project: Path) -> list[Path]:
+    """The files Maven reads: the pom and the sources (relative to ``project``)."""
+    files = [Path("pom.xml")]
     src = project / "src"
     if src.is_dir():
-        files += sorted(p for p in src.rglob("*") if p.is_file())
-    for path in files:
-        h.update(str(path.relative_to(project)).encode())
-        h.update(path.read_bytes())
+        files += sorted(p.relative_to(project) for p in src.rglob("*") if p.is_file())
+    return files
+
+
+def _sources_digest(project: Path) -> str:
+    h = hashlib.sha256()
+    for rel in _project_files(project):
+        h.update(str(rel).encode())
+        h.update((project / rel).read_bytes())
     return h.hexdigest()
 
 
-def maven_classpath(project: Path, *, package: bool, timeout: float) -> list[str]:
-    """Classpath of a Maven project under ``deploy/local``; builds it when the pom changed.
+def build_dir(project: Path, digest: str) -> Path:
+    """Where a Maven project is built: a copy in the user's cache, one per pom/sources digest,
+    so the installed package (site-packages, maybe read-only) is never written to."""
+    return cache_dir() / "maven" / f"{project.name}-{digest[:16]}"
 
-    Runs ``mvn -B -q [package] dependency:build-classpath`` (which writes target/cp.txt) on
-    first use or when the pom/sources changed, under a file lock so concurrent launchers do not
-    build at once. With ``package`` the project's own classes (target/classes) come first.
+
+def maven_classpath(project: Path, *, package: bool, timeout: float) -> list[str]:
+    """Classpath of one of the runtime's Maven projects (:data:`RESOURCES_DIR`).
+
+    On first use (or when the pom/sources changed) the project is copied to :func:`build_dir`
+    and ``mvn -B -q [package] dependency:build-classpath`` runs there (jars go to ``~/.m2``;
+    target/cp.txt is the classpath), under a file lock so concurrent launchers do not build at
+    once. With ``package`` the project's own classes (target/classes) come first.
     """
     if not (project / "pom.xml").is_file():
         raise BuildError(f"no pom.xml in {project}")
-    target = project / "target"
+    digest = _sources_digest(project)
+    workdir = build_dir(project, digest)
+    target = workdir / "target"
     cp_file = target / "cp.txt"
     stamp = target / "flink-tasks.build-digest"
-    target.mkdir(exist_ok=True)
-    with (target / ".build.lock").open("w") as lock:
+    target.mkdir(parents=True, exist_ok=True)
+    with (workdir / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        digest = _sources_digest(project)
         if not _up_to_date(cp_file, stamp, digest):
+            for rel in _project_files(project):
+                (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(project / rel, workdir / rel)
             mvn = find_maven()
             goals = (
                 ["package", "dependency:build-classpath"]
@@ -192,23 +208,24 @@ def maven_classpath(project: Path, *, package: bool, timeout: float) -> list[str
             )
             cmd = [mvn, "-B", "-q", *goals]
             log.info(
-                "building %s: %s (first run downloads jars from Maven Central)",
-                project,
+                "building %s in %s: %s (first run downloads jars from Maven Central)",
+                project.name,
+                workdir,
                 " ".join(cmd),
             )
             started = time.monotonic()
             try:
                 proc = subprocess.run(
-                    cmd, cwd=project, capture_output=True, text=True, timeout=timeout, check=False
+                    cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False
                 )
             except subprocess.TimeoutExpired as exc:
                 raise BuildError(
-                    f"`{' '.join(cmd)}` in {project} timed out after {timeout}s"
+                    f"`{' '.join(cmd)}` in {workdir} timed out after {timeout}s"
                 ) from exc
             if proc.returncode != 0 or not cp_file.is_file():
                 output = (proc.stdout + proc.stderr).strip().splitlines()[-40:]
                 raise BuildError(
-                    f"`{' '.join(cmd)}` failed in {project} (exit {proc.returncode}):\n"
+                    f"`{' '.join(cmd)}` failed in {workdir} (exit {proc.returncode}):\n"
                     + "\n".join(output)
                 )
             stamp.write_text(digest)

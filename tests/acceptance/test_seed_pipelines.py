@@ -1,4 +1,4 @@
-"""Every example of shared/seed-pipelines.txt on the real runtime.
+"""Every example of the user guide (README: Pipelines, examples/seed.py) on the real runtime.
 
 Kafka -> StateFun -> worker -> Kafka.
 """
