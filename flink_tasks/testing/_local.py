@@ -8,7 +8,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.registry import FlinkTasks
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 
 from flink_tasks import replies, wire
 from flink_tasks._proto import events_pb2, messages_pb2
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.errors import PipelineDefinitionError, ResultTimeoutError
 from flink_tasks.pipeline.builder import PipelineBuilder, pipeline_id_problem
 from flink_tasks.registry import FlinkTasks

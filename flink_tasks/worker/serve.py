@@ -29,7 +29,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from flink_tasks import wire
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
