@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from flink_tasks import wire
+
 #: Kafka's default limit on one record: the broker's ``message.max.bytes`` / the topic's
 #: ``max.message.bytes`` (1 MiB + 12 bytes) and the producer's ``max.request.size`` (1 MiB).
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -54,10 +56,10 @@ class ClientSettings:
     """
 
     bootstrap_servers: str = "localhost:9092"
-    request_topic: str = "flink-tasks.requests"
-    action_topic: str = "flink-tasks.actions"
-    reply_topic: str = "flink-tasks.replies"
-    events_topic: str = "flink-tasks.events"
+    request_topic: str = wire.DEFAULT_REQUEST_TOPIC
+    action_topic: str = wire.DEFAULT_ACTION_TOPIC
+    reply_topic: str = wire.DEFAULT_REPLY_TOPIC
+    events_topic: str = wire.DEFAULT_EVENTS_TOPIC
     default_timeout: timedelta = timedelta(seconds=60)
     connect_timeout: timedelta = timedelta(seconds=15)
     send_timeout: timedelta = timedelta(seconds=30)

