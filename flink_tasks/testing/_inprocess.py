@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flink_tasks import wire
-from flink_tasks.statefun.adapter import decode_reply, encode_batch
+from flink_tasks.testing.wire_codec import decode_reply, encode_batch
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from flink_tasks.worker.task_runner import DEFAULT_MAX_RESULT_BYTES, TaskRunner,
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_CELLS = [CellSpec(name, f"flink_tasks.v1/{name}") for name in CELLS]
+PIPELINE_CELLS = [CellSpec(name, wire.state_type(name)) for name in CELLS]
 
 _PipelineInput = (
     messages_pb2.PipelineRequest
