@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from google.protobuf.message import DecodeError
 
-from flink_tasks import wire
+from flink_tasks import logs, wire
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import (
     EngineMessage,
@@ -152,9 +152,10 @@ class Worker:
             state = AddressState(raw={cell: outbox.get(cell) for cell in CELLS})
             outbox.scratch["state"] = state
             outbox.at_batch_end(lambda: _write_back(state, outbox))
-        effects = step(
-            invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
-        )
+        with logs.pipeline_ids(invocation.address_id):
+            effects = step(
+                invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
+            )
         for effect in effects:
             self._apply(effect, outbox)
         self.metrics.inc("pipeline_messages", invocation.typename.rpartition("/")[2])
@@ -247,6 +248,7 @@ class Worker:
         outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
 
     async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
+        logs.set_ids(request.root_pipeline_id or request.pipeline_id, request.task_id)  # own task
         result = await self.runner.run(request)
         self.metrics.inc(
             "tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
