@@ -9,7 +9,7 @@ to :data:`SUBCOMMANDS`. Logging is configured here and nowhere else.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -420,11 +420,45 @@ def cmd_module_yaml(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
 SUBCOMMANDS += [register_serve, register_module_yaml]
 
-# submit, status, result, pause, unpause, cancel, watch: from the client distribution, if installed.
-with contextlib.suppress(ImportError):
-    from flink_tasks_client.cli import register as register_client
+#: Entry point group through which other distributions add subcommands: each entry point is a
+#: ``register(subparsers)`` function. The client distribution adds the commands below.
+COMMANDS_GROUP = "flink_tasks.commands"
+CLIENT_COMMANDS = ("submit", "status", "result", "pause", "unpause", "cancel", "watch")
+CLIENT_DISTRIBUTION = "flink-tasks-client"
 
-    SUBCOMMANDS.append(register_client)
+
+def plugin_commands() -> list[Callable[[Subparsers], None]]:
+    """The registrations other installed distributions declare. One that cannot be loaded is
+    an error naming it, never a silently shorter command list."""
+    found: list[Callable[[Subparsers], None]] = []
+    for entry_point in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        try:
+            found.append(entry_point.load())
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot load flink-tasks commands {entry_point.name!r} ({entry_point.value}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return found
+
+
+def _register_missing_client_commands(subparsers: Subparsers) -> None:
+    """Commands of the client distribution when it is not installed: each says so."""
+
+    def missing(args: argparse.Namespace) -> int:
+        print(
+            f"flink-tasks {args.command}: this command comes with the {CLIENT_DISTRIBUTION} "
+            f"distribution, which is not installed (pip install {CLIENT_DISTRIBUTION})",
+            file=sys.stderr,
+        )
+        return 2
+
+    for name in CLIENT_COMMANDS:
+        if name in subparsers.choices:
+            continue
+        parser = subparsers.add_parser(name, help=f"(needs {CLIENT_DISTRIBUTION})", add_help=False)
+        parser.add_argument("arguments", nargs=argparse.REMAINDER)
+        parser.set_defaults(handler=missing)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -436,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in SUBCOMMANDS:
+    for register in [*SUBCOMMANDS, *plugin_commands()]:
         register(subparsers)
+    _register_missing_client_commands(subparsers)
     return parser
 
 

@@ -43,6 +43,13 @@ class PipelineClient(Protocol):
     async def cancel(self, pipeline_id: str) -> PipelineStatus: ...
 
 
+class KafkaPipelineClient(PipelineClient, Protocol):
+    """A client over Kafka, as `start_local` uses it (`FlinkTasksClient`)."""
+
+    async def wait_ready_async(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
 def _seconds(timeout: timedelta | float | None, default: float) -> float:
     if timeout is None:
         return default
@@ -249,7 +256,9 @@ class PipelineEnvironment:
         """The real runtime: Kafka + StateFun started (or reused) locally, `tasks` served here.
 
         Options: `settings` (a `LocalRuntimeSettings`), `engine`, `default_timeout`,
-        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse).
+        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse),
+        `client` (the Kafka client's factory, e.g. `FlinkTasksClient`; default: the one the
+        installed flink-tasks-client distribution declares).
         """
         from flink_tasks.testing._local import start_local
 
