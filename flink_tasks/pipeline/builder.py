@@ -313,6 +313,8 @@ def in_parallel(
             raise PipelineDefinitionError(
                 "with_options(...) belongs on the outer pipeline, not a chain"
             )
+    if len(chains) == 1 and _is_empty_group(chains[0]):
+        chains = ()  # in_parallel([in_parallel([])]) is [] (docs/semantics.md)
     nesting = 1 + max(
         (e.nesting for chain in chains for e in chain.entries if isinstance(e, Group)), default=0
     )
@@ -330,6 +332,14 @@ def in_parallel(
         nesting=nesting,
     )
     return PipelineBuilder((group,))
+
+
+def _is_empty_group(chain: PipelineBuilder) -> bool:
+    return (
+        len(chain.entries) == 1
+        and isinstance(chain.entries[0], Group)
+        and not chain.entries[0].chains
+    )
 
 
 def _call_of(

@@ -171,6 +171,13 @@ class InMemoryRuntime:
             for listener in self._listeners:
                 listener(record.topic, record.key, record.payload)
 
+    async def settled(self) -> None:
+        """Wait until every message sent so far, and every message those sent, is handled:
+        only delayed ones (retries, deadlines, retention) remain. Tests wait on this instead of
+        sleeping."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     def state_of(self, typename: str, address_id: str) -> dict[str, bytes | None]:
         """The stored state of an address (empty if it has none)."""
         address = self._addresses.get((typename, address_id))
