@@ -18,6 +18,7 @@ import statefun
 from statefun import request_reply_v3, statefun_builder, storage
 
 from flink_tasks import wire
+from flink_tasks._proto import statefun_head_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -212,64 +213,9 @@ def _value_specs(cells: list[CellSpec]) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- batch size
-# Field numbers of the public request-reply v3 messages: ToFunction.invocation and
-# InvocationBatchRequest.invocations.
-_TO_FUNCTION_BATCH = request_reply_v3.ToFunction.DESCRIPTOR.fields_by_name["invocation"].number
-_BATCH_INVOCATIONS = (
-    request_reply_v3.ToFunction.DESCRIPTOR.fields_by_name["invocation"]
-    .message_type.fields_by_name["invocations"]
-    .number
-)
 
 
 def count_invocations(body: bytes) -> int:
-    """How many invocations a `ToFunction` batch holds, read from its wire format without
-    parsing the state or the arguments (a walk over field headers)."""
-    batch = _length_delimited(body, _TO_FUNCTION_BATCH)
-    if batch is None:
-        return 0
-    start, end = batch
-    count = 0
-    position = start
-    while position < end:
-        key, position = _varint(body, position)
-        number, wire_type = key >> 3, key & 7
-        position = _skip(body, position, wire_type)
-        if number == _BATCH_INVOCATIONS:
-            count += 1
-    return count
-
-
-def _length_delimited(data: bytes, field_number: int) -> tuple[int, int] | None:
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        if key >> 3 == field_number and key & 7 == 2:
-            length, position = _varint(data, position)
-            return position, position + length
-        position = _skip(data, position, key & 7)
-    return None
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, position
-        shift += 7
-
-
-def _skip(data: bytes, position: int, wire_type: int) -> int:
-    if wire_type == 0:
-        return _varint(data, position)[1]
-    if wire_type == 1:
-        return position + 8
-    if wire_type == 2:
-        length, position = _varint(data, position)
-        return position + length
-    if wire_type == 5:
-        return position + 4
-    raise ValueError(f"unsupported wire type {wire_type} in a ToFunction")
+    """How many invocations a `ToFunction` batch holds: parsed with a shallow view that skips
+    the state and keeps the invocations unparsed (the SDK parses the batch itself)."""
+    return len(statefun_head_pb2.ToFunctionHead.FromString(body).invocation.invocations)
