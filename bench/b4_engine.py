@@ -29,10 +29,10 @@ from bench import tasks as bench_tasks
 from bench._router import Decoded, Router
 from flink_tasks import wire
 from flink_tasks._proto import messages_pb2
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.pipeline.builder import PipelineBuilder
-from flink_tasks.statefun.adapter import decode_reply, encode_batch
 from flink_tasks.testing import PipelineEnvironment
+from flink_tasks.testing.wire_codec import decode_reply, encode_batch
 from flink_tasks.worker.functions import Worker
 
 REPLIES = "bench.replies"

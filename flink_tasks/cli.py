@@ -9,8 +9,8 @@ to :data:`SUBCOMMANDS`. Logging is configured here and nowhere else.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from flink_tasks import logs
+from flink_tasks.config import parse_duration
 from flink_tasks.runtime.errors import RuntimeLauncherError
 from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
-from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration, parse_endpoints
+from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_endpoints
 from flink_tasks.types import parse_memory_size
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -525,11 +527,45 @@ ENDPOINTS_VAR = "FLINK_TASKS_ENDPOINTS"
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
 SUBCOMMANDS += [register_serve, register_module_yaml]
 
-# submit, status, result, pause, unpause, cancel, watch: from the client distribution, if installed.
-with contextlib.suppress(ImportError):
-    from flink_tasks_client.cli import register as register_client
+#: Entry point group through which other distributions add subcommands: each entry point is a
+#: ``register(subparsers)`` function. The client distribution adds the commands below.
+COMMANDS_GROUP = "flink_tasks.commands"
+CLIENT_COMMANDS = ("submit", "status", "result", "pause", "unpause", "cancel", "watch")
+CLIENT_DISTRIBUTION = "flink-tasks-client"
 
-    SUBCOMMANDS.append(register_client)
+
+def plugin_commands() -> list[Callable[[Subparsers], None]]:
+    """The registrations other installed distributions declare. One that cannot be loaded is
+    an error naming it, never a silently shorter command list."""
+    found: list[Callable[[Subparsers], None]] = []
+    for entry_point in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        try:
+            found.append(entry_point.load())
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot load flink-tasks commands {entry_point.name!r} ({entry_point.value}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return found
+
+
+def _register_missing_client_commands(subparsers: Subparsers) -> None:
+    """Commands of the client distribution when it is not installed: each says so."""
+
+    def missing(args: argparse.Namespace) -> int:
+        print(
+            f"flink-tasks {args.command}: this command comes with the {CLIENT_DISTRIBUTION} "
+            f"distribution, which is not installed (pip install {CLIENT_DISTRIBUTION})",
+            file=sys.stderr,
+        )
+        return 2
+
+    for name in CLIENT_COMMANDS:
+        if name in subparsers.choices:
+            continue
+        parser = subparsers.add_parser(name, help=f"(needs {CLIENT_DISTRIBUTION})", add_help=False)
+        parser.add_argument("arguments", nargs=argparse.REMAINDER)
+        parser.set_defaults(handler=missing)
 
 
 def version_text() -> str:
@@ -556,19 +592,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in SUBCOMMANDS:
+    for register in [*SUBCOMMANDS, *plugin_commands()]:
         register(subparsers)
+    _register_missing_client_commands(subparsers)
     return parser
 
 
 def configure_logging(verbosity: int) -> None:
     level = logging.DEBUG if verbosity >= 2 else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    logs.configure(level, datefmt="%H:%M:%S")
     # kafka-python logs every connection attempt at INFO
     logging.getLogger("kafka").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     if verbosity == 0:

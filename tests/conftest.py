@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from flink_tasks_client import FlinkTasksClient
 
 from examples.seed import tasks as seed_tasks
 from flink_tasks import FlinkTasks
@@ -17,5 +18,5 @@ ALL_TASKS = FlinkTasks().include(test_tasks).include(seed_tasks)
 @pytest.fixture(scope="session")
 async def local_env() -> AsyncIterator[PipelineEnvironment]:
     """Kafka + StateFun (started, or reused when `flink-tasks local up` runs) and a worker here."""
-    async with PipelineEnvironment.start_local(ALL_TASKS) as env:
+    async with PipelineEnvironment.start_local(ALL_TASKS, client=FlinkTasksClient) as env:
         yield env

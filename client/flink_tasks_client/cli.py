@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from flink_tasks import logs
+from flink_tasks.config import load_attribute, parse_duration
 from flink_tasks.errors import (
     ActionError,
     ClientError,
@@ -34,7 +35,7 @@ from flink_tasks.errors import (
 )
 from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.types import PipelineStatus
-from flink_tasks_client.settings import ClientSettings, parse_duration
+from flink_tasks_client.settings import ClientSettings
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -223,21 +224,10 @@ def load_pipeline(spec: str) -> PipelineBuilder:
     Raises:
         UsageError: the module or attribute cannot be found, or is not a pipeline.
     """
-    module_name, sep, attr_path = spec.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise UsageError(f"expected MODULE:PIPELINE (e.g. examples.seed:fan_in), got {spec!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UsageError(f"cannot import {module_name!r}: {err}") from err
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise UsageError(f"{module_name!r} has no attribute {attr_path!r}") from None
+        target: Any = load_attribute(spec, form="MODULE:PIPELINE", example="examples.seed:fan_in")
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     if not isinstance(target, PipelineBuilder):
         if not callable(target):
             raise UsageError(
@@ -671,11 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose >= 2 else logging.WARNING,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(logging.DEBUG if args.verbose >= 2 else logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from flink_tasks import wire
+from flink_tasks.config import settings_from_env
 
 #: Kafka's default limit on one record: the broker's ``message.max.bytes`` / the topic's
 #: ``max.message.bytes`` (1 MiB + 12 bytes) and the producer's ``max.request.size`` (1 MiB).
@@ -22,9 +23,6 @@ RECORD_HEADROOM_BYTES = 4 * 1024
 #: The default request limit: Kafka's default record size minus the headroom, so a request
 #: that passes the client-side check is never refused by a default-configured broker.
 DEFAULT_MAX_REQUEST_BYTES = KAFKA_DEFAULT_MAX_MESSAGE_BYTES - RECORD_HEADROOM_BYTES
-
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min|h)?\s*")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,10 +53,10 @@ class ClientSettings:
 
     # the local runtime's broker (`flink-tasks local up`): one default address everywhere
     bootstrap_servers: str = "127.0.0.1:19092"
-    request_topic: str = "flink-tasks.requests"
-    action_topic: str = "flink-tasks.actions"
-    reply_topic: str = "flink-tasks.replies"
-    events_topic: str = "flink-tasks.events"
+    request_topic: str = wire.DEFAULT_REQUEST_TOPIC
+    action_topic: str = wire.DEFAULT_ACTION_TOPIC
+    reply_topic: str = wire.DEFAULT_REPLY_TOPIC
+    events_topic: str = wire.DEFAULT_EVENTS_TOPIC
     default_timeout: timedelta = timedelta(seconds=60)
     connect_timeout: timedelta = timedelta(seconds=15)
     send_timeout: timedelta = timedelta(seconds=30)
@@ -97,49 +95,10 @@ class ClientSettings:
 
         For example ``FLINK_TASKS_BOOTSTRAP_SERVERS=kafka:9092``,
         ``FLINK_TASKS_DEFAULT_TIMEOUT=5min``, ``FLINK_TASKS_READ_COMMITTED=true``. Durations
-        take ``ms``, ``s``, ``min`` or ``h`` (a bare number is seconds). ``overrides`` win
+        take ``ms``, ``s``, ``min``, ``h`` or ``d`` (a bare number is seconds). ``overrides`` win
         over the environment. Nothing else in the client reads the environment.
 
         Raises:
             ValueError: a variable has a value its field cannot take.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            key = prefix + f.name.upper()
-            if key not in env:
-                continue
-            raw = env[key]
-            try:
-                values[f.name] = _parse(raw, f.default)
-            except ValueError as err:
-                raise ValueError(f"environment variable {key}={raw!r}: {err}") from None
-        values.update(overrides)
-        return cls(**values)
-
-
-def _parse(raw: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, timedelta):
-        return parse_duration(raw)
-    return raw
-
-
-def parse_duration(text: str) -> timedelta:
-    """``500ms``, ``30s``, ``5min``, ``1h`` or a bare number of seconds, as a `timedelta`.
-
-    Raises:
-        ValueError: the text is not such a duration.
-    """
-    match = _DURATION.fullmatch(text.lower())
-    if match is None:
-        raise ValueError(f"expected a duration such as 500ms, 30s, 5min or 1h, got {text!r}")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
+        return settings_from_env(cls, prefix, environ, overrides)

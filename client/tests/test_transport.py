@@ -38,7 +38,10 @@ from flink_tasks._proto import messages_pb2
 # kafka-python 3.0.12 leaks the socket of a connection attempt that is interrupted by close()
 # (the socket is created on its I/O thread and dropped without close). It is not ours to fix;
 # any other ResourceWarning still fails the test.
-pytestmark = pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+pytestmark = [
+    pytest.mark.integration,  # starts a real Kafka broker
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+]
 
 tasks = FlinkTasks()
 

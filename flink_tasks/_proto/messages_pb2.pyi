@@ -187,8 +187,6 @@ class TaskRequest(google.protobuf.message.Message):
     KWARGS_FIELD_NUMBER: builtins.int
     STATE_FIELD_NUMBER: builtins.int
     HAS_STATE_FIELD_NUMBER: builtins.int
-    REPLY_NAMESPACE_FIELD_NUMBER: builtins.int
-    REPLY_TYPE_FIELD_NUMBER: builtins.int
     REPLY_ID_FIELD_NUMBER: builtins.int
     RETRY_POLICY_FIELD_NUMBER: builtins.int
     HAS_RETRY_POLICY_FIELD_NUMBER: builtins.int
@@ -202,9 +200,6 @@ class TaskRequest(google.protobuf.message.Message):
     task_id: builtins.str
     task_type: builtins.str
     has_state: builtins.bool
-    reply_namespace: builtins.str
-    """pipeline function address to answer to"""
-    reply_type: builtins.str
     reply_id: builtins.str
     has_retry_policy: builtins.bool
     attempt: builtins.int
@@ -236,8 +231,6 @@ class TaskRequest(google.protobuf.message.Message):
         kwargs: flink_tasks._proto.values_pb2.ValueMap | None = ...,
         state: flink_tasks._proto.values_pb2.Value | None = ...,
         has_state: builtins.bool = ...,
-        reply_namespace: builtins.str = ...,
-        reply_type: builtins.str = ...,
         reply_id: builtins.str = ...,
         retry_policy: flink_tasks._proto.pipeline_pb2.RetryPolicy | None = ...,
         has_retry_policy: builtins.bool = ...,
@@ -250,7 +243,7 @@ class TaskRequest(google.protobuf.message.Message):
         slot: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "reply_namespace", b"reply_namespace", "reply_type", b"reply_type", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 
@@ -334,7 +327,6 @@ class Run(google.protobuf.message.Message):
     COMPLETED_FIELD_NUMBER: builtins.int
     PAUSED_FIELD_NUMBER: builtins.int
     CANCELLING_FIELD_NUMBER: builtins.int
-    HELD_RETRIES_FIELD_NUMBER: builtins.int
     ACTIVE_CHILDREN_FIELD_NUMBER: builtins.int
     FINALIZING_FIELD_NUMBER: builtins.int
     OUTCOME_FIELD_NUMBER: builtins.int
@@ -411,10 +403,6 @@ class Run(google.protobuf.message.Message):
     @property
     def state(self) -> flink_tasks._proto.values_pb2.Value: ...
     @property
-    def held_retries(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
-        """retries that fell due while paused"""
-
-    @property
     def active_children(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]: ...
     @property
     def outcome(self) -> global___Reply:
@@ -449,7 +437,6 @@ class Run(google.protobuf.message.Message):
         completed: builtins.int = ...,
         paused: builtins.bool = ...,
         cancelling: builtins.bool = ...,
-        held_retries: collections.abc.Iterable[builtins.str] | None = ...,
         active_children: collections.abc.Iterable[builtins.str] | None = ...,
         finalizing: builtins.bool = ...,
         outcome: global___Reply | None = ...,
@@ -468,7 +455,7 @@ class Run(google.protobuf.message.Message):
         last_beat_ms: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "held_retries", b"held_retries", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id"]) -> None: ...
 
 global___Run = Run
 

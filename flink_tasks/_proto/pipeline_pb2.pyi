@@ -256,12 +256,9 @@ class Pipeline(google.protobuf.message.Message):
     ENTRIES_FIELD_NUMBER: builtins.int
     INITIAL_FIELD_NUMBER: builtins.int
     INLINE_FIELD_NUMBER: builtins.int
-    IS_FRUITFUL_CHILD_FIELD_NUMBER: builtins.int
     DEADLINE_MS_FIELD_NUMBER: builtins.int
     id: builtins.str
     inline: builtins.bool
-    is_fruitful_child: builtins.bool
-    """reserved"""
     deadline_ms: builtins.int
     """with_options(deadline=): fail with PipelineDeadlineError this long after the start; 0: none"""
     @property
@@ -275,10 +272,9 @@ class Pipeline(google.protobuf.message.Message):
         entries: collections.abc.Iterable[global___Entry] | None = ...,
         initial: global___Initial | None = ...,
         inline: builtins.bool = ...,
-        is_fruitful_child: builtins.bool = ...,
         deadline_ms: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["initial", b"initial"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["deadline_ms", b"deadline_ms", "entries", b"entries", "id", b"id", "initial", b"initial", "inline", b"inline", "is_fruitful_child", b"is_fruitful_child"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["deadline_ms", b"deadline_ms", "entries", b"entries", "id", b"id", "initial", b"initial", "inline", b"inline"]) -> None: ...
 
 global___Pipeline = Pipeline

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flink_tasks import serialization
+from flink_tasks import serialization, wire
 from flink_tasks._proto import pipeline_pb2
 from flink_tasks.errors import PipelineDefinitionError, SerializationError
 from flink_tasks.types import RetryPolicy
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 _NO_STATE: Any = object()
 # Task entries leave these out on the wire; the engine reads empty as the default.
-DEFAULT_NAMESPACE = "flink_tasks"
-DEFAULT_WORKER_NAME = "worker"
+DEFAULT_NAMESPACE = wire.DEFAULT_TASK_NAMESPACE
+DEFAULT_WORKER_NAME = wire.DEFAULT_WORKER_NAME
 RESERVED_ID_CHARACTERS = ":~"
 """Not allowed in a pipeline id: child pipelines live at `<root id>:<random>` and a pipeline's
 request at `<id>~request`, so an id with them could address another pipeline's state."""
@@ -318,6 +318,8 @@ def in_parallel(
             raise PipelineDefinitionError(
                 "with_options(...) belongs on the outer pipeline, not a chain"
             )
+    if len(chains) == 1 and _is_empty_group(chains[0]):
+        chains = ()  # in_parallel([in_parallel([])]) is [] (docs/semantics.md)
     nesting = 1 + max(
         (e.nesting for chain in chains for e in chain.entries if isinstance(e, Group)), default=0
     )
@@ -335,6 +337,14 @@ def in_parallel(
         nesting=nesting,
     )
     return PipelineBuilder((group,))
+
+
+def _is_empty_group(chain: PipelineBuilder) -> bool:
+    return (
+        len(chain.entries) == 1
+        and isinstance(chain.entries[0], Group)
+        and not chain.entries[0].chains
+    )
 
 
 def _call_of(

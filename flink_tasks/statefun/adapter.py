@@ -17,14 +17,23 @@ from typing import Any
 import statefun
 from statefun import request_reply_v3, statefun_builder, storage
 
+from flink_tasks import wire
+from flink_tasks._proto import statefun_head_pb2
+
 logger = logging.getLogger(__name__)
 
-EGRESS_TYPENAME = "flink_tasks/kafka"
 
-# The Outbox of the batch being handled: one per request, shared by the batch's invocations.
-_BATCH_OUTBOX: contextvars.ContextVar[Outbox | None] = contextvars.ContextVar(
-    "batch_outbox", default=None
-)
+@dataclass
+class _Batch:
+    """The batch being handled: its Outbox (shared by its invocations) and how many of its
+    invocations have yet to run, so that the last one runs the batch-end callbacks before the
+    SDK builds the reply (the SDK has no hook of its own there)."""
+
+    remaining: int
+    outbox: Outbox | None = None
+
+
+_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("batch", default=None)
 
 
 def _identity(data: bytes) -> bytes:
@@ -100,27 +109,12 @@ class Outbox:
     def egress(self, topic: str, key: str, payload: bytes) -> None:
         self._ctx.send_egress(
             statefun.kafka_egress_message(
-                typename=EGRESS_TYPENAME, topic=topic, key=key, value=payload
+                typename=wire.EGRESS_ID, topic=topic, key=key, value=payload
             )
         )
 
 
 _TYPES: dict[str, Any] = {}
-
-# The SDK builds its reply with the module-level `collect_success(ctx)` after the batch's last
-# invocation; run the batch-end callbacks just before it. This is the SDK's only hook point
-# between "all invocations done" and "reply built" (it has no callback of its own).
-_sdk_collect_success = request_reply_v3.collect_success
-
-
-def _collect_success_after_batch_end(ctx: Any) -> Any:
-    outbox = _BATCH_OUTBOX.get()
-    if outbox is not None:
-        outbox.end_batch()
-    return _sdk_collect_success(ctx)
-
-
-request_reply_v3.collect_success = _collect_success_after_batch_end
 
 
 def _message(typename: str, address_id: str, value_typename: str, payload: bytes) -> Any:
@@ -133,49 +127,50 @@ def _message(typename: str, address_id: str, value_typename: str, payload: bytes
 Handler = Callable[[Invocation, Outbox], Awaitable[None]]
 
 
-class _Functions(statefun.StatefulFunctions):  # type: ignore[misc]
-    """Function lookup with a fallback per namespace: an unknown function never fails the job."""
-
-    __slots__ = ("_fallbacks",)
+class _FunctionTable:
+    """What the SDK's handler looks functions up in, with a fallback per namespace: an unknown
+    function never fails the job."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._fallbacks: dict[str, Any] = {}
+        self.functions: dict[str, Any] = {}
+        self.fallbacks: dict[str, Any] = {}
 
     def for_typename(self, typename: str) -> Any:
-        found = self._functions.get(typename)
+        found = self.functions.get(typename)
         if found is not None:
             return found
         namespace = typename.partition("/")[0]
-        return self._fallbacks.get(namespace) or self._fallbacks.get("*")
+        return self.fallbacks.get(namespace) or self.fallbacks.get("*")
+
+
+def _function(fun: Callable[[Any, Any], Awaitable[None]], cells: list[CellSpec]) -> Any:
+    specs = storage.make_address_storage_spec(_value_specs(cells))
+    return statefun_builder.StatefulFunction(fun=fun, specs=specs, is_async=True)
 
 
 class StatefunEndpoint:
     """Serves functions over the request-reply protocol: `await handle(body) -> body`."""
 
     def __init__(self) -> None:
-        self._functions = _Functions()
+        self._functions = _FunctionTable()
         self._handler = request_reply_v3.RequestReplyHandler(self._functions)
 
     def register(self, typename: str, handler: Handler, cells: Iterable[CellSpec] = ()) -> None:
         """Serve `handler` as the function `namespace/name`."""
         cells = list(cells)
-        self._functions.register(typename, self._wrap(handler, cells), _value_specs(cells))
+        self._functions.functions[typename] = _function(self._wrap(handler, cells), cells)
 
     def register_fallback(self, namespace: str, handler: Handler) -> None:
         """Serve every other function of `namespace` (or `*`: of any namespace) with `handler`."""
-        specs = storage.make_address_storage_spec([])
-        self._functions._fallbacks[namespace] = statefun_builder.StatefulFunction(
-            fun=self._wrap(handler, []), specs=specs, is_async=True
-        )
+        self._functions.fallbacks[namespace] = _function(self._wrap(handler, []), [])
 
     async def handle(self, body: bytes) -> bytes:
         """Handle one `ToFunction` request and return the `FromFunction` reply."""
-        token = _BATCH_OUTBOX.set(None)
+        token = _BATCH.set(_Batch(remaining=count_invocations(body)))
         try:
             result: bytes = await self._handler.handle_async(body)
         finally:
-            _BATCH_OUTBOX.reset(token)
+            _BATCH.reset(token)
         return result
 
     @staticmethod
@@ -195,12 +190,15 @@ class StatefunEndpoint:
                 caller_typename=caller.typename if caller is not None else None,
                 caller_id=caller.id if caller is not None else None,
             )
-            outbox = _BATCH_OUTBOX.get()
-            if outbox is None:
+            batch = _BATCH.get()
+            assert batch is not None, "invoked outside StatefunEndpoint.handle"
+            if batch.outbox is None:
                 # one Outbox per batch: handlers may keep parsed state between its invocations
-                outbox = Outbox(context, specs)
-                _BATCH_OUTBOX.set(outbox)
-            await handler(invocation, outbox)
+                batch.outbox = Outbox(context, specs)
+            await handler(invocation, batch.outbox)
+            batch.remaining -= 1
+            if batch.remaining == 0:
+                batch.outbox.end_batch()
 
         return invoke
 
@@ -214,110 +212,10 @@ def _value_specs(cells: list[CellSpec]) -> list[Any]:
     ]
 
 
-# ---------------------------------------------------------------------------- wire helpers
-# For in-memory routers (flink_tasks.testing) that play the StateFun runtime's part.
+# ---------------------------------------------------------------------------- batch size
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """A message a function sent: to a function, after a delay, or to a Kafka egress topic."""
-
-    typename: str = ""
-    address_id: str = ""
-    value_typename: str = ""
-    payload: bytes = b""
-    delay_ms: int = 0
-    topic: str = ""
-    key: str = ""
-
-
-@dataclass(frozen=True)
-class BatchReply:
-    """A decoded `FromFunction`: missing state specs, or the batch's effects."""
-
-    missing: list[CellSpec]
-    mutations: dict[str, bytes | None]
-    messages: list[Outgoing]
-    egress: list[Outgoing]
-
-
-def encode_batch(
-    typename: str,
-    address_id: str,
-    state: dict[str, tuple[str, bytes | None]],
-    invocations: Iterable[tuple[str | None, str | None, str, bytes]],
-) -> bytes:
-    """A `ToFunction` batch: state is {name: (typename, bytes or None)}; each invocation is
-    (caller typename, caller id, value typename, payload)."""
-    pb = request_reply_v3.ToFunction()
-    batch = pb.invocation
-    namespace, _, name = typename.partition("/")
-    batch.target.namespace = namespace
-    batch.target.type = name
-    batch.target.id = address_id
-    for state_name, (value_typename, data) in state.items():
-        value = batch.state.add()
-        value.state_name = state_name
-        value.state_value.typename = value_typename
-        if data is not None:
-            value.state_value.has_value = True
-            value.state_value.value = data
-    for caller_typename, caller_id, value_typename, payload in invocations:
-        invocation = batch.invocations.add()
-        if caller_typename:
-            caller_namespace, _, caller_name = caller_typename.partition("/")
-            invocation.caller.namespace = caller_namespace
-            invocation.caller.type = caller_name
-            invocation.caller.id = caller_id or ""
-        invocation.argument.typename = value_typename
-        invocation.argument.has_value = True
-        invocation.argument.value = payload
-    encoded: bytes = pb.SerializeToString()
-    return encoded
-
-
-def decode_reply(data: bytes) -> BatchReply:
-    """Decode a `FromFunction` reply."""
-    from statefun.kafka_egress_pb2 import KafkaProducerRecord
-
-    pb = request_reply_v3.FromFunction()
-    pb.ParseFromString(data)
-    if pb.HasField("incomplete_invocation_context"):
-        missing = [
-            CellSpec(spec.state_name, spec.type_typename)
-            for spec in pb.incomplete_invocation_context.missing_values
-        ]
-        return BatchReply(missing, {}, [], [])
-    result = pb.invocation_result
-    mutations: dict[str, bytes | None] = {}
-    for mutation in result.state_mutations:
-        deleted = (
-            mutation.mutation_type == request_reply_v3.FromFunction.PersistedValueMutation.DELETE
-        )
-        mutations[mutation.state_name] = None if deleted else mutation.state_value.value
-    messages = [
-        Outgoing(
-            typename=f"{m.target.namespace}/{m.target.type}",
-            address_id=m.target.id,
-            value_typename=m.argument.typename,
-            payload=m.argument.value,
-        )
-        for m in result.outgoing_messages
-    ]
-    messages.extend(
-        Outgoing(
-            typename=f"{m.target.namespace}/{m.target.type}",
-            address_id=m.target.id,
-            value_typename=m.argument.typename,
-            payload=m.argument.value,
-            delay_ms=m.delay_in_ms,
-        )
-        for m in result.delayed_invocations
-        if not m.is_cancellation_request
-    )
-    egress = []
-    for e in result.outgoing_egresses:
-        record = KafkaProducerRecord()
-        record.ParseFromString(e.argument.value)
-        egress.append(Outgoing(topic=record.topic, key=record.key, payload=record.value_bytes))
-    return BatchReply([], mutations, messages, egress)
+def count_invocations(body: bytes) -> int:
+    """How many invocations a `ToFunction` batch holds: parsed with a shallow view that skips
+    the state and keeps the invocations unparsed (the SDK parses the batch itself)."""
+    return len(statefun_head_pb2.ToFunctionHead.FromString(body).invocation.invocations)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flink_tasks import wire
-from flink_tasks.statefun.adapter import decode_reply, encode_batch
+from flink_tasks.testing.wire_codec import decode_reply, encode_batch
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,13 @@ class InMemoryRuntime:
         for record in reply.egress:
             for listener in self._listeners:
                 listener(record.topic, record.key, record.payload)
+
+    async def settled(self) -> None:
+        """Wait until every message sent so far, and every message those sent, is handled:
+        only delayed ones (retries, deadlines, retention) remain. Tests wait on this instead of
+        sleeping."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def state_of(self, typename: str, address_id: str) -> dict[str, bytes | None]:
         """The stored state of an address (empty if it has none)."""

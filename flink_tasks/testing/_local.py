@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.registry import FlinkTasks
 
 if TYPE_CHECKING:
     from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
-    from flink_tasks.testing.environment import PipelineEnvironment
+    from flink_tasks.testing.environment import KafkaPipelineClient, PipelineEnvironment
     from flink_tasks.worker import PoolSettings, Worker, WorkerServer
 
 logger = logging.getLogger(__name__)
+
+CLIENTS_GROUP = "flink_tasks.clients"
+ClientFactory = Callable[..., "KafkaPipelineClient"]
+"""Makes a Kafka client from keyword settings: bootstrap_servers, request_topic, action_topic,
+reply_topic, events_topic, default_timeout, read_committed."""
 
 
 def start_local(
@@ -28,14 +35,34 @@ def start_local(
     default_timeout: timedelta = timedelta(seconds=120),
     keep_running: bool = False,
     pool: PoolSettings | None = None,
+    client: ClientFactory | None = None,
 ) -> _LocalEnvironment:
-    """An environment whose `__aenter__` starts the worker, then the runtime, then a client."""
+    """An environment whose `__aenter__` starts the worker, then the runtime, then a client.
+
+    `client` makes the Kafka client from keyword settings (`FlinkTasksClient` does); by default
+    the one the flink-tasks-client distribution declares (entry point group CLIENTS_GROUP)."""
     from flink_tasks.runtime import LocalRuntimeSettings
 
     base = settings if settings is not None else LocalRuntimeSettings.from_env()
     namespaces = tuple(sorted(set(base.extra_function_namespaces) | set(tasks.namespaces)))
     base = base.replace(extra_function_namespaces=namespaces)
-    return _LocalEnvironment(cls, tasks, base, engine, default_timeout, keep_running, pool)
+    factory = client if client is not None else installed_client()
+    return _LocalEnvironment(cls, tasks, base, engine, default_timeout, keep_running, factory, pool)
+
+
+def installed_client() -> ClientFactory:
+    """The Kafka client the installed flink-tasks-client distribution declares.
+
+    Raises:
+        RuntimeError: it is not installed (or declares none).
+    """
+    for entry_point in importlib.metadata.entry_points(group=CLIENTS_GROUP, name="kafka"):
+        factory: ClientFactory = entry_point.load()
+        return factory
+    raise RuntimeError(
+        "start_local needs a Kafka client: install the flink-tasks-client distribution "
+        "(pip install flink-tasks-client), or pass client= a factory such as FlinkTasksClient"
+    )
 
 
 class _LocalEnvironment:
@@ -49,8 +76,10 @@ class _LocalEnvironment:
         engine: EngineSettings | None,
         default_timeout: timedelta,
         keep_running: bool,
+        client: ClientFactory,
         pool: PoolSettings | None = None,
     ) -> None:
+        self.client_factory = client
         self._cls = cls
         self.tasks = tasks
         self.settings = settings
@@ -64,8 +93,6 @@ class _LocalEnvironment:
         self.env: PipelineEnvironment | None = None
 
     async def __aenter__(self) -> PipelineEnvironment:
-        from flink_tasks_client import FlinkTasksClient
-
         from flink_tasks.runtime import LocalRuntime
         from flink_tasks.worker import Worker, WorkerServer
         from flink_tasks.worker.reports import KafkaReportSink
@@ -89,7 +116,7 @@ class _LocalEnvironment:
         try:
             self.runtime = LocalRuntime(settings)
             await asyncio.to_thread(self.runtime.start)
-            client = FlinkTasksClient(
+            client = self.client_factory(
                 bootstrap_servers=settings.bootstrap_servers,
                 request_topic=settings.requests_topic,
                 action_topic=settings.actions_topic,

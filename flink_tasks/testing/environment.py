@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 
 from flink_tasks import replies, wire
 from flink_tasks._proto import events_pb2, messages_pb2
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.errors import PipelineDefinitionError, ResultTimeoutError
 from flink_tasks.pipeline.builder import PipelineBuilder, pipeline_id_problem
 from flink_tasks.registry import FlinkTasks
@@ -41,6 +41,13 @@ class PipelineClient(Protocol):
     async def pause(self, pipeline_id: str) -> PipelineStatus: ...
     async def unpause(self, pipeline_id: str) -> PipelineStatus: ...
     async def cancel(self, pipeline_id: str) -> PipelineStatus: ...
+
+
+class KafkaPipelineClient(PipelineClient, Protocol):
+    """A client over Kafka, as `start_local` uses it (`FlinkTasksClient`)."""
+
+    async def wait_ready_async(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 def _seconds(timeout: timedelta | float | None, default: float) -> float:
@@ -249,7 +256,9 @@ class PipelineEnvironment:
         """The real runtime: Kafka + StateFun started (or reused) locally, `tasks` served here.
 
         Options: `settings` (a `LocalRuntimeSettings`), `engine`, `default_timeout`,
-        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse), `pool`
+        `keep_running` (leave Kafka and StateFun up on exit, for the next run to reuse),
+        `client` (the Kafka client's factory, e.g. `FlinkTasksClient`; default: the one the
+        installed flink-tasks-client distribution declares); `pool`
         (a `PoolSettings`; default: sync tasks in a thread pool of this process;
         ``PoolSettings(kind="process")`` runs them in child processes, which import `tasks` by
         its module path: the script that starts them needs ``if __name__ == "__main__":``).

@@ -7,13 +7,20 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
-from flink_tasks import wire
+from flink_tasks import logs, wire
 from flink_tasks._proto import messages_pb2
+from flink_tasks.engine import (
+    EngineMessage,
+    EngineSettings,
+    random_ids,
+    step,
+    system_clock,
+    unreadable,
+)
 from flink_tasks.engine import effects as fx
-from flink_tasks.engine import unreadable
-from flink_tasks.engine.orchestrator import EngineSettings, step
+from flink_tasks.engine.context import Clock, IdSource
 from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
@@ -29,9 +36,16 @@ from flink_tasks.worker.task_runner import (
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_CELLS = [CellSpec(name, f"flink_tasks.v1/{name}") for name in CELLS]
+PIPELINE_CELLS = [CellSpec(name, wire.state_type(name)) for name in CELLS]
 
-_PIPELINE_INPUTS: dict[str, type[Message]] = {
+_PipelineInput = (
+    messages_pb2.PipelineRequest
+    | messages_pb2.ActionRequest
+    | messages_pb2.TaskResult
+    | messages_pb2.PipelineMessage
+    | messages_pb2.WorkerReport
+)
+_PIPELINE_INPUTS: dict[str, type[_PipelineInput]] = {
     wire.PIPELINE_REQUEST: messages_pb2.PipelineRequest,
     wire.ACTION_REQUEST: messages_pb2.ActionRequest,
     wire.TASK_RESULT: messages_pb2.TaskResult,
@@ -44,7 +58,7 @@ DEFAULT_INLINE_WAIT = timedelta(seconds=5)
 DEFAULT_LEASE = timedelta(seconds=30)
 
 
-_SALVAGE: dict[str, Callable[[bytes, str], object]] = {
+_SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
     wire.TASK_RESULT: unreadable.salvage_task_result,
     wire.PIPELINE_MESSAGE: unreadable.salvage_pipeline_message,
 }
@@ -76,6 +90,7 @@ class Worker:
             because StateFun's Kafka egress fails the whole Flink job on a topic that does not
             exist. `None` allows any topic (only for a broker that auto-creates topics).
         pool: where sync task bodies run (process or thread pool); default: threads.
+        clock, ids: the engine's clock (ms) and child-id source; tests may pin them.
     """
 
     def __init__(
@@ -90,8 +105,12 @@ class Worker:
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
         pool: PoolSettings | None = None,
+        clock: Clock = system_clock,
+        ids: IdSource = random_ids,
     ) -> None:
         self.tasks = tasks
+        self.clock = clock
+        self.ids = ids
         self.reports = reports
         self.inline_wait_s = inline_wait.total_seconds()
         self.lease_ms = int(lease.total_seconds() * 1000)
@@ -122,7 +141,7 @@ class Worker:
                 "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
             )
             return
-        message: object
+        message: EngineMessage
         try:
             message = message_type.FromString(invocation.payload)
         except DecodeError as err:
@@ -142,7 +161,10 @@ class Worker:
             state = AddressState(raw={cell: outbox.get(cell) for cell in CELLS})
             outbox.scratch["state"] = state
             outbox.at_batch_end(lambda: _write_back(state, outbox))
-        effects = step(invocation.address_id, state, message, self.engine)
+        with logs.pipeline_ids(invocation.address_id):
+            effects = step(
+                invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
+            )
         for effect in effects:
             self._apply(effect, outbox)
         self.metrics.inc("pipeline_messages", invocation.typename.rpartition("/")[2])
@@ -235,6 +257,7 @@ class Worker:
         outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
 
     async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
+        logs.set_ids(request.root_pipeline_id or request.pipeline_id, request.task_id)  # own task
         result = await self.runner.run(request)
         self.metrics.inc(
             "tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -36,9 +35,10 @@ from typing import Literal
 from aiohttp import web
 
 from flink_tasks import wire
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.config import load_attribute, parse_duration
+from flink_tasks.engine import EngineSettings
 from flink_tasks.registry import FlinkTasks
-from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
+from flink_tasks.runtime.settings import LocalRuntimeSettings
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.http import create_app
 from flink_tasks.worker.reports import KafkaReportSink
@@ -83,16 +83,7 @@ class ServeOptions:
 
 def load_registry(target: str) -> FlinkTasks:
     """Import ``package.module:attribute`` (a `FlinkTasks`); the current directory is importable."""
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"expected MODULE:ATTR (e.g. examples.seed:tasks), got {target!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    module = importlib.import_module(module_name)
-    value: object = module
-    for part in attribute.split("."):
-        value = getattr(value, part)
+    value = load_attribute(target, example="examples.seed:tasks")
     if not isinstance(value, FlinkTasks):
         raise TypeError(f"{target} is a {type(value).__name__}, not a FlinkTasks registry")
     return value
@@ -147,8 +138,8 @@ def egress_topics(environ: dict[str, str] | None = None) -> frozenset[str] | Non
         return frozenset(t.strip() for t in listed.split(",") if t.strip())
     return frozenset(
         {
-            env.get("FLINK_TASKS_REPLIES_TOPIC") or "flink-tasks.replies",
-            env.get("FLINK_TASKS_EVENTS_TOPIC") or "flink-tasks.events",
+            env.get("FLINK_TASKS_REPLIES_TOPIC") or wire.DEFAULT_REPLY_TOPIC,
+            env.get("FLINK_TASKS_EVENTS_TOPIC") or wire.DEFAULT_EVENTS_TOPIC,
         }
     )
 

@@ -11,7 +11,7 @@ import pytest
 
 from flink_tasks import PipelineStatus, TaskError, wire
 from flink_tasks._proto import messages_pb2
-from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 

@@ -23,9 +23,8 @@ from flink_tasks import (
     wire,
 )
 from flink_tasks._proto import messages_pb2, values_pb2
+from flink_tasks.engine import EngineSettings, step, unreadable
 from flink_tasks.engine import effects as fx
-from flink_tasks.engine import unreadable
-from flink_tasks.engine.orchestrator import EngineSettings, step
 from flink_tasks.engine.state import AddressState
 from flink_tasks.errors import (
     INVALID_REQUEST_ERROR,
@@ -319,7 +318,9 @@ def test_an_unreadable_child_start_fails_the_parents_entry() -> None:
     with pytest.raises(DecodeError):
         messages_pb2.PipelineMessage.FromString(payload)
     message = unreadable.salvage_pipeline_message(payload, "too deep")
-    effects = step("P:child", AddressState(), message, EngineSettings())
+    effects = step(
+        "P:child", AddressState(), message, EngineSettings(), clock=lambda: 0, ids=lambda: "c"
+    )
     assert len(effects) == 1
     sent = effects[0]
     assert isinstance(sent, fx.SendPipelineMessage) and sent.pipeline_id == "P"

@@ -26,10 +26,6 @@ from typing import Any
 import pytest
 
 from flink_tasks.runtime import (
-    ACTION_REQUEST_TYPE,
-    EGRESS_ID,
-    PIPELINE_FUNCTION,
-    PIPELINE_REQUEST_TYPE,
     LocalRuntime,
     LocalRuntimeSettings,
     PortInUseError,
@@ -39,6 +35,9 @@ from flink_tasks.runtime import (
     render_module_yaml,
 )
 from flink_tasks.runtime.process import ManagedProcess, port_is_free
+from flink_tasks.wire import ACTION_REQUEST as ACTION_REQUEST_TYPE
+from flink_tasks.wire import EGRESS_ID, PIPELINE_FUNCTION
+from flink_tasks.wire import PIPELINE_REQUEST as PIPELINE_REQUEST_TYPE
 
 # the session fixture ``local_runtime`` (also fine if a conftest registers the plugin too)
 pytest_plugins = ["flink_tasks.runtime.pytest_plugin"]

@@ -1,0 +1,138 @@
+"""What one step works with: the address, its state, the settings, a clock, an id source, and
+the effects it collects. The clock and the id source are injected, so a step is deterministic."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flink_tasks._proto import events_pb2, messages_pb2
+from flink_tasks.engine import effects
+from flink_tasks.engine.common import as_status, task_exception
+from flink_tasks.engine.state import AddressState, CompiledDefinition
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+"""Milliseconds since the epoch."""
+IdSource = Callable[[], str]
+"""A fresh id for a child pipeline (unique within its root pipeline)."""
+
+
+def system_clock() -> int:
+    return int(time.time() * 1000)
+
+
+def random_ids() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Tunables of the pipeline engine."""
+
+    auto_stage_threshold: int = 100
+    """Groups with more chains are split into stages of child pipelines automatically."""
+    retention: timedelta = timedelta(hours=24)
+    """How long a finished pipeline's status and result are kept."""
+    served_namespaces: frozenset[str] | None = None
+    """Task namespaces that have an endpoint; tasks elsewhere fail at once. None: any."""
+    max_reply_bytes: int = 900 * 1024
+    """Replies above this fail with a clear error instead of breaking the Kafka egress."""
+    progress_events: int = 20
+    """Group progress events per group (at most)."""
+    stall_timeout: timedelta | None = timedelta(hours=24)
+    """A root pipeline that gets no task result (anywhere in its tree) for this long is ended
+    with `flink_tasks.PipelineDeadlineError`, so an orphaned pipeline cannot run forever. Raise
+    it if single tasks run longer. None (or zero): never."""
+
+
+@dataclass
+class Context:
+    """One step at one address. Concern modules read and change `state` and append `effects`."""
+
+    address_id: str
+    state: AddressState
+    settings: EngineSettings
+    clock: Clock
+    ids: IdSource
+    effects: list[effects.Effect] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> messages_pb2.Run:
+        run = self.state.run
+        assert run is not None
+        return run
+
+    @property
+    def definition(self) -> CompiledDefinition:
+        definition = self.state.definition
+        assert definition is not None
+        return definition
+
+    def now_ms(self) -> int:
+        return self.clock()
+
+    def new_child_id(self, run: messages_pb2.Run) -> str:
+        return f"{run.root_pipeline_id or self.address_id}:{self.ids()}"
+
+    def stall_ms(self) -> int:
+        timeout = self.settings.stall_timeout
+        return int(timeout.total_seconds() * 1000) if timeout else 0
+
+    # ---------------------------------------------------------------- output
+
+    def send(
+        self,
+        pipeline_id: str,
+        message: messages_pb2.PipelineMessage | messages_pb2.TaskResult,
+        delay_ms: int = 0,
+    ) -> None:
+        self.effects.append(effects.SendPipelineMessage(pipeline_id, message, delay_ms))
+
+    def reply(self, topic: str, key: str, reply: messages_pb2.Reply) -> None:
+        self.effects.append(effects.SendReply(topic, key, reply))
+
+    def reply_action(self, action: messages_pb2.ActionRequest, *, status: int) -> None:
+        reply = messages_pb2.Reply(
+            reply_id=action.reply_id, pipeline_id=self.address_id, status=as_status(status)
+        )
+        self.reply(action.reply_topic, self.address_id, reply)
+
+    def reply_error(self, topic: str, reply_id: str, exception_type: str, message: str) -> None:
+        if not topic:
+            logger.warning("no reply topic for %s: %s", self.address_id, message)
+            return
+        reply = messages_pb2.Reply(reply_id=reply_id, pipeline_id=self.address_id)
+        reply.error.CopyFrom(task_exception(self.address_id, "", exception_type, message))
+        self.reply(topic, self.address_id, reply)
+
+    def emit(self, event: events_pb2.PipelineEvent) -> None:
+        run = self.state.run
+        if run is None or not run.events_topic:
+            return
+        event.pipeline_id = self.address_id
+        event.root_pipeline_id = run.root_pipeline_id or self.address_id
+        event.timestamp_ms = self.clock()
+        self.effects.append(effects.EmitEvent(run.events_topic, event.root_pipeline_id, event))
+
+    def emit_status(self, status: int) -> None:
+        self.emit(
+            events_pb2.PipelineEvent(
+                status_changed=events_pb2.PipelineStatusChanged(status=as_status(status))
+            )
+        )
+
+    def flush_skipped(self) -> None:
+        if self.skipped:
+            self.emit(
+                events_pb2.PipelineEvent(
+                    tasks_skipped=events_pb2.PipelineTasksSkipped(task_ids=self.skipped)
+                )
+            )
+            self.skipped = []

@@ -1,0 +1,124 @@
+"""Leases of long tasks: a worker's `TaskRunning` beat arms a durable deadline; a deadline
+with no newer beat fails the attempt as `WorkerLostError`."""
+
+from __future__ import annotations
+
+import logging
+
+from flink_tasks import errors
+from flink_tasks._proto import messages_pb2, pipeline_pb2
+from flink_tasks.engine import sequence
+from flink_tasks.engine.common import FINISHED_STATUSES, task_exception
+from flink_tasks.engine.context import Context
+from flink_tasks.types import type_name_of
+
+logger = logging.getLogger(__name__)
+
+# what a lost worker's error matches in a retry policy's `retry_for`
+WORKER_LOST_NAMES = frozenset(type_name_of(t) for t in errors.WorkerLostError.__mro__)
+
+
+def running_task(
+    ctx: Context, task_id: str, attempt: int, invocation: int, slot: int
+) -> tuple[pipeline_pb2.TaskEntry, messages_pb2.Run | messages_pb2.Slot] | None:
+    """The task entry and the record holding its lease beat, if that attempt is still
+    the one running here; None for anything stale."""
+    run = ctx.state.run
+    if (
+        run is None
+        or run.parked
+        or invocation != run.invocation
+        or run.status in FINISHED_STATUSES
+        or (run.cancelling and not run.finalizing)
+        or not run.entry_started
+    ):
+        return None
+    entries = ctx.definition.pipeline.entries
+    if run.cursor >= len(entries):
+        return None
+    entry = entries[run.cursor]
+    if slot == 0:
+        if entry.WhichOneof("kind") != "task" or entry.task.task_id != task_id:
+            return None
+        return (entry.task, run) if attempt == run.attempt else None
+    if entry.WhichOneof("kind") != "group" or not 0 < slot <= len(entry.group.chains):
+        return None
+    head = entry.group.chains[slot - 1].entries[0]
+    slots = ctx.state.slots
+    if head.WhichOneof("kind") != "task" or head.task.task_id != task_id or slots is None:
+        return None
+    record = slots.slots[slot - 1]
+    if record.done or attempt != max(record.attempt, 1):
+        return None
+    return head.task, record
+
+
+def on_task_running(ctx: Context, running: messages_pb2.TaskRunning) -> None:
+    """A worker holds this attempt past its request-reply call: arm a durable deadline."""
+    found = running_task(ctx, running.task_id, running.attempt, running.invocation, running.slot)
+    if found is None:
+        return
+    _, record = found
+    if isinstance(record, messages_pb2.Run):
+        if running.beat < record.task_beat:
+            return
+        record.task_beat = running.beat
+        ctx.state.touch_run()
+    else:
+        if running.beat < record.beat:
+            return
+        record.beat = running.beat
+        ctx.state.touch_slots()
+    deadline = messages_pb2.TaskDeadline(
+        task_id=running.task_id,
+        attempt=running.attempt,
+        invocation=running.invocation,
+        slot=running.slot,
+        beat=running.beat,
+        lease_ms=running.lease_ms,
+    )
+    ctx.send(
+        ctx.address_id,
+        messages_pb2.PipelineMessage(task_deadline=deadline),
+        delay_ms=max(1, running.lease_ms),
+    )
+
+
+def on_task_deadline(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
+    """No newer beat within the lease: the worker is gone; the attempt fails as lost."""
+    found = running_task(
+        ctx, deadline.task_id, deadline.attempt, deadline.invocation, deadline.slot
+    )
+    if found is None:
+        return
+    task, record = found
+    beat = record.task_beat if isinstance(record, messages_pb2.Run) else record.beat
+    if beat != deadline.beat:
+        return
+    failure = task_exception(
+        deadline.task_id,
+        task.task_type,
+        errors.WORKER_LOST_ERROR,
+        f"the worker running task {task.task_type!r} (attempt {deadline.attempt}) sent no "
+        f"word for {deadline.lease_ms / 1000:g} s: its process died or lost its connection",
+    )
+    failure.attempts = deadline.attempt
+    failure.retryable = task.has_retry_policy and bool(
+        set(task.retry_policy.retry_for) & WORKER_LOST_NAMES
+    )
+    logger.warning(
+        "task %s (attempt %d) at %s lost its worker",
+        deadline.task_id,
+        deadline.attempt,
+        ctx.address_id,
+    )
+    sequence.on_task_result(
+        ctx,
+        messages_pb2.TaskResult(
+            task_id=deadline.task_id,
+            error=failure,
+            attempt=deadline.attempt,
+            invocation=deadline.invocation,
+            slot=deadline.slot,
+        ),
+    )

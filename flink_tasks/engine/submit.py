@@ -1,0 +1,154 @@
+"""Submission and child set-up: a pipeline request, a child's definition, a child's start."""
+
+from __future__ import annotations
+
+import logging
+
+from flink_tasks import errors
+from flink_tasks._proto import events_pb2, messages_pb2
+from flink_tasks.engine import compile, deadlines, effects, events, finish, sequence
+from flink_tasks.engine.common import (
+    REQUEST_STORE_SUFFIX,
+    RUNNING_STATUSES,
+    S,
+    task_count,
+    task_exception,
+)
+from flink_tasks.engine.context import Context
+from flink_tasks.pipeline.builder import pipeline_id_problem
+
+logger = logging.getLogger(__name__)
+
+
+def on_pipeline_request(ctx: Context, request: messages_pb2.PipelineRequest) -> None:
+    run = ctx.state.run
+    if refuse_reserved_id(ctx, request):
+        return
+    if run is not None and run.status in RUNNING_STATUSES and not run.parent_id:
+        ctx.reply_error(
+            request.reply_topic,
+            request.reply_id,
+            errors.ALREADY_RUNNING_ERROR,
+            f"pipeline {ctx.address_id!r} is already running; wait for it or cancel it",
+        )
+        return
+    if not request.pipeline.entries:
+        ctx.reply_error(
+            request.reply_topic,
+            request.reply_id,
+            errors.INVALID_REQUEST_ERROR,
+            "the pipeline has no entries",
+        )
+        return
+    invocation = (run.invocation + 1) if run is not None else 1
+    ctx.state.clear()
+    ctx.effects.append(
+        effects.SendPipelineMessage(
+            ctx.address_id + REQUEST_STORE_SUFFIX,
+            messages_pb2.PipelineMessage(store_request=request),
+        )
+    )
+    pipeline = request.pipeline
+    run = messages_pb2.Run(
+        status=S.PIPELINE_STATUS_RUNNING,
+        invocation=invocation,
+        root_pipeline_id=ctx.address_id,
+        reply_topic=request.reply_topic,
+        reply_id=request.reply_id,
+        events_topic=request.events_topic,
+        size=task_count(pipeline),
+    )
+    run.input.initial.CopyFrom(pipeline.initial)
+    if pipeline.initial.has_state:
+        run.state.CopyFrom(pipeline.initial.state)
+        run.has_state = True
+    ctx.state.set_run(run)
+    ctx.emit(events_pb2.PipelineEvent(pipeline_created=events.created(pipeline)))
+    ctx.emit_status(S.PIPELINE_STATUS_RUNNING)
+    ctx.state.set_definition(compile.compile_pipeline(ctx, pipeline, run))
+    deadlines.arm_deadlines(ctx, pipeline.deadline_ms)
+    sequence.start_entry(ctx)
+
+
+def refuse_reserved_id(ctx: Context, request: messages_pb2.PipelineRequest) -> bool:
+    """Refuse a request at a child's or a stored request's address: it would wipe them."""
+    run = ctx.state.run
+    if run is not None and (run.parent_id or run.parked):
+        problem = (
+            f"pipeline id {ctx.address_id!r} belongs to a child pipeline of "
+            f"{run.root_pipeline_id!r}; submit under an id of your own"
+        )
+    elif ctx.state.raw.get("request"):
+        problem = f"pipeline id {ctx.address_id!r} is where a pipeline's request is stored"
+    else:
+        problem = pipeline_id_problem(ctx.address_id) or ""
+    if not problem:
+        return False
+    logger.warning("refused a pipeline request at %r: %s", ctx.address_id, problem)
+    ctx.reply_error(request.reply_topic, request.reply_id, errors.INVALID_REQUEST_ERROR, problem)
+    return True
+
+
+def on_define_child(ctx: Context, definition: messages_pb2.ChildDefinition) -> None:
+    run = messages_pb2.Run(
+        status=S.PIPELINE_STATUS_PENDING,
+        parked=True,
+        parent_id=definition.parent_id,
+        root_pipeline_id=definition.root_pipeline_id,
+        events_topic=definition.events_topic,
+        inline=True,
+        size=task_count(definition.pipeline),
+    )
+    ctx.state.clear()
+    ctx.state.set_run(run)
+    ctx.state.set_definition(compile.compile_pipeline(ctx, definition.pipeline, run))
+
+
+def on_start_child(ctx: Context, start: messages_pb2.ChildStart) -> None:
+    run = ctx.state.run
+    if start.has_pipeline:
+        run = messages_pb2.Run(
+            parent_id=start.parent_id,
+            root_pipeline_id=start.root_pipeline_id,
+            events_topic=start.events_topic,
+            inline=start.pipeline.inline,
+            size=task_count(start.pipeline),
+        )
+        ctx.state.clear()
+        ctx.state.set_run(run)
+        ctx.state.set_definition(compile.compile_pipeline(ctx, start.pipeline, run))
+        ctx.emit(
+            events_pb2.PipelineEvent(
+                pipeline_created=events.created(start.pipeline, start.parent_id)
+            )
+        )
+    elif run is None or not run.parked:
+        # Cannot happen while messages between two addresses stay in order; answer, never hang.
+        failure = task_exception(
+            ctx.address_id,
+            "",
+            errors.INTERNAL_ERROR,
+            f"child pipeline {ctx.address_id!r} has no definition",
+        )
+        finish.send_to_parent(
+            ctx, start.parent_id, start.entry_id, start.invocation, failure=failure
+        )
+        return
+    run.parked = False
+    run.status = S.PIPELINE_STATUS_RUNNING
+    run.parent_entry_id = start.entry_id
+    run.parent_invocation = start.invocation
+    run.parent_slot = start.slot
+    run.invocation = 1
+    run.paused = start.paused
+    if start.has_pipeline:
+        deadlines.arm_deadlines(ctx, start.pipeline.deadline_ms)
+    run.input.CopyFrom(start.input)
+    if start.has_state:
+        run.state.CopyFrom(start.state)
+        run.has_state = True
+    if start.failing:  # a later segment of a long chain, reached with an error
+        run.failing = True
+        run.error.CopyFrom(start.error)
+    ctx.state.touch_run()
+    sequence.start_entry(ctx)
