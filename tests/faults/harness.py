@@ -167,7 +167,7 @@ class WorkerProcess:
         return out
 
     def rejected(self, reason: str) -> int:
-        return self.metrics().get(f'flink_tasks_rejected_messages{{reason="{reason}"}}', 0)
+        return self.metrics().get(f'flink_tasks_rejected_messages_total{{reason="{reason}"}}', 0)
 
     def set_fault(self, mode: str, seconds: float, delay: float = 0.0) -> None:
         data = json.dumps({"mode": mode, "seconds": seconds, "delay": delay}).encode()
