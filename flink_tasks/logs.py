@@ -100,14 +100,19 @@ def formatter(log_format: LogFormat) -> logging.Formatter:
 
 def configure(level: int, log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
     """Log `level` and up to `stream` (stderr) in `log_format`, task ids included."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _OwnHandler(stream or sys.stderr)
     handler.setFormatter(formatter(log_format))
     handler.addFilter(TaskFieldsFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _OwnHandler):  # others' handlers (pytest's) stay
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs (and replaces when called again)."""
 
 
 def configure_from_env() -> None:

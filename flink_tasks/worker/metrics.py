@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -122,10 +129,11 @@ class Metrics:
 
     def render(self) -> bytes:
         """Every family in the Prometheus text format: all worker processes' values merged
-        in multiprocess mode, this process's otherwise."""
+        in multiprocess mode (any metric a hook made too); this process's otherwise, followed by
+        ``prometheus_client``'s default registry (process metrics and a hook's own metrics)."""
         directory = multiprocess_dir()
         if directory is None:
-            return generate_latest(self.registry)
+            return generate_latest(self.registry) + generate_latest(REGISTRY)
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged)

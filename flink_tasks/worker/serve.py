@@ -23,24 +23,31 @@ import contextlib
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
 from aiohttp import web
+from prometheus_client.multiprocess import mark_process_dead
 
 from flink_tasks import wire
 from flink_tasks.engine.orchestrator import EngineSettings
+from flink_tasks.logs import LogFormat
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_duration
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
+from flink_tasks.worker.hooks import load_hooks
 from flink_tasks.worker.http import create_app
+from flink_tasks.worker.metrics import MULTIPROC_DIR_VAR
 from flink_tasks.worker.reports import KafkaReportSink
 from flink_tasks.worker.task_runner import PoolSettings
 
@@ -79,6 +86,8 @@ class ServeOptions:
     pool: Literal["process", "thread"] = "process"
     pool_size: int | None = None
     max_memory_per_task: int | None = None
+    hooks: tuple[str, ...] = ()
+    log_format: LogFormat = "text"
 
 
 def load_registry(target: str) -> FlinkTasks:
@@ -111,10 +120,12 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
         size=options.pool_size,
         max_memory=options.max_memory_per_task,
         registry=options.target,
+        hooks=options.hooks,
     )
     return Worker(
         tasks,
         engine=engine,
+        hooks=[hook for target in options.hooks for hook in load_hooks(target)],
         egress_topics=egress_topics(),
         pool=pool,
         reports=report_sink(),
@@ -262,6 +273,7 @@ class Supervisor:
         self.slots = [_Slot() for _ in range(options.workers)]
         self.restarts = 0
         self.stopping = False
+        self.metrics_dir, self._own_metrics_dir = _metrics_dir()
 
     def child_command(self) -> list[str]:
         o = self.options
@@ -279,10 +291,13 @@ class Supervisor:
             cmd += ["--pool-size", str(o.pool_size)]
         if o.max_memory_per_task is not None:
             cmd += ["--max-memory-per-task", str(o.max_memory_per_task)]
+        for target in o.hooks:
+            cmd += ["--hooks", target]
+        cmd += ["--log-format", o.log_format]
         return cmd
 
     def _spawn(self, index: int) -> None:
-        env = {**os.environ, **self.options.env}
+        env = {**os.environ, **self.options.env, MULTIPROC_DIR_VAR: str(self.metrics_dir)}
         proc = subprocess.Popen(self.child_command(), env=env, preexec_fn=_die_with_parent)
         slot = self.slots[index]
         slot.proc, slot.started_at, slot.restart_at = proc, time.monotonic(), None
@@ -317,6 +332,8 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self._own_metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _watch(self) -> None:
         """Note workers that died and start each again when its back-off is over."""
@@ -330,6 +347,8 @@ class Supervisor:
 
     def _schedule_restart(self, index: int, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
+        # its in-progress gauges no longer count; its counters and histograms still do
+        mark_process_dead(slot.proc.pid, str(self.metrics_dir))
         lived = now - slot.started_at
         healthy = lived >= self.backoff.healthy_after.total_seconds()
         slot.quick_exits = 0 if healthy else slot.quick_exits + 1
@@ -359,6 +378,20 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         log.info("supervisor pid %d: all workers stopped", os.getpid())
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """Where the worker processes keep their metrics: ``$PROMETHEUS_MULTIPROC_DIR`` if set (its
+    old ``*.db`` files removed: counts start at zero with the supervisor), else a new temporary
+    folder removed at exit. Returns the folder and whether it is ours to remove."""
+    given = os.environ.get(MULTIPROC_DIR_VAR)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink(missing_ok=True)
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="flink-tasks-metrics-")), True
 
 
 def describe_exit(returncode: int) -> str:
