@@ -30,10 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
@@ -348,7 +348,7 @@ class Supervisor:
     def _schedule_restart(self, index: int, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
         # its in-progress gauges no longer count; its counters and histograms still do
-        mark_process_dead(slot.proc.pid, str(self.metrics_dir))
+        mark_process_dead(slot.proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
         lived = now - slot.started_at
         healthy = lived >= self.backoff.healthy_after.total_seconds()
         slot.quick_exits = 0 if healthy else slot.quick_exits + 1
