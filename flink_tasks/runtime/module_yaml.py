@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from flink_tasks.runtime.configs import job_flink_conf
+from flink_tasks.runtime.configs import (
+    CLUSTER_METRICS_PORT,
+    job_flink_conf,
+    prometheus_reporter_conf,
+)
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
 
 INGRESS_ID = "flink_tasks/ingress"
@@ -334,6 +338,7 @@ def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
         "state.savepoints.dir": "file:///checkpoints/savepoints",
         **job_flink_conf(settings),
         "pipeline.auto-generate-uids": "false",
+        **prometheus_reporter_conf(CLUSTER_METRICS_PORT),
     }
     lines = [
         "# Rendered by `flink-tasks module-yaml --target compose` from settings.env; do not edit.",

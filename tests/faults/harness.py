@@ -39,7 +39,7 @@ def port_block(preferred: int) -> int:
     for _ in range((PORT_RANGE[1] - PORT_RANGE[0]) // 100):
         if base + 100 > PORT_RANGE[1]:
             base = PORT_RANGE[0]
-        if all(port_is_free(base + offset) for offset in (0, 81, 92, 93)):
+        if all(port_is_free(base + offset) for offset in (0, 49, 81, 92, 93)):
             return base
         base += 100
     raise RuntimeError("no free port block in 61000-62999")
@@ -52,6 +52,7 @@ def runtime_settings(run_dir: Path, base: int, **overrides: Any) -> LocalRuntime
         kafka_port=base + 92,
         kafka_controller_port=base + 93,
         rest_port=base + 81,
+        metrics_port=base + 49,
         worker_port=base,
         **overrides,
     )
