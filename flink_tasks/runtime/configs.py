@@ -188,7 +188,9 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
     }
     ports = local_metrics_ports(settings)
     if ports:
-        conf.update(prometheus_reporter_conf(f"{ports[0]}-{ports[-1]}" if len(ports) > 1 else ports[0]))
+        conf.update(
+            prometheus_reporter_conf(f"{ports[0]}-{ports[-1]}" if len(ports) > 1 else ports[0])
+        )
     lines = ["# Rendered by flink_tasks.runtime; do not edit, edit the settings."]
     lines += [f"{k}: {v}" for k, v in conf.items()]
     return "\n".join(lines) + "\n"

@@ -426,6 +426,7 @@ class FaultStack:
         serve_workers: int | None = None,
         serve_args: tuple[str, ...] = (),
         serve_target: str = TARGET,
+        serve_env: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
         self.settings = runtime_settings(tmp / "runtime", base, **settings)
@@ -444,6 +445,7 @@ class FaultStack:
             )
         )
         self.worker.env.update(worker_env(self.settings))
+        self.worker.env.update(serve_env or {})
         self.runtime = LocalRuntime(self.settings)
         self.client: Any = None
 
@@ -499,6 +501,7 @@ def fault_stack(
     serve_workers: int | None = None,
     serve_args: tuple[str, ...] = (),
     serve_target: str = TARGET,
+    serve_env: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[FaultStack]:
     stack = FaultStack(
@@ -507,6 +510,7 @@ def fault_stack(
         serve_workers=serve_workers,
         serve_args=serve_args,
         serve_target=serve_target,
+        serve_env=serve_env,
         **settings,
     )
     stack.start()
