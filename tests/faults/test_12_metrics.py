@@ -161,7 +161,19 @@ def test_flink_reporter_shows_checkpoints(metrics_stack: tuple[FaultStack, Path]
     assert completed >= 2
     assert total(samples, "flink_jobmanager_job_lastCheckpointDuration") >= 0
     assert total(samples, "flink_jobmanager_job_lastCheckpointSize") > 0
-    assert total(samples, "flink_jobmanager_job_numberOfFailedCheckpoints") == 0
+    # checkpoints triggered while the job's tasks were still starting count as failed
+    # ("Failed to trigger checkpoint ... not running"); none fail once it runs
+    failed = total(samples, "flink_jobmanager_job_numberOfFailedCheckpoints")
+    deadline = time.monotonic() + 30
+    while True:  # two more checkpoints of the running job
+        later = scrape(url)
+        done = total(later, "flink_jobmanager_job_numberOfCompletedCheckpoints")
+        if done >= completed + 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert done >= completed + 2
+    assert total(later, "flink_jobmanager_job_numberOfFailedCheckpoints") == failed
+    print(f"checkpoints: {completed:g} completed, {failed:g} failed at job start")
     assert total(samples, "flink_jobmanager_job_numRestarts") == 0
 
 
