@@ -318,11 +318,12 @@ class Supervisor:
             for i in range(self.options.workers):
                 self._spawn(i)
             log.info(
-                "supervisor pid %d: %d workers on http://%s:%d",
+                "supervisor pid %d: %d workers on http://%s:%d, metrics of all in %s",
                 os.getpid(),
                 self.options.workers,
                 self.options.host,
                 self.options.port,
+                self.metrics_dir,
             )
             while not self.stopping:
                 self._watch()
