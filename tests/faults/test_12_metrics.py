@@ -5,15 +5,21 @@ query of the Grafana dashboard (deploy/grafana) names a metric one of the two se
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from flink_tasks_client import list_pipelines
 from prometheus_client.parser import text_string_to_metric_families
 
 from flink_tasks import TaskError, in_parallel
+from flink_tasks.types import PipelineStatus
 from tests.faults import fault_tasks as ft
 from tests.faults import long_tasks as lt
 from tests.faults.harness import FaultStack, fault_stack, job_health
@@ -126,6 +132,57 @@ def test_two_processes_one_scrape_exact_counts(metrics_stack: tuple[FaultStack, 
 
     after = job_health(stack.runtime)
     assert after.jid == before.jid and after.restarts == before.restarts == 0
+
+
+def test_list_finds_exactly_the_failed_pipelines(metrics_stack: tuple[FaultStack, Path]) -> None:
+    stack, _ = metrics_stack
+    settings = stack.client.settings
+    ok = [ft.total.send([i, 1]) for i in range(3)]
+    bad = [ft.unserializable_result.send() for _ in range(2)]
+    ok_futures = [stack.client.submit(p) for p in ok]
+    bad_futures = [stack.client.submit(p) for p in bad]
+    assert [f.result(timeout=60) for f in ok_futures] == [1, 2, 3]
+    for future in bad_futures:
+        with pytest.raises(TaskError):
+            future.result(timeout=60)
+    # the first test's failed pipelines are in the same hour: all of them, and only them
+    failed = list_pipelines(settings, status=PipelineStatus.FAILED, since=timedelta(hours=1))
+    earlier_failed = BAD
+    assert len(failed) == earlier_failed + len(bad)
+    assert {f.id for f in bad} <= {p.pipeline_id for p in failed}
+    assert all(p.status is PipelineStatus.FAILED for p in failed)
+    by_type = list_pipelines(settings, task_type=ft.unserializable_result.type_name)
+    assert {f.id for f in bad} <= {p.pipeline_id for p in by_type}
+    assert all(ft.unserializable_result.type_name in p.task_types for p in by_type)
+    completed = list_pipelines(settings, status=PipelineStatus.COMPLETED, since=timedelta(hours=1))
+    assert {f.id for f in ok} <= {p.pipeline_id for p in completed}
+    assert len(completed) == GOOD + len(ok)
+    assert len(list_pipelines(settings, limit=2)) == 2
+    # the same through the CLI
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flink_tasks",
+            "list",
+            "--status",
+            "failed",
+            "--since",
+            "1h",
+            "--json",
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--events-topic",
+            settings.events_topic,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["pipeline_id"] for r in rows} == {p.pipeline_id for p in failed}
+    assert {r["status"] for r in rows} == {"failed"}
 
 
 def per_process(directory: Path, pid: int) -> dict[str, float]:
