@@ -13,14 +13,16 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from flink_tasks import logs
 from flink_tasks.config import parse_duration
+from flink_tasks.logs import LOG_FORMAT_VAR, LOG_FORMATS, LOG_LEVEL_VAR, LogFormat
+from flink_tasks.logs import configure as configure_log_output
 from flink_tasks.runtime.errors import RuntimeLauncherError
 from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
 from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_endpoints
@@ -402,13 +404,27 @@ def register_serve(subparsers: Subparsers) -> None:
         help="default memory limit of a task's child process, e.g. 512MiB (process pool; "
         "@tasks.bind(max_memory=...) overrides it per task)",
     )
+    serve.add_argument(
+        "--hooks",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="worker hooks (an object or a list of them): observers and middleware that wrap "
+        "task bodies where they run, imported by every worker process and pool child "
+        "(repeatable; see docs/observability.md)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=list(LOG_FORMATS),
+        default=os.environ.get(LOG_FORMAT_VAR) or "text",
+        help="text lines, or one JSON object a line with the task's ids on every record of a "
+        f"task (default ${LOG_FORMAT_VAR} or text)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     try:
         from flink_tasks.worker.serve import (
             EXTRA_NAMESPACES_VAR,
@@ -446,7 +462,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pool=args.pool,
         pool_size=args.pool_size,
         max_memory_per_task=args.max_memory_per_task,
+        hooks=tuple(args.hooks),
+        log_format=args.log_format,
     )
+    # pool children are started by the fork server: they configure their logs from these
+    os.environ[LOG_FORMAT_VAR] = args.log_format
+    os.environ[LOG_LEVEL_VAR] = logging.getLevelName(logging.getLogger().level)
     if args.pool_size is not None and args.pool_size < 1:
         print("flink-tasks serve: error: --pool-size must be >= 1", file=sys.stderr)
         return 2
@@ -598,9 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(verbosity: int) -> None:
+def configure_logging(verbosity: int, log_format: LogFormat = "text") -> None:
     level = logging.DEBUG if verbosity >= 2 else logging.INFO
-    logs.configure(level, datefmt="%H:%M:%S")
+    configure_log_output(level, log_format, sys.stderr)
     # kafka-python logs every connection attempt at INFO
     logging.getLogger("kafka").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     if verbosity == 0:
@@ -610,7 +631,7 @@ def configure_logging(verbosity: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, getattr(args, "log_format", "text"))
     handler: Handler = args.handler
     try:
         return handler(args)

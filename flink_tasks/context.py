@@ -25,7 +25,10 @@ class TaskContext:
         """A context whose logger carries the task's ids."""
         extra: dict[str, Any] = {
             "task_id": task_id,
-            "pipeline_id": root_pipeline_id or pipeline_id,
+            "task_type": task_type,
+            "pipeline_id": pipeline_id,
+            "root_pipeline_id": root_pipeline_id or pipeline_id,
+            "attempt": attempt,
         }
         adapter = logging.LoggerAdapter(logging.getLogger(f"flink_tasks.task.{task_type}"), extra)
         return cls(task_id, task_type, pipeline_id, root_pipeline_id, attempt, adapter)

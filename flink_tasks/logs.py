@@ -1,56 +1,139 @@
-"""Log records that say which pipeline and task they are about.
+"""Log set-up for the processes flink-tasks starts, and the task fields on every record.
 
-The worker sets the ids of the message it handles (`pipeline_ids`); the format every
-flink-tasks command uses shows them as `[pipeline=… task=…]` after the logger's name.
+A task's ids (`TASK_FIELDS`) are held in a context variable while its body runs (`task_fields`,
+entered where the body runs: a pool child, a pool thread or the task loop), and
+`TaskFieldsFilter`, installed on the handlers, copies them onto every record logged meanwhile,
+whichever logger logged it. Records logged outside a task carry none of them.
+
+Formats: ``text`` (one line; a task's ids appended in brackets) and ``json`` (one JSON object a
+line, by python-json-logger: the standard fields plus every ``extra``). The CLI configures the
+worker process (`configure`); the process-pool children configure themselves the same way from
+the environment the CLI sets (`LOG_FORMAT_VAR`, `LOG_LEVEL_VAR`), since they are started by the
+fork server, not forked from a configured process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Literal, TextIO
 
-PIPELINE_ID: ContextVar[str] = ContextVar("flink_tasks_pipeline_id", default="")
-TASK_ID: ContextVar[str] = ContextVar("flink_tasks_task_id", default="")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+#: Environment variables: the log format and level of worker processes and pool children.
+LOG_FORMAT_VAR = "FLINK_TASKS_LOG_FORMAT"
+LOG_LEVEL_VAR = "FLINK_TASKS_LOG_LEVEL"
+TASK_FIELDS = ("pipeline_id", "root_pipeline_id", "task_id", "task_type", "attempt")
 
-FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(flink_ids)s: %(message)s"
-
-
-class IdsFilter(logging.Filter):
-    """Adds `flink_ids` (" [pipeline=P task=T]", or "" outside any pipeline) to every record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        pipeline_id, task_id = PIPELINE_ID.get(), TASK_ID.get()
-        parts = [f"pipeline={pipeline_id}"] if pipeline_id else []
-        if task_id:
-            parts.append(f"task={task_id}")
-        record.flink_ids = f" [{' '.join(parts)}]" if parts else ""
-        return True
+_task: ContextVar[dict[str, object] | None] = ContextVar("flink_tasks_task_fields", default=None)
 
 
-def set_ids(pipeline_id: str, task_id: str = "") -> None:
-    """Mark the current context (an asyncio task, a thread's run) as working for these ids."""
-    PIPELINE_ID.set(pipeline_id)
-    TASK_ID.set(task_id)
-
-
-@contextmanager
-def pipeline_ids(pipeline_id: str, task_id: str = "") -> Iterator[None]:
-    """The ids for the duration of a block."""
-    pipeline_token = PIPELINE_ID.set(pipeline_id)
-    task_token = TASK_ID.set(task_id)
+@contextlib.contextmanager
+def task_fields(
+    *, pipeline_id: str, root_pipeline_id: str, task_id: str, task_type: str, attempt: int
+) -> Iterator[None]:
+    """Records logged in this context (this thread or task) carry the task's ids."""
+    token = _task.set(
+        {
+            "pipeline_id": pipeline_id,
+            "root_pipeline_id": root_pipeline_id or pipeline_id,
+            "task_id": task_id,
+            "task_type": task_type,
+            "attempt": attempt,
+        }
+    )
     try:
         yield
     finally:
-        TASK_ID.reset(task_token)
-        PIPELINE_ID.reset(pipeline_token)
+        _task.reset(token)
 
 
-def configure(level: int, *, datefmt: str | None = None) -> None:
-    """Log to stderr in FORMAT (the ids included), as every flink-tasks command does."""
-    logging.basicConfig(level=level, format=FORMAT, datefmt=datefmt, stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, IdsFilter) for f in handler.filters):
-            handler.addFilter(IdsFilter())
+@contextlib.contextmanager
+def pipeline_ids(pipeline_id: str) -> Iterator[None]:
+    """Records logged while the pipeline function handles a message carry its address."""
+    token = _task.set({"pipeline_id": pipeline_id})
+    try:
+        yield
+    finally:
+        _task.reset(token)
+
+
+class TaskFieldsFilter(logging.Filter):
+    """Adds the running task's ids to a record (fields set by ``extra`` are kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = _task.get()
+        if fields:
+            for key, value in fields.items():
+                if not hasattr(record, key):
+                    setattr(record, key, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """One line; a task's ids in brackets at the end."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        task_id = getattr(record, "task_id", None)
+        pipeline_id = getattr(record, "pipeline_id", None)
+        if task_id is None and pipeline_id is None:
+            return line
+        if task_id is None:
+            ids = f"[pipeline {pipeline_id}]"
+        else:
+            ids = (
+                f"[task {getattr(record, 'task_type', '?')} {task_id} "
+                f"pipeline {pipeline_id or '?'} "
+                f"root {getattr(record, 'root_pipeline_id', '?')}]"
+            )
+        head, sep, rest = line.partition("\n")  # keep a traceback after the ids
+        return f"{head} {ids}{sep}{rest}"
+
+
+def formatter(log_format: LogFormat) -> logging.Formatter:
+    """The formatter of `log_format`."""
+    if log_format == "json":
+        # imported here: python-json-logger comes with the worker extra, the CLI works without
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(
+            "{asctime}{levelname}{name}{process}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        )
+    if log_format == "text":
+        return TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    raise ValueError(f"unknown log format {log_format!r}; use one of {', '.join(LOG_FORMATS)}")
+
+
+def configure(level: int, log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
+    """Log `level` and up to `stream` (stderr) in `log_format`, task ids included."""
+    handler = _OwnHandler(stream or sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    handler.addFilter(TaskFieldsFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old, _OwnHandler):  # others' handlers (pytest's) stay
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs (and replaces when called again)."""
+
+
+def configure_from_env() -> None:
+    """For a process started by flink-tasks (a pool child): the format and level its worker
+    process was configured with, if any."""
+    log_format = os.environ.get(LOG_FORMAT_VAR)
+    if log_format not in LOG_FORMATS:
+        return
+    level = logging.getLevelName(os.environ.get(LOG_LEVEL_VAR, "INFO"))
+    configure(level if isinstance(level, int) else logging.INFO, log_format)  # type: ignore[arg-type]

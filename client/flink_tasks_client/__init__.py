@@ -23,6 +23,7 @@ from flink_tasks.errors import (
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client._client import FlinkTasksClient
 from flink_tasks_client._events import EventStream
+from flink_tasks_client._listing import PipelineSummary, list_pipelines
 from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineNotFoundError",
     "PipelineStatus",
+    "PipelineSummary",
     "RequestTooLargeError",
     "ResultTimeoutError",
     "SerializationError",
@@ -46,4 +48,5 @@ __all__ = [
     "TaskException",
     "TransportError",
     "__version__",
+    "list_pipelines",
 ]

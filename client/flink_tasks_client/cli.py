@@ -194,6 +194,31 @@ def register(subparsers: Subparsers) -> None:
     )
     watch.set_defaults(handler=cmd_watch)
 
+    listing = subparsers.add_parser(
+        "list",
+        parents=[common],
+        help="list root pipelines by status, task type and time (from the events topic)",
+        description="List root pipelines from the events topic (newest update first): id, "
+        "status, created and updated time (UTC) and task types. Reads only the records since "
+        "--since; Flink's state is not scanned. Pipelines submitted without events are not seen.",
+    )
+    listing.add_argument(
+        "--status",
+        action="append",
+        choices=[s.name.lower() for s in PipelineStatus],
+        help="only pipelines whose status is this (repeatable)",
+    )
+    listing.add_argument("--task-type", help="only pipelines that run this task type")
+    listing.add_argument(
+        "--since",
+        type=_duration,
+        metavar="DURATION",
+        help="only pipelines with an event in the last DURATION, e.g. 1h (default: all retained)",
+    )
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--json", action="store_true", help="one JSON object a line")
+    listing.set_defaults(handler=cmd_list)
+
 
 def settings_from_args(args: argparse.Namespace) -> ClientSettings:
     """`ClientSettings.from_env`, with the command-line options on top."""
@@ -375,6 +400,44 @@ def cmd_action(args: argparse.Namespace) -> int:
     async def body(client: FlinkTasksClient, settings: ClientSettings) -> int:
         call = {"pause": client.pause, "unpause": client.unpause, "cancel": client.cancel}
         print((await call[args.action](args.pipeline_id)).name)
+        return EXIT_OK
+
+    return _run(args, body)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from flink_tasks_client._listing import list_pipelines
+
+    if args.limit < 1:
+        _error("--limit must be >= 1")
+        return EXIT_USAGE
+
+    async def body(client: FlinkTasksClient, settings: ClientSettings) -> int:
+        statuses = [PipelineStatus[s.upper()] for s in args.status or []]
+        rows = await asyncio.to_thread(
+            list_pipelines,
+            settings,
+            status=statuses or None,
+            task_type=args.task_type,
+            since=args.since,
+            limit=args.limit,
+        )
+        for row in rows:
+            created = row.created.isoformat(timespec="seconds") if row.created else "-"
+            fields = {
+                "pipeline_id": row.pipeline_id,
+                "status": row.status.name.lower(),
+                "created": created,
+                "updated": row.updated.isoformat(timespec="seconds"),
+                "task_types": sorted(row.task_types),
+            }
+            if args.json:
+                print(json.dumps(fields))
+            else:
+                print(
+                    f"{row.pipeline_id}  {fields['status']:<10} {created:<25} "
+                    f"{fields['updated']:<25} {','.join(fields['task_types'])}"
+                )
         return EXIT_OK
 
     return _run(args, body)

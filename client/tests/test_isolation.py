@@ -44,6 +44,7 @@ def test_public_api() -> None:
         "PipelineDefinitionError",
         "PipelineNotFoundError",
         "PipelineStatus",
+        "PipelineSummary",
         "RequestTooLargeError",
         "ResultTimeoutError",
         "SerializationError",
@@ -51,6 +52,7 @@ def test_public_api() -> None:
         "TaskException",
         "TransportError",
         "__version__",
+        "list_pipelines",
     ]
     from flink_tasks import errors
 

@@ -125,6 +125,31 @@ def restart_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
     }
 
 
+#: Flink's own Prometheus reporter (flink-metrics-prometheus): every JobManager and TaskManager
+#: serves its metrics (checkpoints, restarts, back-pressure, StateFun's remote calls) at
+#: ``GET http://HOST:PORT/metrics``. Flink 1.16's reporter has no bind-address option: it listens
+#: on every interface of the JVM's host.
+PROMETHEUS_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+#: the port of the reporter in compose and Kubernetes (Flink's default)
+CLUSTER_METRICS_PORT = 9249
+
+
+def prometheus_reporter_conf(port: int | str) -> dict[str, str | int]:
+    """The reporter's keys; `port` may be a range (``9250-9260``: each JVM takes a free one)."""
+    return {
+        "metrics.reporters": "prom",
+        "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER_FACTORY,
+        "metrics.reporter.prom.port": port,
+    }
+
+
+def local_metrics_ports(settings: LocalRuntimeSettings) -> list[int]:
+    """The reporter ports of the local runtime: one, or one per JVM in cluster mode."""
+    if not settings.metrics_port:
+        return []
+    return [settings.metrics_port + i for i in range(1 + settings.taskmanagers)]
+
+
 def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
     """``flink-conf.yaml`` for the StateFun MiniCluster.
 
@@ -161,6 +186,11 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
         "blob.server.port": "0",
         "metrics.internal.query-service.port": "0",
     }
+    ports = local_metrics_ports(settings)
+    if ports:
+        conf.update(
+            prometheus_reporter_conf(f"{ports[0]}-{ports[-1]}" if len(ports) > 1 else ports[0])
+        )
     lines = ["# Rendered by flink_tasks.runtime; do not edit, edit the settings."]
     lines += [f"{k}: {v}" for k, v in conf.items()]
     return "\n".join(lines) + "\n"

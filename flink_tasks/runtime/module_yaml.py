@@ -32,7 +32,11 @@ from pathlib import Path
 from typing import Literal
 
 from flink_tasks import wire
-from flink_tasks.runtime.configs import job_flink_conf
+from flink_tasks.runtime.configs import (
+    CLUSTER_METRICS_PORT,
+    job_flink_conf,
+    prometheus_reporter_conf,
+)
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
 
 YamlValue = str | int | bool | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
@@ -328,6 +332,7 @@ def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
         "state.savepoints.dir": "file:///checkpoints/savepoints",
         **job_flink_conf(settings),
         "pipeline.auto-generate-uids": "false",
+        **prometheus_reporter_conf(CLUSTER_METRICS_PORT),
     }
     lines = [
         "# Rendered by `flink-tasks module-yaml --target compose` from settings.env; do not edit.",

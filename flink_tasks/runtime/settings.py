@@ -114,6 +114,9 @@ class LocalRuntimeSettings:
     # a share of the job and a lost one must come back, as on Kubernetes)
     taskmanager_slots: int = 0
     jobmanager_rpc_port: int = 18082
+    # Flink's Prometheus reporter (GET /metrics; 0: none); cluster mode uses this port and the
+    # next `taskmanagers` ones (one per JVM)
+    metrics_port: int = 18249
     statefun_heap_mb: int = field(default=1024, metadata=_PROCESS)
     checkpoint_interval: timedelta = timedelta(seconds=1)
     # how long Flink holds a network buffer before it is sent: latency of every hop (default 100ms)

@@ -94,6 +94,7 @@ class StatefunJob:
         ports = {self.settings.rest_port: "Flink REST (StateFun)"}
         if self.settings.taskmanagers:
             ports[self.settings.jobmanager_rpc_port] = "Flink JobManager RPC"
+        # not the metrics port: Flink runs on without its reporter (and logs why) when it is busy
         return ports
 
     def classpath(self) -> list[str]:

@@ -21,7 +21,8 @@ from flink_tasks.runtime.errors import StartupError
 
 
 class WorkerProcesses:
-    """``flink-tasks serve TARGET --workers N`` as a child process group on ``host:port``."""
+    """``flink-tasks serve TARGET --workers N`` as a child process group on ``host:port``;
+    `log_format` ``"json"`` writes one JSON object a line to `log_file`."""
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class WorkerProcesses:
         cwd: Path | None = None,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        log_format: str = "text",
     ) -> None:
         self.target = target
         self.host = host
@@ -43,6 +45,7 @@ class WorkerProcesses:
         self.cwd = cwd
         self.extra_args = extra_args
         self.env = env
+        self.log_format = log_format
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,6 +65,8 @@ class WorkerProcesses:
             str(self.port),
             "--workers",
             str(self.workers),
+            "--log-format",
+            self.log_format,
             *self.extra_args,
         ]
 

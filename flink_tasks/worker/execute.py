@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flink_tasks import serialization
 from flink_tasks._proto import messages_pb2, values_pb2
 from flink_tasks.context import TaskContext
 from flink_tasks.errors import NonRetryableError, SerializationError
+from flink_tasks.logs import task_fields
 from flink_tasks.pipeline.builder import PipelineBuilder
 from flink_tasks.registry import FlinkTasks, TaskDefinition
+from flink_tasks.worker import hooks
 
 # A group aggregates up to 100 results at one address, and StateFun ships an address's state with
 # each call (32 MiB at most): 256 KiB per result keeps a full group well inside that.
@@ -96,17 +98,29 @@ def prepare_args(
         )
         args.insert(0, state)
     if definition.with_context:
-        args.insert(
-            0,
-            TaskContext.create(
-                task_id=request.task_id,
-                task_type=request.task_type,
-                pipeline_id=request.pipeline_id,
-                root_pipeline_id=request.root_pipeline_id,
-                attempt=request.attempt or 1,
-            ),
-        )
+        args.insert(0, task_context(request))
     return args, kwargs
+
+
+def task_context(request: messages_pb2.TaskRequest) -> TaskContext:
+    """The `TaskContext` of the attempt `request`."""
+    return TaskContext.create(
+        task_id=request.task_id,
+        task_type=request.task_type,
+        pipeline_id=request.pipeline_id,
+        root_pipeline_id=request.root_pipeline_id,
+        attempt=request.attempt or 1,
+    )
+
+
+def _log_fields(request: messages_pb2.TaskRequest) -> Any:
+    return task_fields(
+        pipeline_id=request.pipeline_id,
+        root_pipeline_id=request.root_pipeline_id,
+        task_id=request.task_id,
+        task_type=request.task_type,
+        attempt=request.attempt or 1,
+    )
 
 
 def build_result(
@@ -147,34 +161,57 @@ def build_result(
 
 
 def execute_sync(
-    tasks: FlinkTasks, request: messages_pb2.TaskRequest, max_result_bytes: int
+    tasks: FlinkTasks,
+    request: messages_pb2.TaskRequest,
+    max_result_bytes: int,
+    middleware: Sequence[hooks.SyncMiddleware] = (),
 ) -> messages_pb2.TaskResult:
-    """Run a sync task body here (a pool child or a pool thread); never raises."""
-    try:
-        definition = tasks.get(request.task_type)
-        args, kwargs = prepare_args(definition, request)
-        output = call_sync(definition.fn, args, kwargs)
-        return build_result(definition, request, output, max_result_bytes)
-    except BaseException as exc:  # SystemExit from a body is the body's failure, not ours
-        return failure_result(request, exc)
+    """Run a sync task body here (a pool child or a pool thread), inside `middleware`; never
+    raises. Records logged meanwhile in this thread carry the task's ids."""
+    with _log_fields(request):
+        try:
+            definition = tasks.get(request.task_type)
+            args, kwargs = prepare_args(definition, request)
+            if middleware:
+                output = hooks.call_sync(
+                    middleware,
+                    task_context(request),
+                    lambda: call_sync(definition.fn, args, kwargs),
+                )
+            else:
+                output = call_sync(definition.fn, args, kwargs)
+            return build_result(definition, request, output, max_result_bytes)
+        except BaseException as exc:  # SystemExit from a body is the body's failure, not ours
+            return failure_result(request, exc)
 
 
 async def execute_async(
-    tasks: FlinkTasks, request: messages_pb2.TaskRequest, max_result_bytes: int
+    tasks: FlinkTasks,
+    request: messages_pb2.TaskRequest,
+    max_result_bytes: int,
+    middleware: Sequence[hooks.AsyncMiddleware] = (),
 ) -> messages_pb2.TaskResult:
-    """Run an async task body on the running loop; raises only `CancelledError` (a timeout)."""
-    try:
-        definition = tasks.get(request.task_type)
-        args, kwargs = prepare_args(definition, request)
-        if inspect.isasyncgenfunction(definition.fn):
-            output: Any = [item async for item in definition.fn(*args, **kwargs)]
-        else:
-            output = await definition.fn(*args, **kwargs)
-        return build_result(definition, request, output, max_result_bytes)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
-        return failure_result(request, exc)
+    """Run an async task body on the running loop, inside `middleware`; raises only
+    `CancelledError` (a timeout). Records logged meanwhile in this task carry its ids."""
+    with _log_fields(request):
+        try:
+            definition = tasks.get(request.task_type)
+            args, kwargs = prepare_args(definition, request)
+
+            async def body() -> Any:
+                if inspect.isasyncgenfunction(definition.fn):
+                    return [item async for item in definition.fn(*args, **kwargs)]
+                return await definition.fn(*args, **kwargs)
+
+            if middleware:
+                output = await hooks.call_async(middleware, task_context(request), body)
+            else:
+                output = await body()
+            return build_result(definition, request, output, max_result_bytes)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            return failure_result(request, exc)
 
 
 def call_sync(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:

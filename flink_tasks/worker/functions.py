@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
@@ -31,12 +32,19 @@ from flink_tasks.worker.task_runner import (
     DEFAULT_MAX_RESULT_BYTES,
     PoolSettings,
     TaskRunner,
-    WorkerHooks,
 )
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_CELLS = [CellSpec(name, wire.state_type(name)) for name in CELLS]
+#: the shell's own cell: when the address's current run started (ms since the epoch, 8 bytes),
+#: for the pipeline duration metric; written at the start of a run and deleted at its end
+STARTED_CELL = "metrics_started_ms"
+PIPELINE_CELLS = [CellSpec(name, wire.state_type(name)) for name in (*CELLS, STARTED_CELL)]
+_TERMINAL: dict[int, str] = {
+    messages_pb2.PIPELINE_STATUS_COMPLETED: "completed",
+    messages_pb2.PIPELINE_STATUS_FAILED: "failed",
+    messages_pb2.PIPELINE_STATUS_CANCELLED: "cancelled",
+}
 
 _PipelineInput = (
     messages_pb2.PipelineRequest
@@ -64,6 +72,12 @@ _SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
 }
 
 
+def _run_phase(state: AddressState) -> tuple[int, int] | None:
+    """(invocation, status) of the address's run, or None before its first run."""
+    run = state.run
+    return None if run is None else (run.invocation, run.status)
+
+
 def _write_back(state: AddressState, outbox: Outbox) -> None:
     for cell, data in state.encoded().items():
         outbox.set(cell, data)
@@ -76,7 +90,8 @@ class Worker:
     Args:
         tasks: the task registry.
         engine: pipeline engine settings; `served_namespaces` defaults to the registry's.
-        hooks: in-process task hooks (received, started, finished, retried).
+        hooks: observer hooks (received, started, finished, retried) and middleware
+            (``around_sync``, ``around_async``): see `flink_tasks.worker.hooks`.
         reports: where heartbeats and results of tasks that outlive `inline_wait` go (the
             task-reports topic). Without it every task is waited for within the request-reply
             call, so a task longer than StateFun's call budget would fail the Flink job.
@@ -98,7 +113,7 @@ class Worker:
         tasks: FlinkTasks,
         *,
         engine: EngineSettings | None = None,
-        hooks: Sequence[WorkerHooks] = (),
+        hooks: Sequence[object] = (),
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         egress_topics: Collection[str] | None = None,
         reports: ReportSink | None = None,
@@ -135,6 +150,7 @@ class Worker:
     # ---------------------------------------------------------------- pipeline function
 
     async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
+        m = self.metrics
         message_type = _PIPELINE_INPUTS.get(invocation.typename)
         if message_type is None:
             self._reject(
@@ -152,22 +168,62 @@ class Worker:
                 return
             # from our own functions, so a pipeline waits for it: fail it rather than hang
             message = salvage(invocation.payload, detail)
-            self.metrics.inc("unreadable_failures", invocation.typename.rpartition("/")[2])
+            m.unreadable_failures.labels(invocation.typename.rpartition("/")[2]).inc()
         if isinstance(message, messages_pb2.PipelineRequest) and not message.pipeline.entries:
-            self.metrics.inc("rejected_messages", "invalid_request")
+            m.rejected_messages.labels("invalid_request").inc()
         state = outbox.scratch.get("state")
         if state is None:
             # parsed once per batch, written back once per batch
             state = AddressState(raw={cell: outbox.get(cell) for cell in CELLS})
             outbox.scratch["state"] = state
-            outbox.at_batch_end(lambda: _write_back(state, outbox))
+            outbox.scratch["batch_size"] = 0
+            outbox.at_batch_end(lambda: self._end_batch(state, outbox))
+        outbox.scratch["batch_size"] += 1
+        before = _run_phase(state)
         with logs.pipeline_ids(invocation.address_id):
             effects = step(
                 invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
             )
         for effect in effects:
             self._apply(effect, outbox)
-        self.metrics.inc("pipeline_messages", invocation.typename.rpartition("/")[2])
+        self._observe_run(before, state, outbox)
+        m.pipeline_messages.labels(invocation.typename.rpartition("/")[2]).inc()
+
+    def _end_batch(self, state: AddressState, outbox: Outbox) -> None:
+        _write_back(state, outbox)
+        self.metrics.pipeline_batch_size.observe(outbox.scratch["batch_size"])
+
+    def _observe_run(
+        self, before: tuple[int, int] | None, state: AddressState, outbox: Outbox
+    ) -> None:
+        """Count a run that started or ended in this step (the engine is not touched: its run
+        status before and after the step tell)."""
+        after = _run_phase(state)
+        if after is None and before is not None:
+            outbox.set(STARTED_CELL, None)  # the address was cleared
+        if after is None or after == before:
+            return
+        run = state.run
+        assert run is not None
+        level = "child" if run.parent_id else "root"
+        invocation, status = after
+        now_ms = int(time.time() * 1000)
+        new_run = before is None or before[0] != invocation or before[1] in _TERMINAL
+        if new_run:
+            self.metrics.pipelines_started.labels(level).inc()
+        outcome = _TERMINAL.get(status)
+        if outcome is None:
+            if new_run:
+                outbox.set(STARTED_CELL, now_ms.to_bytes(8, "big"))
+            return
+        started = now_ms
+        if not new_run:
+            raw = outbox.get(STARTED_CELL)
+            started = int.from_bytes(raw, "big") if raw and len(raw) == 8 else now_ms
+        outbox.set(STARTED_CELL, None)
+        self.metrics.pipeline_duration.labels(level, outcome).observe(
+            max(0.0, (now_ms - started) / 1000)
+        )
 
     def _apply(self, effect: fx.Effect, outbox: Outbox) -> None:
         if isinstance(effect, fx.SendTask):
@@ -203,7 +259,7 @@ class Worker:
     def _egress_allowed(self, topic: str, key: str) -> bool:
         if self.egress_topics is None or topic in self.egress_topics:
             return True
-        self.metrics.inc("rejected_messages", "egress_topic")
+        self.metrics.rejected_messages.labels("egress_topic").inc()
         logger.error(
             "dropped a reply/event for %r to topic %r: not one of the configured topics %s",
             key,
@@ -213,7 +269,7 @@ class Worker:
         return False
 
     def _reject(self, reason: str, invocation: Invocation, detail: str) -> None:
-        self.metrics.inc("rejected_messages", reason)
+        self.metrics.rejected_messages.labels(reason).inc()
         logger.error(
             "rejected a message for %s/%s %r: %s",
             invocation.namespace,
@@ -250,6 +306,8 @@ class Worker:
             done, _ = await asyncio.wait({attempt.future}, timeout=self.inline_wait_s)
             if not done:
                 # answer StateFun now; heartbeats and the result follow on the reports topic
+                if attempt.reporter is None:
+                    self.metrics.tasks_detached.labels(request.task_type).inc()
                 report = attempt.detach(self.reports, self.lease_ms)
                 outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.WORKER_REPORT, report)
                 return
@@ -257,11 +315,18 @@ class Worker:
         outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
 
     async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
-        logs.set_ids(request.root_pipeline_id or request.pipeline_id, request.task_id)  # own task
-        result = await self.runner.run(request)
-        self.metrics.inc(
-            "tasks", "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
-        )
+        m, task_type = self.metrics, request.task_type
+        if request.attempt > 1:
+            m.task_retries.labels(task_type).inc()
+        in_progress = m.tasks_in_progress.labels(task_type)
+        in_progress.inc()
+        started = time.perf_counter()
+        try:
+            result = await self.runner.run(request)
+        finally:
+            in_progress.dec()
+        outcome = "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
+        m.task_duration.labels(task_type, outcome).observe(time.perf_counter() - started)
         return result
 
     async def drain(self, timeout: float) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from flink_tasks.worker.functions import Worker
 
@@ -32,7 +34,7 @@ async def _statefun(request: web.Request) -> web.Response:
         reply = await worker.handle(body)
     except Exception:
         # Only protocol-level failures get here (task failures are results); StateFun retries.
-        worker.metrics.inc("rejected_messages", "protocol_error")
+        worker.metrics.rejected_messages.labels("protocol_error").inc()
         logger.exception(
             "could not handle a StateFun request for %s", request.match_info["function"]
         )
@@ -46,4 +48,6 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[WORKER_KEY].metrics.render(), content_type="text/plain")
+    # merging the processes' files reads disk: not on the event loop
+    body = await asyncio.to_thread(request.app[WORKER_KEY].metrics.render)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -123,6 +123,7 @@ class ProcessPool:
         size: number of children (tasks that run at once).
         max_result_bytes: the per-result size limit, checked in the child.
         on_lost: called with ``"crash" | "timeout" | "memory"`` when a child dies during a task.
+        hook_targets: ``MODULE:ATTR`` of hooks whose ``around_sync`` wraps bodies in the children.
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class ProcessPool:
         size: int,
         max_result_bytes: int,
         on_lost: Callable[[str], None] | None = None,
+        hook_targets: tuple[str, ...] = (),
     ) -> None:
         if size < 1:
             raise ValueError("a process pool needs at least 1 child")
@@ -139,6 +141,7 @@ class ProcessPool:
         self.size = size
         self.max_result_bytes = max_result_bytes
         self._on_lost = on_lost
+        self.hook_targets = hook_targets
         self._ctx = _context()
         self._children: set[_Child] = set()
         self._idle: asyncio.Queue[_Child] | None = None
@@ -181,7 +184,7 @@ class ProcessPool:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=pool_child.child_main,
-            args=(self.target, child_end, self.max_result_bytes),
+            args=(self.target, child_end, self.max_result_bytes, self.hook_targets),
             name="flink-tasks-pool",
         )
         # talks to the fork server (and starts it the first time): not on the event loop

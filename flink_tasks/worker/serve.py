@@ -22,25 +22,32 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
+from prometheus_client.multiprocess import mark_process_dead
 
 from flink_tasks import wire
 from flink_tasks.config import load_attribute, parse_duration
 from flink_tasks.engine import EngineSettings
+from flink_tasks.logs import LogFormat
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
+from flink_tasks.worker.hooks import load_hooks
 from flink_tasks.worker.http import create_app
+from flink_tasks.worker.metrics import MULTIPROC_DIR_VAR
 from flink_tasks.worker.reports import KafkaReportSink
 from flink_tasks.worker.task_runner import PoolSettings
 
@@ -79,6 +86,8 @@ class ServeOptions:
     pool: Literal["process", "thread"] = "process"
     pool_size: int | None = None
     max_memory_per_task: int | None = None
+    hooks: tuple[str, ...] = ()
+    log_format: LogFormat = "text"
 
 
 def load_registry(target: str) -> FlinkTasks:
@@ -102,10 +111,12 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
         size=options.pool_size,
         max_memory=options.max_memory_per_task,
         registry=options.target,
+        hooks=options.hooks,
     )
     return Worker(
         tasks,
         engine=engine,
+        hooks=[hook for target in options.hooks for hook in load_hooks(target)],
         egress_topics=egress_topics(),
         pool=pool,
         reports=report_sink(),
@@ -253,6 +264,7 @@ class Supervisor:
         self.slots = [_Slot() for _ in range(options.workers)]
         self.restarts = 0
         self.stopping = False
+        self.metrics_dir, self._own_metrics_dir = _metrics_dir()
 
     def child_command(self) -> list[str]:
         o = self.options
@@ -270,10 +282,13 @@ class Supervisor:
             cmd += ["--pool-size", str(o.pool_size)]
         if o.max_memory_per_task is not None:
             cmd += ["--max-memory-per-task", str(o.max_memory_per_task)]
+        for target in o.hooks:
+            cmd += ["--hooks", target]
+        cmd += ["--log-format", o.log_format]
         return cmd
 
     def _spawn(self, index: int) -> None:
-        env = {**os.environ, **self.options.env}
+        env = {**os.environ, **self.options.env, MULTIPROC_DIR_VAR: str(self.metrics_dir)}
         proc = subprocess.Popen(self.child_command(), env=env, preexec_fn=_die_with_parent)
         slot = self.slots[index]
         slot.proc, slot.started_at, slot.restart_at = proc, time.monotonic(), None
@@ -294,11 +309,12 @@ class Supervisor:
             for i in range(self.options.workers):
                 self._spawn(i)
             log.info(
-                "supervisor pid %d: %d workers on http://%s:%d",
+                "supervisor pid %d: %d workers on http://%s:%d, metrics of all in %s",
                 os.getpid(),
                 self.options.workers,
                 self.options.host,
                 self.options.port,
+                self.metrics_dir,
             )
             while not self.stopping:
                 self._watch()
@@ -308,6 +324,8 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self._own_metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _watch(self) -> None:
         """Note workers that died and start each again when its back-off is over."""
@@ -321,6 +339,8 @@ class Supervisor:
 
     def _schedule_restart(self, index: int, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
+        # its in-progress gauges no longer count; its counters and histograms still do
+        mark_process_dead(slot.proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
         lived = now - slot.started_at
         healthy = lived >= self.backoff.healthy_after.total_seconds()
         slot.quick_exits = 0 if healthy else slot.quick_exits + 1
@@ -350,6 +370,20 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         log.info("supervisor pid %d: all workers stopped", os.getpid())
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """Where the worker processes keep their metrics: ``$PROMETHEUS_MULTIPROC_DIR`` if set (its
+    old ``*.db`` files removed: counts start at zero with the supervisor), else a new temporary
+    folder removed at exit. Returns the folder and whether it is ours to remove."""
+    given = os.environ.get(MULTIPROC_DIR_VAR)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink(missing_ok=True)
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="flink-tasks-metrics-")), True
 
 
 def describe_exit(returncode: int) -> str:

@@ -36,6 +36,7 @@ from flink_tasks.worker.execute import (
     execute_sync,
     failure_result,
 )
+from flink_tasks.worker.hooks import async_middleware, module_attribute_of, sync_middleware
 from flink_tasks.worker.metrics import Metrics
 from flink_tasks.worker.pool import ProcessPool, registry_target
 from flink_tasks.worker.task_loop import TaskLoop
@@ -66,16 +67,20 @@ class PoolSettings:
         max_memory: default per-task memory limit in bytes (process pool only);
             ``@tasks.bind(max_memory=...)`` overrides it per task.
         registry: ``MODULE:ATTR`` the children import; default: found from the registry object.
+        hooks: ``MODULE:ATTR`` of the hooks whose ``around_sync`` the children run around sync
+            bodies; default: found from the hook objects given to the runner.
     """
 
     kind: Literal["process", "thread"] = "thread"
     size: int | None = None
     max_memory: int | None = None
     registry: str | None = None
+    hooks: tuple[str, ...] | None = None
 
 
 class WorkerHooks(Protocol):
-    """In-process hooks; implement any subset. An exception in a hook is logged, never raised."""
+    """Observer hooks (worker process, endpoint loop); implement any subset. An exception in one
+    is logged, never raised. Hooks may also be middleware: see `flink_tasks.worker.hooks`."""
 
     def task_received(self, request: messages_pb2.TaskRequest) -> None: ...
     def task_started(self, request: messages_pb2.TaskRequest) -> None: ...
@@ -94,13 +99,15 @@ class TaskRunner:
         *,
         executor: concurrent.futures.Executor | None = None,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
-        hooks: Sequence[WorkerHooks] = (),
+        hooks: Sequence[object] = (),
         pool: PoolSettings | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.tasks = tasks
         self.max_result_bytes = max_result_bytes
-        self.hooks: list[WorkerHooks] = list(hooks)
+        self.hooks: list[object] = list(hooks)
+        self.sync_middleware = sync_middleware(self.hooks)
+        self.async_middleware = async_middleware(self.hooks)
         self.pool_settings = pool or PoolSettings()
         self.metrics = metrics or Metrics()
         self._executor = executor
@@ -114,9 +121,25 @@ class TaskRunner:
                 self.pool_settings.registry or registry_target(tasks),
                 size=self.pool_settings.size or os.cpu_count() or 1,
                 max_result_bytes=max_result_bytes,
-                on_lost=lambda reason: self.metrics.inc("task_processes_lost", reason),
+                on_lost=lambda reason: self.metrics.pool_children_lost.labels(reason).inc(),
+                hook_targets=self._hook_targets(),
             )
-        self.task_loop = TaskLoop(on_replaced=lambda: self.metrics.inc("task_loops_replaced"))
+        self.task_loop = TaskLoop(on_replaced=self.metrics.task_loops_replaced.inc)
+
+    def _hook_targets(self) -> tuple[str, ...]:
+        if self.pool_settings.hooks is not None:
+            return self.pool_settings.hooks
+        targets = []
+        for hook in self.sync_middleware:
+            target = module_attribute_of(hook)
+            if target is None:
+                raise ValueError(
+                    f"process-pool children import middleware by MODULE:ATTR, and the hook "
+                    f"{hook!r} is not a module-level variable of an importable module; define it "
+                    "at module level or pass PoolSettings(hooks=('MODULE:ATTR', ...))"
+                )
+            targets.append(target)
+        return tuple(targets)
 
     async def start(self) -> None:
         """Start the process pool now (else on the first task); raises if it cannot start."""
@@ -165,7 +188,10 @@ class TaskRunner:
     ) -> messages_pb2.TaskResult:
         try:
             return await self.task_loop.run(
-                lambda: execute_async(self.tasks, request, self.max_result_bytes), timeout
+                lambda: execute_async(
+                    self.tasks, request, self.max_result_bytes, self.async_middleware
+                ),
+                timeout,
             )
         except TimeoutError:
             raise _timeout(request, timeout) from None
@@ -174,7 +200,9 @@ class TaskRunner:
         self, request: messages_pb2.TaskRequest, timeout: float
     ) -> messages_pb2.TaskResult:
         loop = asyncio.get_running_loop()
-        call = functools.partial(execute_sync, self.tasks, request, self.max_result_bytes)
+        call = functools.partial(
+            execute_sync, self.tasks, request, self.max_result_bytes, self.sync_middleware
+        )
         work = loop.run_in_executor(self._executor, call)
         done, _ = await asyncio.wait({work}, timeout=timeout)
         if not done:

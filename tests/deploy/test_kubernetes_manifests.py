@@ -229,6 +229,14 @@ def test_raw_flink_deployment_literals_match_settings_env() -> None:
         assert conf[f"restart-strategy.exponential-delay.{key}"] == env[var], key
 
 
+def test_flink_deployment_exports_flink_metrics_to_prometheus() -> None:
+    from flink_tasks.runtime.configs import CLUSTER_METRICS_PORT, prometheus_reporter_conf
+
+    conf = by_kind(raw_resources(), "FlinkDeployment")[0]["spec"]["flinkConfiguration"]
+    for key, value in prometheus_reporter_conf(CLUSTER_METRICS_PORT).items():
+        assert conf[key] == str(value), key
+
+
 def test_flink_deployment_runs_statefun_with_the_module() -> None:
     fd = by_kind(raw_resources(), "FlinkDeployment")[0]["spec"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -52,6 +52,9 @@ def test_serve_several_processes_share_one_port(tmp_path: Path) -> None:
     assert supervisor.returncode == 0
     log = (tmp_path / "serve.log").read_text()
     assert "all workers stopped" in log
+    # the supervisor's prometheus multiprocess folder is gone with it
+    metrics_dir = Path(log.split("metrics of all in ", 1)[1].split()[0])
+    assert metrics_dir.name.startswith("flink-tasks-metrics-") and not metrics_dir.exists()
     for pid in pids:
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

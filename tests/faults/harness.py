@@ -39,7 +39,7 @@ def port_block(preferred: int) -> int:
     for _ in range((PORT_RANGE[1] - PORT_RANGE[0]) // 100):
         if base + 100 > PORT_RANGE[1]:
             base = PORT_RANGE[0]
-        if all(port_is_free(base + offset) for offset in (0, 81, 92, 93)):
+        if all(port_is_free(base + offset) for offset in (0, 49, 81, 92, 93)):
             return base
         base += 100
     raise RuntimeError("no free port block in 61000-62999")
@@ -52,6 +52,7 @@ def runtime_settings(run_dir: Path, base: int, **overrides: Any) -> LocalRuntime
         kafka_port=base + 92,
         kafka_controller_port=base + 93,
         rest_port=base + 81,
+        metrics_port=base + 49,
         worker_port=base,
         **overrides,
     )
@@ -167,7 +168,7 @@ class WorkerProcess:
         return out
 
     def rejected(self, reason: str) -> int:
-        return self.metrics().get(f'flink_tasks_rejected_messages{{reason="{reason}"}}', 0)
+        return self.metrics().get(f'flink_tasks_rejected_messages_total{{reason="{reason}"}}', 0)
 
     def set_fault(self, mode: str, seconds: float, delay: float = 0.0) -> None:
         data = json.dumps({"mode": mode, "seconds": seconds, "delay": delay}).encode()
@@ -425,6 +426,7 @@ class FaultStack:
         serve_workers: int | None = None,
         serve_args: tuple[str, ...] = (),
         serve_target: str = TARGET,
+        serve_env: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
         self.settings = runtime_settings(tmp / "runtime", base, **settings)
@@ -443,6 +445,7 @@ class FaultStack:
             )
         )
         self.worker.env.update(worker_env(self.settings))
+        self.worker.env.update(serve_env or {})
         self.runtime = LocalRuntime(self.settings)
         self.client: Any = None
 
@@ -498,6 +501,7 @@ def fault_stack(
     serve_workers: int | None = None,
     serve_args: tuple[str, ...] = (),
     serve_target: str = TARGET,
+    serve_env: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[FaultStack]:
     stack = FaultStack(
@@ -506,6 +510,7 @@ def fault_stack(
         serve_workers=serve_workers,
         serve_args=serve_args,
         serve_target=serve_target,
+        serve_env=serve_env,
         **settings,
     )
     stack.start()

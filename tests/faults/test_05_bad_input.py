@@ -1,5 +1,6 @@
 """Scenario 5: bad input on every entry point. A clear error to the caller where one is known;
-otherwise a logged, counted rejection (worker /metrics `flink_tasks_rejected_messages{reason}`).
+otherwise a logged, counted rejection (worker /metrics
+`flink_tasks_rejected_messages_total{reason}`).
 The job keeps running (same job id, no restart) and other pipelines are unaffected.
 (A record without a key is in test_02_null_key.py, on a runtime of its own.)"""
 

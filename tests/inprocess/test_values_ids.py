@@ -204,7 +204,7 @@ async def test_an_unreadable_result_fails_the_task_it_names(env: PipelineEnviron
     assert task_id in caught.value.exception_message
     assert await env.get_status(pipeline.id) == PipelineStatus.FAILED
     assert env.worker is not None
-    assert env.worker.metrics.get("rejected_messages", "unparsable") == 1
+    assert env.worker.metrics.value("flink_tasks_rejected_messages_total", reason="unparsable") == 1
 
 
 async def test_an_unattributable_message_fails_a_running_pipeline(env: PipelineEnvironment) -> None:
@@ -221,7 +221,10 @@ async def test_an_unattributable_message_fails_a_running_pipeline(env: PipelineE
     # garbage for an address without a pipeline stays a counted rejection
     env.runtime.route(wire.PIPELINE_FUNCTION, "nobody", wire.TASK_RESULT, b"\xff\xff\xff")
     assert env.worker is not None
-    await _wait_for(lambda: env.worker.metrics.get("rejected_messages", "unparsable") == 2)  # type: ignore[union-attr]
+    await _wait_for(
+        lambda: env.worker.metrics.value("flink_tasks_rejected_messages_total", reason="unparsable")
+        == 2
+    )  # type: ignore[union-attr]
     assert await env.submit_async(echo.send("next")) == "next"
 
 

@@ -41,7 +41,7 @@ async def test_malformed_records_are_rejected_and_counted(
 ) -> None:
     assert local_env.worker is not None
     metrics = local_env.worker.metrics
-    before = metrics.get("rejected_messages", "unparsable")
+    before = metrics.value("flink_tasks_rejected_messages_total", reason="unparsable")
     producer, settings = _producer(local_env)
     topic = settings.request_topic if topic_kind == "request" else settings.action_topic
     try:
@@ -52,9 +52,9 @@ async def test_malformed_records_are_rejected_and_counted(
     finally:
         producer.close()
     for _ in range(300):
-        if metrics.get("rejected_messages", "unparsable") > before:
+        if metrics.value("flink_tasks_rejected_messages_total", reason="unparsable") > before:
             break
         await asyncio.sleep(0.1)
-    assert metrics.get("rejected_messages", "unparsable") == before + 1
+    assert metrics.value("flink_tasks_rejected_messages_total", reason="unparsable") == before + 1
     # the job keeps serving
     assert await local_env.submit_async(t.multiply.send(4, 5)) == 20

@@ -102,7 +102,7 @@ async def test_dead_child_is_worker_lost_and_replaced(
     await wait_until(lambda: len(pool_pids(runner)) == 2)
     assert len(before - set(pool_pids(runner))) == 1  # exactly the dead child was replaced
     assert value(await runner.run(request(pt.add, 1, 1))) == 2
-    assert runner.metrics.get("task_processes_lost", "crash") == 1
+    assert runner.metrics.value("flink_tasks_pool_children_lost_total", reason="crash") == 1
 
 
 async def test_not_retryable_without_a_matching_policy(runner: TaskRunner) -> None:
@@ -127,7 +127,7 @@ async def test_hung_task_is_killed_at_its_timeout_and_frees_its_slot() -> None:
         started = time.monotonic()
         assert value(await r.run(request(pt.add, 40, 2))) == 42
         assert time.monotonic() - started < 5
-        assert r.metrics.get("task_processes_lost", "timeout") == 1
+        assert r.metrics.value("flink_tasks_pool_children_lost_total", reason="timeout") == 1
     finally:
         await r.aclose()
 
@@ -234,7 +234,7 @@ async def test_blocking_async_task_cannot_stop_the_callers_loop() -> None:
         started = time.monotonic()
         assert value(await r.run(request(pt.async_add, 1, 2))) == 3
         assert time.monotonic() - started < 1
-        assert r.metrics.get("task_loops_replaced") == 1
+        assert r.metrics.value("flink_tasks_task_loops_replaced_total") == 1
         ticker.cancel()
     finally:
         await r.aclose()
@@ -295,7 +295,7 @@ async def test_async_task_queued_behind_a_blocker_moves_to_a_new_loop() -> None:
         assert value(await r.run(request(pt.async_add, 2, 2))) == 4
         # moved once the watchdog saw the loop wedged (~1 s), not after the blocker's 4 s
         assert time.monotonic() - started < 3
-        assert r.metrics.get("task_loops_replaced") == 1
+        assert r.metrics.value("flink_tasks_task_loops_replaced_total") == 1
         assert value(await blocker) == "unblocked"  # it finishes on its old loop
     finally:
         await r.aclose()
