@@ -3,36 +3,72 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+
+import pytest
 
 from flink_tasks import FlinkTasks, logs
 from flink_tasks.testing import PipelineEnvironment
 
 tasks = FlinkTasks()
+task_log = logging.getLogger("tests.unit.test_logs.task")
 
 
 @tasks.bind()
-async def who_am_i() -> tuple[str, str]:
-    return logs.PIPELINE_ID.get(), logs.TASK_ID.get()
+async def logs_async() -> str:
+    task_log.warning("from an async body")
+    return "ok"
+
+
+@tasks.bind()
+def logs_sync() -> str:
+    task_log.warning("from a sync body")
+    return "ok"
 
 
 def _formatted(message: str) -> str:
     record = logging.LogRecord("flink_tasks.x", logging.WARNING, __file__, 1, message, None, None)
-    logs.IdsFilter().filter(record)
-    return logging.Formatter("%(name)s%(flink_ids)s: %(message)s").format(record)
+    logs.TaskFieldsFilter().filter(record)
+    return logs.formatter("text").format(record).split(" ", 2)[2]  # without time and level
 
 
-def test_the_format_shows_the_ids_when_set() -> None:
+def test_the_text_format_shows_the_ids_when_set() -> None:
     assert _formatted("outside") == "flink_tasks.x: outside"
     with logs.pipeline_ids("P"):
-        assert _formatted("engine") == "flink_tasks.x [pipeline=P]: engine"
-        with logs.pipeline_ids("P", "t1"):
-            assert _formatted("task") == "flink_tasks.x [pipeline=P task=t1]: task"
+        assert _formatted("engine") == "flink_tasks.x: engine [pipeline P]"
+    with logs.task_fields(
+        pipeline_id="P", root_pipeline_id="R", task_id="t1", task_type="m.f", attempt=1
+    ):
+        assert _formatted("task") == "flink_tasks.x: task [task m.f t1 pipeline P root R]"
     assert _formatted("after") == "flink_tasks.x: after"
-    assert "%(flink_ids)s" in logs.FORMAT
 
 
-async def test_a_task_runs_with_its_pipeline_and_task_ids() -> None:
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.addFilter(logs.TaskFieldsFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records() -> Iterator[_Records]:
+    handler = _Records()
+    task_log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        task_log.removeHandler(handler)
+
+
+@pytest.mark.parametrize("task", [logs_async, logs_sync], ids=["async", "sync"])
+async def test_a_task_body_logs_with_its_ids(records: _Records, task: object) -> None:
     async with PipelineEnvironment.in_process(tasks, default_timeout=30) as env:
-        pipeline = who_am_i.send()
-        task_id = pipeline.to_proto().entries[0].task.task_id
-        assert await env.submit_async(pipeline) == (pipeline.id, task_id)
+        pipeline = task.send()  # type: ignore[attr-defined]
+        entry = pipeline.to_proto().entries[0].task
+        assert await env.submit_async(pipeline) == "ok"
+    [record] = records.records
+    assert (record.pipeline_id, record.root_pipeline_id) == (pipeline.id, pipeline.id)  # type: ignore[attr-defined]
+    assert (record.task_id, record.task_type) == (entry.task_id, entry.task_type)  # type: ignore[attr-defined]
