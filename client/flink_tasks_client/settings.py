@@ -43,8 +43,9 @@ class ClientSettings:
             assignment and seek) before calls fail with `TransportError`.
         send_timeout: How long one request may take to be acknowledged by Kafka before the call
             fails with `TransportError` (the producer's ``delivery_timeout_ms``).
-        read_committed: Read replies with ``isolation_level=read_committed``; set it when the
-            StateFun egress is exactly-once, so replies of aborted transactions are not seen.
+        read_committed: Read replies with ``isolation_level=read_committed`` (the default), so
+            replies of aborted transactions of the exactly-once egress are never seen; with the
+            at-least-once egress it costs nothing. Turn it off only to debug the egress.
         allow_pickle: Accept pickled results. Unpickling runs code chosen by the sender: enable
             it only when the workers are trusted.
         max_request_bytes: The largest request (key + value) sent; larger ones are refused
@@ -61,7 +62,7 @@ class ClientSettings:
     default_timeout: timedelta = timedelta(seconds=60)
     connect_timeout: timedelta = timedelta(seconds=15)
     send_timeout: timedelta = timedelta(seconds=30)
-    read_committed: bool = False
+    read_committed: bool = True
     allow_pickle: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     client_id: str = "flink-tasks-client"
