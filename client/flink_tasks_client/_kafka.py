@@ -27,7 +27,7 @@ def wait_reachable(settings: ClientSettings) -> None:
     kafka-python 3.0.12 leaks its I/O thread and sockets when a consumer cannot bootstrap, so a
     broker that is down is detected here, before any kafka-python object is created.
     """
-    addresses = [_split_address(a) for a in settings.bootstrap_servers.split(",") if a.strip()]
+    addresses = _addresses(settings)
     deadline = time.monotonic() + settings.connect_timeout.total_seconds()
     last: BaseException | None = None
     while True:
@@ -41,6 +41,41 @@ def wait_reachable(settings: ClientSettings) -> None:
         if time.monotonic() >= deadline:
             raise unreachable(settings, last or TimeoutError("no address answered"))
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def probe(settings: ClientSettings) -> None:
+    """One quick TCP connection attempt to each bootstrap server; raises `TransportError`."""
+    last: BaseException | None = None
+    for host, port in _addresses(settings):
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError as err:
+            last = err
+    raise TransportError(
+        f"no broker of {settings.bootstrap_servers} accepts connections "
+        f"({type(last).__name__}: {last})"
+    )
+
+
+def connected(client: Any) -> bool:
+    """Whether a kafka-python consumer or producer has a connection to some broker now."""
+    network = getattr(client, "_client", None)
+    if network is None:
+        return False
+    try:
+        return any(network.connected(_node_id(broker)) for broker in network.cluster.brokers())
+    except Exception:  # kafka-python internals: never let a health check fail the I/O thread
+        return False
+
+
+def _node_id(broker: Any) -> Any:
+    # kafka-python 3 names it node_id, older versions nodeId
+    return getattr(broker, "node_id", None) if hasattr(broker, "node_id") else broker.nodeId
+
+
+def _addresses(settings: ClientSettings) -> list[tuple[str, int]]:
+    return [_split_address(a) for a in settings.bootstrap_servers.split(",") if a.strip()]
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -69,6 +104,7 @@ def create_producer(settings: ClientSettings) -> Any:
             request_timeout_ms=max(1, min(send_ms - 10, 30_000)),
             max_block_ms=_ms(connect_s),
             bootstrap_timeout_ms=_ms(connect_s),
+            reconnect_backoff_max_ms=_ms(settings.reconnect_backoff_max.total_seconds()),
             allow_auto_create_topics=False,
         )
     except KafkaError as err:
@@ -106,6 +142,7 @@ def create_consumer(settings: ClientSettings, *, purpose: str) -> Any:
             fetch_max_wait_ms=100,
             request_timeout_ms=max(connect_ms, 1000),
             bootstrap_timeout_ms=connect_ms,
+            reconnect_backoff_max_ms=_ms(settings.reconnect_backoff_max.total_seconds()),
             allow_auto_create_topics=False,
         )
     except KafkaError as err:
@@ -113,12 +150,19 @@ def create_consumer(settings: ClientSettings, *, purpose: str) -> Any:
 
 
 def assign_all(
-    consumer: Any, topic: str, settings: ClientSettings, *, from_beginning: bool = False
-) -> list[Any]:
+    consumer: Any,
+    topic: str,
+    settings: ClientSettings,
+    *,
+    from_beginning: bool = False,
+    positions: dict[Any, int] | None = None,
+) -> dict[Any, int]:
     """Assign every partition of ``topic`` and resolve the start position of each.
 
     The positions are resolved (not only requested) before returning, so that a record produced
     after this returns is seen, and none produced before it is (unless ``from_beginning``).
+    A partition found in ``positions`` (a rebuilt consumer's) starts at that offset instead.
+    Returns the resolved position of every partition.
     """
     deadline = time.monotonic() + settings.connect_timeout.total_seconds()
     try:
@@ -129,10 +173,16 @@ def assign_all(
         raise missing_topic(settings, topic, None)
     partitions = [TopicPartition(topic, p) for p in sorted(partition_ids)]
     consumer.assign(partitions)
+    known = positions or {}
+    fresh = [tp for tp in partitions if tp not in known]
     if from_beginning:
-        consumer.seek_to_beginning(*partitions)
-    else:
-        consumer.seek_to_end(*partitions)
+        consumer.seek_to_beginning(*fresh)
+    elif fresh:
+        consumer.seek_to_end(*fresh)
+    for tp in partitions:
+        if tp in known:
+            consumer.seek(tp, known[tp])
+    resolved: dict[Any, int] = {}
     for tp in partitions:
         while True:
             remaining = deadline - time.monotonic()
@@ -150,8 +200,9 @@ def assign_all(
                 ) from err
             if position is not None:
                 logger.debug("assigned %s[%d] at offset %d", topic, tp.partition, position)
+                resolved[tp] = position
                 break
-    return partitions
+    return resolved
 
 
 def unreachable(settings: ClientSettings, err: BaseException) -> TransportError:

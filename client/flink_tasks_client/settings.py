@@ -52,6 +52,13 @@ class ClientSettings:
             before sending. Kafka's default record limit is 1 MiB; raise this only together
             with the broker's ``message.max.bytes`` and the topic's ``max.message.bytes``.
         client_id: The Kafka client id prefix (shows in broker logs and metrics).
+        pipeline_reuse: What a submit does with a pipeline id that is already known:
+            ``attach`` (wait for it / its stored result; the default), ``reject`` (raise
+            `PipelineExistsError`) or ``allow`` (send it anyway: a finished id runs again).
+            ``attach`` and ``reject`` cost one status lookup per submit.
+        reconnect_backoff_max: The longest wait between two attempts to reconnect to a broker
+            or to rebuild a failed producer or reply consumer (waits start at 250 ms and
+            double up to this).
     """
 
     bootstrap_servers: str = "localhost:9092"
@@ -66,6 +73,8 @@ class ClientSettings:
     allow_pickle: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     client_id: str = "flink-tasks-client"
+    pipeline_reuse: str = "attach"
+    reconnect_backoff_max: timedelta = timedelta(seconds=2)
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -73,12 +82,16 @@ class ClientSettings:
         for name in ("request_topic", "action_topic", "reply_topic"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
-        for name in ("default_timeout", "connect_timeout", "send_timeout"):
+        for name in ("default_timeout", "connect_timeout", "send_timeout", "reconnect_backoff_max"):
             value = getattr(self, name)
             if not isinstance(value, timedelta):
                 raise TypeError(f"{name} must be a datetime.timedelta, got {value!r}")
             if value <= timedelta(0):
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.pipeline_reuse not in ("reject", "attach", "allow"):
+            raise ValueError(
+                f"pipeline_reuse must be reject, attach or allow, got {self.pipeline_reuse!r}"
+            )
         if self.max_request_bytes <= 0:
             raise ValueError("max_request_bytes must be positive")
 
