@@ -117,7 +117,8 @@ class FlinkTasksClient:
         self._closed = False
         self._stop = threading.Event()
         self._started: Future[None] = Future()
-        self._link = KafkaLink(self._settings)
+        # a refused login or TLS handshake fails start-up at once (not after connect_timeout)
+        self._link = KafkaLink(self._settings, on_refused=lambda err: _fail(self._started, err))
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._rejected_replies = 0
         self._thread = threading.Thread(

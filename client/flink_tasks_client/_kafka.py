@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
 from flink_tasks.errors import TransportError
 from flink_tasks_client.settings import RECORD_HEADROOM_BYTES, ClientSettings
@@ -19,6 +21,15 @@ logger = logging.getLogger(__name__)
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def security_options(settings: ClientSettings) -> dict[str, Any]:
+    """TLS / SASL options for kafka-python; a password file that cannot be read is a clear
+    `TransportError` (naming the file, never the secret)."""
+    try:
+        return settings.security().kafka_python_options()
+    except ValueError as err:
+        raise TransportError(str(err)) from None
 
 
 def wait_reachable(settings: ClientSettings) -> None:
@@ -106,6 +117,7 @@ def create_producer(settings: ClientSettings) -> Any:
             bootstrap_timeout_ms=_ms(connect_s),
             reconnect_backoff_max_ms=_ms(settings.reconnect_backoff_max.total_seconds()),
             allow_auto_create_topics=False,
+            **security_options(settings),
         )
     except KafkaError as err:
         raise unreachable(settings, err) from err
@@ -144,6 +156,7 @@ def create_consumer(settings: ClientSettings, *, purpose: str) -> Any:
             bootstrap_timeout_ms=connect_ms,
             reconnect_backoff_max_ms=_ms(settings.reconnect_backoff_max.total_seconds()),
             allow_auto_create_topics=False,
+            **security_options(settings),
         )
     except KafkaError as err:
         raise unreachable(settings, err) from err
@@ -223,3 +236,64 @@ def missing_topic(
         f"topic {topic!r} was not found on {settings.bootstrap_servers}{cause}. Create it (the "
         "local runtime creates the default topics), or check the topic names in ClientSettings."
     )
+
+
+class RefusalWatch(logging.Handler):
+    """Reports a broker's refusal of this client's credentials or TLS as it happens.
+
+    kafka-python 3.0.12 retries a connection refused for bad credentials or an untrusted
+    certificate until its bootstrap timeout and then reports only "Unable to bootstrap"; it logs
+    the real cause on ``kafka.net.*`` loggers from its I/O thread (named after the client id).
+    This handler picks those records up, so the client can fail within seconds, naming the cause.
+    """
+
+    def __init__(self, settings: ClientSettings, on_refused: Callable[[TransportError], None]):
+        super().__init__(level=logging.WARNING)
+        self._settings = settings
+        self._threads = {
+            f"kafka-io-{settings.client_id}-{purpose}" for purpose in ("replies", "producer")
+        }
+        self._on_refused = on_refused
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName not in self._threads or not isinstance(record.args, tuple):
+            return
+        for arg in record.args:
+            if isinstance(arg, BaseException):
+                error = refusal(self._settings, arg)
+                if error is not None:
+                    self._on_refused(error)
+                    return
+
+    def __enter__(self) -> RefusalWatch:
+        logging.getLogger(_KAFKA_NET_LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(_KAFKA_NET_LOGGER).removeHandler(self)
+
+
+_KAFKA_NET_LOGGER = "kafka.net"
+
+
+def refusal(settings: ClientSettings, err: BaseException) -> TransportError | None:
+    """The clear error for a refused authentication or TLS handshake, else None."""
+    where = settings.bootstrap_servers
+    if isinstance(err, SaslAuthenticationFailedError):
+        return TransportError(
+            f"Kafka at {where} refused the client's credentials ({type(err).__name__}: {err}). "
+            "Check sasl_mechanism, sasl_username and the password in sasl_password_file."
+        )
+    # kafka-python wraps a failed TLS handshake in KafkaConnectionError("Handshake failed: ...")
+    text = str(err)
+    if isinstance(err, ssl.SSLError) or "Handshake failed" in text:
+        hint = (
+            "the broker's certificate is not signed by a CA in ssl_cafile (or does not name "
+            "the address connected to)"
+            if "CERTIFICATE_VERIFY_FAILED" in text
+            else "check ssl_cafile, ssl_certfile / ssl_keyfile and security_protocol"
+        )
+        return TransportError(
+            f"the TLS handshake with Kafka at {where} failed ({type(err).__name__}: {err}): {hint}."
+        )
+    return None

@@ -60,8 +60,14 @@ class _Parked:
 class KafkaLink:
     """The producer and reply consumer of one client, rebuilt when they break."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        on_refused: Callable[[BaseException], None] = lambda _: None,
+    ) -> None:
         self._settings = settings
+        self._on_refused = on_refused
+        self._refusals = _kafka.RefusalWatch(settings, self._refused).__enter__()
         self._lock = threading.Lock()
         self.producer: Any = None
         self.consumer: Any = None
@@ -146,7 +152,12 @@ class KafkaLink:
             next_parked = self._parked[0].deadline - now if self._parked else _CHECK_INTERVAL_S
         return max(0.0, min(next_parked, self._next_check - now, _CHECK_INTERVAL_S))
 
+    def _refused(self, error: BaseException) -> None:
+        self._set_health(False, str(error))
+        self._on_refused(error)
+
     def close(self) -> None:
+        self._refusals.__exit__(None, None, None)
         with contextlib.suppress(Exception):
             if self.consumer is not None:
                 self.consumer.close()

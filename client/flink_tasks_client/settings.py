@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from flink_tasks.kafka_security import KafkaSecurity, security_problem
+
 #: Kafka's default limit on one record: the broker's ``message.max.bytes`` / the topic's
 #: ``max.message.bytes`` (1 MiB + 12 bytes) and the producer's ``max.request.size`` (1 MiB).
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -59,6 +61,17 @@ class ClientSettings:
         reconnect_backoff_max: The longest wait between two attempts to reconnect to a broker
             or to rebuild a failed producer or reply consumer (waits start at 250 ms and
             double up to this).
+        security_protocol: ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+        ssl_cafile: PEM file of the CA that signed the brokers' certificates (empty: the
+            system's CAs).
+        ssl_certfile: PEM client certificate, for mutual TLS.
+        ssl_keyfile: Its PEM private key (may be the same file as ``ssl_certfile``).
+        ssl_password_file: A file holding the private key's password, if it is encrypted.
+        ssl_check_hostname: Check that a broker's certificate names its address (default on).
+        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
+        sasl_username: The SASL user.
+        sasl_password_file: A file holding the SASL password; the password itself is never a
+            setting, so it is on no command line and in no log.
     """
 
     bootstrap_servers: str = "localhost:9092"
@@ -75,6 +88,15 @@ class ClientSettings:
     client_id: str = "flink-tasks-client"
     pipeline_reuse: str = "attach"
     reconnect_backoff_max: timedelta = timedelta(seconds=2)
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password_file: str = ""
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -94,6 +116,15 @@ class ClientSettings:
             )
         if self.max_request_bytes <= 0:
             raise ValueError("max_request_bytes must be positive")
+        problem = security_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+    def security(self) -> KafkaSecurity:
+        """The Kafka security settings alone (TLS and SASL)."""
+        return KafkaSecurity(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(KafkaSecurity)}
+        )
 
     def replace(self, **changes: Any) -> ClientSettings:
         """A copy with some fields changed."""

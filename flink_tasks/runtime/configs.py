@@ -63,6 +63,10 @@ def render_kafka_server_properties(settings: LocalRuntimeSettings) -> str:
         "num.recovery.threads.per.data.dir": 1,
         "log.retention.hours": 168,
     }
+    if settings.kafka_security == "sasl_ssl":
+        from flink_tasks.runtime.kafka_secure import broker_properties
+
+        props.update(broker_properties(settings))
     lines = ["# Rendered by flink_tasks.runtime; do not edit, edit the settings."]
     lines += [f"{k}={v}" for k, v in props.items()]
     return "\n".join(lines) + "\n"

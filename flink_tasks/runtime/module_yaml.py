@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from flink_tasks.runtime.configs import job_flink_conf
+from flink_tasks.runtime.kafka_secure import role_security
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
 
 INGRESS_ID = "flink_tasks/ingress"
@@ -55,6 +56,10 @@ def module_components(
     the deployment targets (:data:`DEPLOY_TARGETS`) where Kafka and the worker live elsewhere.
     """
     kafka = kafka_address or settings.bootstrap_servers
+    # TLS / SASL of the StateFun job's Kafka clients (passwords as ${dir:...} file references)
+    kafka_properties: list[YamlValue] = [
+        {key: value} for key, value in role_security(settings, "statefun").java_properties().items()
+    ]
     worker = (worker_url or settings.worker_url).rstrip("/")
     docs: list[dict[str, YamlValue]] = []
     for namespace in settings.function_namespaces:
@@ -100,7 +105,7 @@ def module_components(
                         "targets": [PIPELINE_FUNCTION],
                     },
                 ],
-                "properties": [{"isolation.level": "read_committed"}],
+                "properties": [{"isolation.level": "read_committed"}, *kafka_properties],
             },
         }
     )
@@ -114,6 +119,7 @@ def module_components(
                 "id": EGRESS_ID,
                 "address": kafka,
                 "deliverySemantic": semantic,
+                **({"properties": kafka_properties} if kafka_properties else {}),
             },
         }
     )

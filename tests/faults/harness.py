@@ -5,6 +5,7 @@ and a raw reply-topic reader that counts duplicates."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 
 from flink_tasks._proto import messages_pb2
 from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime.kafka_secure import ensure_material, role_security, secured
 from flink_tasks.runtime.process import port_is_free
 from flink_tasks.runtime.workers import WorkerProcesses
 
@@ -332,7 +334,14 @@ class ReplyReader:
     """A plain consumer (no group) of the reply topic from its current end, in a thread; with
     `read_committed` it sees only committed (exactly-once) output, as the client does."""
 
-    def __init__(self, bootstrap: str, topic: str, *, read_committed: bool) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        read_committed: bool,
+        security: dict[str, Any] | None = None,
+    ) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         self.log = ReplyLog()
@@ -345,6 +354,7 @@ class ReplyReader:
             isolation_level="read_committed" if read_committed else "read_uncommitted",
             auto_offset_reset="latest",
             fetch_max_wait_ms=100,
+            **(security or {}),
         )
         partitions = [
             TopicPartition(topic, p)
@@ -402,13 +412,19 @@ class ReplyReader:
 
 
 def worker_env(settings: LocalRuntimeSettings) -> dict[str, str]:
-    """What a worker process of this runtime needs: its broker and topics."""
+    """What a worker process of this runtime needs: its broker, topics and Kafka user."""
     return {
         "FLINK_TASKS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "FLINK_TASKS_TASK_REPORTS_TOPIC": settings.task_reports_topic,
         "FLINK_TASKS_REPLIES_TOPIC": settings.replies_topic,
         "FLINK_TASKS_EVENTS_TOPIC": settings.events_topic,
+        **role_security(settings, "worker").environment(),
     }
+
+
+def client_security(settings: LocalRuntimeSettings, role: str = "submitter") -> dict[str, Any]:
+    """`ClientSettings` security fields of a role of this runtime's broker (none if plaintext)."""
+    return dataclasses.asdict(role_security(settings, role))
 
 
 class FaultStack:
@@ -441,11 +457,12 @@ class FaultStack:
         self.runtime = LocalRuntime(self.settings)
         self.client: Any = None
 
-    def new_client(self, **options: Any) -> Any:
+    def new_client(self, role: str = "submitter", **options: Any) -> Any:
         from flink_tasks_client import FlinkTasksClient
 
         s = self.settings
         kwargs: dict[str, Any] = {
+            **client_security(s, role),
             "request_topic": s.requests_topic,
             "action_topic": s.actions_topic,
             "reply_topic": s.replies_topic,
@@ -459,6 +476,8 @@ class FaultStack:
         return client
 
     def start(self) -> FaultStack:
+        if secured(self.settings):  # the worker reads its Kafka password when it starts
+            ensure_material(self.settings)
         self.worker.start()
         try:
             self.runtime.start()
@@ -482,6 +501,7 @@ class FaultStack:
             self.settings.bootstrap_servers,
             self.settings.replies_topic,
             read_committed=self.settings.delivery_semantic == "exactly-once",
+            security=role_security(self.settings, "admin").kafka_python_options(),
         )
 
 
