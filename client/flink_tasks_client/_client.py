@@ -35,7 +35,7 @@ from flink_tasks.errors import (
 from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.pipeline.builder import pipeline_id_problem
 from flink_tasks.types import PipelineStatus
-from flink_tasks_client import _reuse
+from flink_tasks_client import _kafka, _reuse
 from flink_tasks_client._events import EventStream
 from flink_tasks_client._link import ClientHealth, KafkaLink
 from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
@@ -492,13 +492,7 @@ class FlinkTasksClient:
                 return
             sent.add_callback(lambda _: _succeed(acked, pipeline_id))
             sent.add_errback(
-                lambda err: _fail(
-                    acked,
-                    TransportError(
-                        f"Kafka did not accept {what} on {topic!r} within "
-                        f"{self._settings.send_timeout}: {type(err).__name__}: {err}"
-                    ),
-                )
+                lambda err: _fail(acked, _kafka.send_failure(self._settings, what, topic, err))
             )
             self._watch_ack(sent, lambda: _fail(acked, self._not_acknowledged(what, topic)))
 
@@ -792,11 +786,7 @@ class FlinkTasksClient:
             return
         sent.add_errback(
             lambda err: self._complete(
-                reply_id,
-                error=TransportError(
-                    f"Kafka did not accept {call.what} on {topic!r} within "
-                    f"{self._settings.send_timeout}: {type(err).__name__}: {err}"
-                ),
+                reply_id, error=_kafka.send_failure(self._settings, call.what, topic, err)
             )
         )
         self._watch_ack(

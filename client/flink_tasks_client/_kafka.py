@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, SaslAuthenticationFailedError
+from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 
 from flink_tasks.errors import TransportError
 from flink_tasks_client.settings import RECORD_HEADROOM_BYTES, ClientSettings
@@ -216,6 +216,23 @@ def assign_all(
                 resolved[tp] = position
                 break
     return resolved
+
+
+def send_failure(
+    settings: ClientSettings, what: str, topic: str, err: BaseException
+) -> TransportError:
+    """The error for a record Kafka failed: refused by an ACL, or not accepted in time."""
+    if isinstance(err, AuthorizationError):
+        user = settings.sasl_username or "this client's principal"
+        return TransportError(
+            f"Kafka refused {what}: {user} is not allowed to write to {topic!r} "
+            f"({type(err).__name__}). Nothing was sent; use the credentials of a role that may "
+            "(see the ACLs in docs/deploy.md)."
+        )
+    return TransportError(
+        f"Kafka did not accept {what} on {topic!r} within {settings.send_timeout}: "
+        f"{type(err).__name__}: {err}"
+    )
 
 
 def unreachable(settings: ClientSettings, err: BaseException) -> TransportError:

@@ -158,6 +158,8 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
         "rest.address": LOOPBACK,
         "rest.bind-port": settings.rest_port,
         "rest.port": settings.rest_port,
+        # no jar upload or run through REST (the job runs from the launcher, not from a jar)
+        "web.submit.enable": "false",
         "jobmanager.bind-host": LOOPBACK,
         "jobmanager.rpc.address": LOOPBACK,
         "taskmanager.bind-host": LOOPBACK,

@@ -177,6 +177,8 @@ class KafkaBroker:
         try:
             self.wait_ready(self.settings.kafka_start_timeout.total_seconds())
             self.create_topics()
+            if self.settings.kafka_acls:
+                self.grant_acls()
         except BaseException:
             self.process.stop(grace=5.0)
             raise
@@ -288,6 +290,18 @@ class KafkaBroker:
         finally:
             with contextlib.suppress(Exception):
                 admin.close()
+
+    def grant_acls(self) -> None:
+        """The ACLs of every role (see kafka_acls); the launcher itself is a super user."""
+        from flink_tasks.runtime.kafka_acls import grant
+
+        with _quiet():
+            admin = self.admin(10_000)
+            try:
+                log.info("granted %d Kafka ACLs", grant(admin, self.settings))
+            finally:
+                with contextlib.suppress(Exception):
+                    admin.close()
 
     def stop(self, *, kill: bool = False) -> bool:
         return self.process.stop(self.settings.stop_grace.total_seconds(), kill=kill)

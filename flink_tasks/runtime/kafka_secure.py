@@ -171,6 +171,17 @@ def broker_properties(settings: LocalRuntimeSettings) -> dict[str, str | int]:
         "ssl.truststore.location": str(folder / "ca.pem"),
         # mutual TLS: a client that presents a certificate must present one the CA signed
         "ssl.client.auth": "requested",
+        **(_authorizer() if settings.kafka_acls else {}),
+    }
+
+
+def _authorizer() -> dict[str, str | int]:
+    return {
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        # ANONYMOUS: the broker's own requests to its controller, over the loopback-only
+        # CONTROLLER listener (PLAINTEXT), which serves controller requests only
+        "super.users": "User:admin;User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
     }
 
 

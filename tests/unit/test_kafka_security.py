@@ -109,3 +109,20 @@ def test_client_settings_from_env(tmp_path: Path) -> None:
     assert settings.security().environment() == env
     with pytest.raises(ValueError, match="SASL settings are given"):
         ClientSettings(sasl_username="x")
+
+
+def test_module_yaml_carries_the_security_to_ingress_and_egress(tmp_path: Path) -> None:
+    from flink_tasks.runtime.module_yaml import module_components
+    from flink_tasks.runtime.settings import LocalRuntimeSettings
+
+    security = _scram(tmp_path)
+    docs = module_components(LocalRuntimeSettings(run_dir=tmp_path), kafka_security=security)
+    expected = [{key: value} for key, value in security.java_properties().items()]
+    ingress, egress = (d["spec"] for d in docs if str(d["kind"]).startswith("io.statefun.kafka"))
+    assert ingress["properties"] == [{"isolation.level": "read_committed"}, *expected]  # type: ignore[index]
+    assert egress["properties"] == expected  # type: ignore[index]
+    assert "s3cret" not in repr(docs)
+    plain = module_components(LocalRuntimeSettings(run_dir=tmp_path))
+    assert all(
+        "properties" not in d["spec"] for d in plain if d["kind"] == "io.statefun.kafka.v1/egress"
+    )  # type: ignore[operator]
