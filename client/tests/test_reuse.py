@@ -33,7 +33,8 @@ def _echo(value: Any, pipeline_id: str) -> Any:
 def test_attach_is_the_default_and_answers_a_finished_id_without_sending(
     settings: ClientSettings, stand_in: PipelineFunctionStandIn
 ) -> None:
-    with FlinkTasksClient(settings=settings) as client:
+    assert ClientSettings().pipeline_reuse == "attach"
+    with FlinkTasksClient(settings=settings, pipeline_reuse="attach") as client:
         assert client.submit_sync(_echo("one", "p-attach"), timeout=20) == "one"
         assert client.submit_sync(_echo("two", "p-attach"), timeout=20) == "one"
         assert client.enqueue(_echo("two", "p-attach")).result(timeout=20) == "p-attach"
@@ -51,7 +52,7 @@ def test_reject_and_allow(settings: ClientSettings, stand_in: PipelineFunctionSt
 
 
 def test_wait_result(settings: ClientSettings, stand_in: PipelineFunctionStandIn) -> None:
-    with FlinkTasksClient(settings=settings) as client:
+    with FlinkTasksClient(settings=settings, pipeline_reuse="attach") as client:
         client.enqueue(_echo("stored", "p-wait")).result(timeout=20)
         stand_in.wait_for_requests(1)
         assert client.wait_result_sync("p-wait", timeout=20) == "stored"
