@@ -105,7 +105,8 @@ def create_producer(settings: ClientSettings) -> Any:
     connect_s = settings.connect_timeout.total_seconds()
     send_ms = _ms(settings.send_timeout.total_seconds())
     try:
-        producer = KafkaProducer(
+        producer = _construct(
+            KafkaProducer,
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.client_id}-producer",
             acks="all",
@@ -131,6 +132,22 @@ def create_producer(settings: ClientSettings) -> Any:
     return producer
 
 
+def _construct(cls: Any, **config: Any) -> Any:
+    """``cls(**config)``, but a producer or consumer whose constructor fails (it bootstraps
+    there: e.g. the broker refused its login) has its I/O thread and sockets closed:
+    kafka-python 3.0.12 starts them before bootstrapping and leaves them running on failure."""
+    client = cls.__new__(cls)
+    try:
+        client.__init__(**config)
+    except BaseException:
+        network = getattr(client, "_client", None)
+        if network is not None:
+            with contextlib.suppress(Exception):
+                network.close()
+        raise
+    return client
+
+
 def _producer_topic_ready(producer: Any, topic: str, settings: ClientSettings) -> None:
     try:
         partitions = producer.partitions_for(topic)
@@ -144,7 +161,8 @@ def create_consumer(settings: ClientSettings, *, purpose: str) -> Any:
     """A consumer without a consumer group (partitions are assigned by hand, nothing committed)."""
     connect_ms = _ms(settings.connect_timeout.total_seconds())
     try:
-        return KafkaConsumer(
+        return _construct(
+            KafkaConsumer,
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.client_id}-{purpose}",
             group_id=None,

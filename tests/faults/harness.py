@@ -458,10 +458,22 @@ class FaultStack:
         self.client: Any = None
 
     def new_client(self, role: str = "submitter", **options: Any) -> Any:
+        """A started client of this runtime (as ``role`` on a secured broker)."""
         from flink_tasks_client import FlinkTasksClient
 
+        client = FlinkTasksClient(**self.client_options(role, **options))
+        try:
+            client.wait_ready()
+        except BaseException:
+            client.close()  # its I/O thread and sockets, now rather than at exit
+            raise
+        return client
+
+    def client_options(self, role: str = "submitter", **options: Any) -> dict[str, Any]:
+        """`FlinkTasksClient` keyword arguments for this runtime, ``options`` on top."""
         s = self.settings
         kwargs: dict[str, Any] = {
+            "bootstrap_servers": s.bootstrap_servers,
             **client_security(s, role),
             "request_topic": s.requests_topic,
             "action_topic": s.actions_topic,
@@ -474,9 +486,7 @@ class FaultStack:
             "pipeline_reuse": "allow",
         }
         kwargs.update(options)
-        client = FlinkTasksClient(bootstrap_servers=s.bootstrap_servers, **kwargs)
-        client.wait_ready()
-        return client
+        return kwargs
 
     def start(self) -> FaultStack:
         if secured(self.settings):  # the worker reads its Kafka password when it starts

@@ -10,6 +10,7 @@ each fail the client within seconds with a `TransportError` that names the cause
 from __future__ import annotations
 
 import dataclasses
+import gc
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flink_tasks_client import FlinkTasksClient
 
 from flink_tasks.errors import TransportError
 from flink_tasks.runtime.kafka_secure import role_security
@@ -86,15 +88,22 @@ def _fields(security: Any) -> dict[str, Any]:
 
 
 def _fails_clearly(stack: FaultStack, match: str, **options: Any) -> float:
-    started = time.monotonic()
-    with pytest.raises(TransportError, match=match):
-        stack.new_client(**options)
-    elapsed = time.monotonic() - started
+    """Start-up fails with a `TransportError` matching ``match`` within CLEAR_ERROR_S."""
+    client = FlinkTasksClient(**stack.client_options(**options))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportError, match=match):
+            client.wait_ready()
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()  # waits for its I/O thread
     assert elapsed < CLEAR_ERROR_S, elapsed
     return elapsed
 
 
-def test_wrong_password_and_untrusted_certificate(secured: FaultStack, tmp_path: Path) -> None:
+def test_wrong_password_and_untrusted_certificate(
+    secured: FaultStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password")
     wrong_s = _fails_clearly(
@@ -109,6 +118,12 @@ def test_wrong_password_and_untrusted_certificate(secured: FaultStack, tmp_path:
     untrusted_s = _fails_clearly(
         secured, "is not signed by a CA in ssl_cafile", ssl_cafile=str(tmp_path / "other-ca.pem")
     )
+    # kafka-python 3.0.12 leaves the socket of every refused attempt unclosed, reachable from
+    # the exceptions in its log records (which pytest keeps): drop the records and collect the
+    # sockets here, where the suite ignores that ResourceWarning, not at the session's end
+    caplog.clear()
+    for _ in range(3):
+        gc.collect()
     record_result(
         scenario="client: wrong SASL password / untrusted broker certificate",
         wrong_password_error_s=round(wrong_s, 1),
