@@ -23,26 +23,32 @@ from flink_tasks.errors import (
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client._client import FlinkTasksClient
 from flink_tasks_client._events import EventStream
+from flink_tasks_client._link import ClientHealth
 from flink_tasks_client._listing import PipelineSummary, list_pipelines
+from flink_tasks_client._reuse import REUSE_POLICIES, PipelineExistsError, Reuse
 from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "REUSE_POLICIES",
     "ActionError",
     "ClientError",
+    "ClientHealth",
     "ClientSettings",
     "EventStream",
     "FlinkTasksClient",
     "FlinkTasksError",
     "PipelineCancelledError",
     "PipelineDefinitionError",
+    "PipelineExistsError",
     "PipelineNotFoundError",
     "PipelineStatus",
     "PipelineSummary",
     "RequestTooLargeError",
     "ResultTimeoutError",
+    "Reuse",
     "SerializationError",
     "TaskError",
     "TaskException",

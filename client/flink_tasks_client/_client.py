@@ -35,8 +35,9 @@ from flink_tasks.errors import (
 from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.pipeline.builder import pipeline_id_problem
 from flink_tasks.types import PipelineStatus
-from flink_tasks_client import _kafka
+from flink_tasks_client import _kafka, _reuse
 from flink_tasks_client._events import EventStream
+from flink_tasks_client._link import ClientHealth, KafkaLink
 from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES, ClientSettings
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class FlinkTasksClient:
         self._settings = base.replace(**options) if options else base
         self._lock = threading.Lock()
         self._pending: dict[str, _Call] = {}
+        # pipeline id -> keys in _pending of calls waiting for that pipeline's own reply
+        self._final_waiters: dict[str, set[str]] = {}
         self._deadlines: list[tuple[float, int, str]] = []
         # Sends not yet acknowledged: kafka-python may neither deliver nor fail a record after
         # the broker was killed (seen with 3.0.12), so the client enforces send_timeout itself.
@@ -114,7 +117,8 @@ class FlinkTasksClient:
         self._closed = False
         self._stop = threading.Event()
         self._started: Future[None] = Future()
-        self._producer: Any = None
+        # a refused login or TLS handshake fails start-up at once (not after connect_timeout)
+        self._link = KafkaLink(self._settings, on_refused=lambda err: _fail(self._started, err))
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._rejected_replies = 0
         self._thread = threading.Thread(
@@ -149,6 +153,26 @@ class FlinkTasksClient:
     def closed(self) -> bool:
         """True once `close` was called."""
         return self._closed
+
+    @property
+    def healthy(self) -> bool:
+        """True while the client is started, not closed and connected to Kafka.
+
+        A client that is not healthy keeps trying to reconnect (see `health` for why it is not);
+        calls made meanwhile wait up to ``send_timeout`` for the connection to come back.
+        """
+        return not self._closed and self._started.done() and self._link.health.healthy
+
+    @property
+    def health(self) -> ClientHealth:
+        """`healthy`, why not (``reason``), since when, and how often the client reconnected."""
+        health = self._link.health
+        if self._closed:
+            return ClientHealth(False, "the client is closed", health.since, health.rebuilds)
+        if self._started.done() and self._started.exception() is not None:
+            reason = f"the client could not start: {self._started.exception()}"
+            return ClientHealth(False, reason, health.since, health.rebuilds)
+        return health
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -255,9 +279,18 @@ class FlinkTasksClient:
     # --- submitting ---------------------------------------------------------------------------
 
     def submit(
-        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+        self,
+        pipeline: PipelineBuilder,
+        timeout: timedelta | float | None = None,
+        *,
+        reuse: _reuse.Reuse | None = None,
     ) -> Future[Any]:
         """Submit a pipeline; the returned future completes with its result.
+
+        Under the ``reuse`` policy (default ``settings.pipeline_reuse``, ``attach``) a pipeline
+        id that is already known is never run twice by accident: ``attach`` waits for the
+        running pipeline, or answers with the finished one's result; ``reject`` raises
+        `PipelineExistsError`; ``allow`` sends without looking (a finished id runs again).
 
         Bad input is refused here, before anything is sent. The future fails with `TaskError`
         for a failed pipeline, `ResultTimeoutError` when no reply arrives within ``timeout``
@@ -267,6 +300,7 @@ class FlinkTasksClient:
         Args:
             pipeline: The pipeline; ``pipeline.id`` is the Kafka key and its id for actions.
             timeout: How long to wait for the result; default ``settings.default_timeout``.
+            reuse: ``attach``, ``reject`` or ``allow`` (see above).
 
         Returns:
             A `concurrent.futures.Future` of the pipeline's result.
@@ -278,23 +312,35 @@ class FlinkTasksClient:
             ClientError: the client is closed.
         """
         limit = self._timeout(timeout)
+        policy = _reuse.check_policy(self._settings.pipeline_reuse if reuse is None else reuse)
         reply_id = uuid.uuid4().hex
         value = self._encode_request(pipeline, reply_id)
-        return self._send(
-            topic=self._settings.request_topic,
-            key=pipeline.id,
-            value=value,
-            reply_id=reply_id,
-            call=_Call(
-                future=Future(),
-                interpret=self._pipeline_outcome,
-                what=f"pipeline {pipeline.id!r}",
-                timeout=limit,
-            ),
-        )
+
+        def send(limit: timedelta) -> Future[Any]:
+            return self._send(
+                topic=self._settings.request_topic,
+                key=pipeline.id,
+                value=value,
+                reply_id=reply_id,
+                call=_Call(
+                    future=Future(),
+                    interpret=self._pipeline_outcome,
+                    what=f"pipeline {pipeline.id!r}",
+                    timeout=limit,
+                ),
+            )
+
+        if policy == "allow":
+            return send(limit)
+        self._check_open()
+        return _reuse.submit(self, pipeline.id, limit, policy, send)
 
     async def submit_async(
-        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+        self,
+        pipeline: PipelineBuilder,
+        timeout: timedelta | float | None = None,
+        *,
+        reuse: _reuse.Reuse | None = None,
     ) -> Any:
         """Submit a pipeline and await its result.
 
@@ -304,6 +350,7 @@ class FlinkTasksClient:
         Args:
             pipeline: The pipeline to run.
             timeout: How long to wait for the result; default ``settings.default_timeout``.
+            reuse: ``attach``, ``reject`` or ``allow`` (see `submit`).
 
         Returns:
             The pipeline's result.
@@ -316,23 +363,94 @@ class FlinkTasksClient:
             SerializationError, RequestTooLargeError, PipelineDefinitionError: bad input,
                 refused before sending.
         """
-        return await asyncio.wrap_future(self.submit(pipeline, timeout))
+        return await asyncio.wrap_future(self.submit(pipeline, timeout, reuse=reuse))
 
     def submit_sync(
-        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
+        self,
+        pipeline: PipelineBuilder,
+        timeout: timedelta | float | None = None,
+        *,
+        reuse: _reuse.Reuse | None = None,
     ) -> Any:
         """Submit a pipeline and block until its result; the same as ``submit(...).result()``.
 
         Do not call it from an event loop's thread: use `submit_async` there.
         """
-        return self.submit(pipeline, timeout).result()
+        return self.submit(pipeline, timeout, reuse=reuse).result()
 
-    def enqueue(self, pipeline: PipelineBuilder) -> Future[str]:
+    # --- waiting by pipeline id ---------------------------------------------------------------
+
+    def wait_result(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> Future[Any]:
+        """The result of a pipeline submitted by any client or process (e.g. one that crashed).
+
+        A running or paused pipeline is waited for; a finished one answers with its stored
+        result. The future fails with `PipelineNotFoundError` for an id that is unknown,
+        `TaskError` for a failed pipeline, `ResultTimeoutError` after ``timeout``.
+        """
+        if not isinstance(pipeline_id, str) or not pipeline_id:
+            raise ValueError(f"pipeline_id must be a non-empty string, got {pipeline_id!r}")
+        self._check_open()
+        return _reuse.wait_result(self, pipeline_id, self._timeout(timeout))
+
+    async def wait_result_async(
+        self, pipeline_id: str, timeout: timedelta | float | None = None
+    ) -> Any:
+        """`wait_result`, awaited."""
+        return await asyncio.wrap_future(self.wait_result(pipeline_id, timeout))
+
+    def wait_result_sync(self, pipeline_id: str, timeout: timedelta | float | None = None) -> Any:
+        """`wait_result`, blocking until the result."""
+        return self.wait_result(pipeline_id, timeout).result()
+
+    def _wait_for_final_reply(self, pipeline_id: str, limit: timedelta) -> Future[Any]:
+        """A future completed by the next final reply of ``pipeline_id`` (any reply id)."""
+        key = f"final:{uuid.uuid4().hex}"
+        call = _Call(
+            future=Future(),
+            interpret=self._pipeline_outcome,
+            what=f"the result of pipeline {pipeline_id!r}",
+            timeout=limit,
+        )
+        deadline = time.monotonic() + limit.total_seconds()
+        with self._lock:
+            if self._closed:
+                raise ClientError("the client is closed: create a new FlinkTasksClient")
+            self._pending[key] = call
+            self._final_waiters.setdefault(pipeline_id, set()).add(key)
+            heapq.heappush(self._deadlines, (deadline, next(self._sequence), key))
+
+        def forget(_: Future[Any]) -> None:
+            with self._lock:
+                self._pending.pop(key, None)
+                keys = self._final_waiters.get(pipeline_id)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._final_waiters[pipeline_id]
+
+        call.future.add_done_callback(forget)
+        return call.future
+
+    def _final_reply_calls(self, reply: messages_pb2.Reply) -> list[_Call]:
+        if not self._final_waiters or not _reuse.is_final_reply(reply):
+            return []
+        with self._lock:
+            keys = self._final_waiters.pop(reply.pipeline_id, set())
+            return [call for key in keys if (call := self._pending.pop(key, None)) is not None]
+
+    def enqueue(
+        self, pipeline: PipelineBuilder, *, reuse: _reuse.Reuse | None = None
+    ) -> Future[str]:
         """Submit a pipeline without waiting for its result.
 
         The returned future completes with ``pipeline.id`` once Kafka has acknowledged the
         request (or fails with `TransportError` within ``send_timeout``). The result is not
-        awaited: look it up with `get_status` / `get_result` / `events` by pipeline id.
+        awaited: look it up with `get_status` / `get_result` / `wait_result` by pipeline id.
+        Under ``reuse="attach"`` (the default) a known id is not sent again (the future
+        completes with the id at once); ``reject`` raises `PipelineExistsError`; ``allow``
+        sends it anyway.
 
         Raises:
             SerializationError, RequestTooLargeError, PipelineDefinitionError: bad input,
@@ -340,11 +458,26 @@ class FlinkTasksClient:
             ClientError: the client is closed.
         """
         self._check_open()
+        policy = _reuse.check_policy(self._settings.pipeline_reuse if reuse is None else reuse)
         # The reply still carries a fresh reply_id, which no client waits for.
         value = self._encode_request(pipeline, uuid.uuid4().hex)
+        if policy == "allow":
+            return self._enqueue_now(pipeline.id, value)
+        known: Future[str] = Future()
+        known.set_result(pipeline.id)
+        return _reuse.submit(
+            self,
+            pipeline.id,
+            self._settings.default_timeout,
+            policy,
+            lambda _: self._enqueue_now(pipeline.id, value),
+            exists=lambda _: known,
+        )
+
+    def _enqueue_now(self, pipeline_id: str, value: bytes) -> Future[str]:
         topic = self._settings.request_topic
-        key = pipeline.id.encode("utf-8")
-        what = f"pipeline {pipeline.id!r}"
+        key = pipeline_id.encode("utf-8")
+        what = f"pipeline {pipeline_id!r}"
         acked: Future[str] = Future()
 
         def produce(started: Future[None]) -> None:
@@ -352,29 +485,25 @@ class FlinkTasksClient:
             if error is not None:
                 _fail(acked, error)
                 return
-            try:
-                sent = self._producer.send(topic, key=key, value=value)
-            except Exception as err:
-                _fail(acked, TransportError(f"could not send {what} to {topic!r}: {err}"))
+            sent = self._send_or_park(
+                topic, key, value, lambda: produce(started), lambda err: _fail(acked, err), what
+            )
+            if sent is None:
                 return
-            sent.add_callback(lambda _: _succeed(acked, pipeline.id))
+            sent.add_callback(lambda _: _succeed(acked, pipeline_id))
             sent.add_errback(
-                lambda err: _fail(
-                    acked,
-                    TransportError(
-                        f"Kafka did not accept {what} on {topic!r} within "
-                        f"{self._settings.send_timeout}: {type(err).__name__}: {err}"
-                    ),
-                )
+                lambda err: _fail(acked, _kafka.send_failure(self._settings, what, topic, err))
             )
             self._watch_ack(sent, lambda: _fail(acked, self._not_acknowledged(what, topic)))
 
         self._started.add_done_callback(produce)
         return acked
 
-    async def enqueue_async(self, pipeline: PipelineBuilder) -> str:
+    async def enqueue_async(
+        self, pipeline: PipelineBuilder, *, reuse: _reuse.Reuse | None = None
+    ) -> str:
         """`enqueue`, awaited: returns ``pipeline.id`` once Kafka has acknowledged the request."""
-        return await asyncio.wrap_future(self.enqueue(pipeline))
+        return await asyncio.wrap_future(self.enqueue(pipeline, reuse=reuse))
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -645,21 +774,19 @@ class FlinkTasksClient:
         if error is not None:
             self._complete(reply_id, error=error)
             return
-        try:
-            sent = self._producer.send(topic, key=key, value=value)
-        except Exception as err:
-            self._complete(
-                reply_id,
-                error=TransportError(f"could not send {call.what} to {topic!r}: {err}"),
-            )
+        sent = self._send_or_park(
+            topic,
+            key,
+            value,
+            lambda: self._produce(started, topic, key, value, reply_id, call),
+            lambda err: self._complete(reply_id, error=err),
+            call.what,
+        )
+        if sent is None:
             return
         sent.add_errback(
             lambda err: self._complete(
-                reply_id,
-                error=TransportError(
-                    f"Kafka did not accept {call.what} on {topic!r} within "
-                    f"{self._settings.send_timeout}: {type(err).__name__}: {err}"
-                ),
+                reply_id, error=_kafka.send_failure(self._settings, call.what, topic, err)
             )
         )
         self._watch_ack(
@@ -667,10 +794,54 @@ class FlinkTasksClient:
         )
         logger.debug("sent %s to %s (reply_id %s)", call.what, topic, reply_id)
 
+    def _send_or_park(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        again: Callable[[], None],
+        fail: Callable[[BaseException], None],
+        what: str,
+    ) -> Any:
+        """``producer.send``, or park the send until there is a usable producer (None then).
+
+        A send that raised was not appended to the producer, so it is sent again (once) by a
+        rebuilt producer, or failed with `TransportError` after ``send_timeout``: it is never
+        dropped silently and never sent twice.
+        """
+        producer = self._link.producer
+        if producer is not None:
+            try:
+                return producer.send(topic, key=key, value=value)
+            except Exception as err:
+                logger.warning("could not send %s to %s: %s", what, topic, err)
+                self._link.producer_failed(producer, f"send raised {type(err).__name__}: {err}")
+        if self._closed:
+            fail(ClientError(f"the client was closed before {what} was sent"))
+            return None
+        self._link.park(
+            again,
+            lambda: fail(
+                TransportError(
+                    f"could not send {what} to {topic!r} within {self._settings.send_timeout}: "
+                    f"{self._link.health.reason or 'no usable producer'}. It was not sent; "
+                    "submitting it again is safe."
+                )
+            ),
+        )
+        return None
+
     def _watch_ack(self, sent: Any, on_timeout: Callable[[], None]) -> None:
         deadline = time.monotonic() + self._settings.send_timeout.total_seconds() + _ACK_GRACE_S
+        producer = self._link.producer
+
+        def timed_out() -> None:
+            # kafka-python neither delivered nor failed the record: do not trust that producer
+            self._link.producer_failed(producer, "a send was neither acknowledged nor failed")
+            on_timeout()
+
         with self._lock:
-            heapq.heappush(self._ack_deadlines, (deadline, next(self._sequence), sent, on_timeout))
+            heapq.heappush(self._ack_deadlines, (deadline, next(self._sequence), sent, timed_out))
 
     def _not_acknowledged(self, what: str, topic: str) -> TransportError:
         return TransportError(
@@ -701,18 +872,12 @@ class FlinkTasksClient:
     # --- internals: the I/O thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        consumer: Any = None
         try:
-            _kafka.wait_reachable(self._settings)
-            consumer = _kafka.create_consumer(self._settings, purpose="replies")
-            _kafka.assign_all(consumer, self._settings.reply_topic, self._settings)
+            self._link.start()
             if self._stop.is_set():
                 raise ClientError("the client was closed before it connected")
-            self._producer = _kafka.create_producer(self._settings)
         except BaseException as err:
-            if consumer is not None:
-                with contextlib.suppress(Exception):
-                    consumer.close()
+            self._link.close()
             logger.error("the client could not start: %s", err)
             _fail(self._started, err)
             return
@@ -723,24 +888,26 @@ class FlinkTasksClient:
         )
         _succeed(self._started, None)
         try:
-            self._loop(consumer)
-        except BaseException as err:
-            logger.exception("the client's reply consumer failed")
-            self._fail_all(TransportError(f"the client's reply consumer failed: {err}"))
+            self._loop()
         finally:
-            with contextlib.suppress(Exception):
-                consumer.close()
-            with contextlib.suppress(Exception):
-                self._producer.close(timeout=_CLOSE_GRACE_S)
+            self._link.close()
             logger.debug("the client's I/O thread stopped")
 
-    def _loop(self, consumer: Any) -> None:
+    def _loop(self) -> None:
+        """Until closed: read replies, fail overdue calls, keep the Kafka link repaired.
+
+        An exception here (a bug, or a kafka-python failure not caught below) is logged and the
+        reply consumer rebuilt: the I/O thread never ends before `close`.
+        """
         while not self._stop.is_set():
-            wait = self._expire()
-            batches = consumer.poll(timeout_ms=max(1, int(wait * 1000)))
-            for records in batches.values():
-                for record in records:
-                    self._on_reply(record.value)
+            try:
+                wait = min(self._expire(), self._link.maintain())
+                for value in self._link.poll(max(wait, 0.001)):
+                    self._on_reply(value)
+            except Exception as err:
+                logger.exception("the client's I/O thread failed; rebuilding the reply consumer")
+                self._link.consumer_failed(f"{type(err).__name__}: {err}")
+                self._stop.wait(0.1)
 
     def _expire(self) -> float:
         """Fail the calls whose deadline passed; return how long to wait for the next one."""
@@ -790,24 +957,19 @@ class FlinkTasksClient:
             return
         with self._lock:
             call = self._pending.pop(reply.reply_id, None)
-        if call is None:
+        calls = [call] if call is not None else []
+        calls += self._final_reply_calls(reply)
+        if not calls:
             # Another client's reply, or one whose call timed out or was cancelled.
             logger.debug("ignoring reply %s for pipeline %s", reply.reply_id, reply.pipeline_id)
             return
-        try:
-            result = call.interpret(reply)
-        except BaseException as err:
-            _fail(call.future, err)
-        else:
-            _succeed(call.future, result)
-
-    def _fail_all(self, error: BaseException) -> None:
-        with self._lock:
-            calls = list(self._pending.values())
-            self._pending.clear()
-            self._deadlines.clear()
-        for call in calls:
-            _fail(call.future, error)
+        for each in calls:
+            try:
+                result = each.interpret(reply)
+            except BaseException as err:
+                _fail(each.future, err)
+            else:
+                _succeed(each.future, result)
 
     # --- internals: replies -------------------------------------------------------------------
 

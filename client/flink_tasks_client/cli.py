@@ -129,6 +129,13 @@ def register(subparsers: Subparsers) -> None:
     )
     submit.add_argument("pipeline", metavar="MODULE:PIPELINE")
     submit.add_argument("--id", dest="pipeline_id", help="the pipeline id (default: a new UUID)")
+    submit.add_argument(
+        "--reuse",
+        choices=("attach", "reject", "allow"),
+        help="what to do when --id names a known pipeline: attach (wait for it / its result), "
+        "reject, or allow (run it again once finished); default $FLINK_TASKS_PIPELINE_REUSE, "
+        "else attach",
+    )
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument(
         "--no-wait",
@@ -359,13 +366,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     async def body(client: FlinkTasksClient, settings: ClientSettings) -> int:
         if args.no_wait:
-            print(await client.enqueue_async(pipeline))
+            print(await client.enqueue_async(pipeline, reuse=args.reuse))
             return EXIT_OK
         print(f"submitted pipeline {pipeline.id}", file=sys.stderr)
         if args.watch:
             return await watch(client, pipeline.id, args, submit=pipeline)
         try:
-            result = await client.submit_async(pipeline)
+            result = await client.submit_async(pipeline, reuse=args.reuse)
         except TaskError as err:
             return _report_task_error(pipeline.id, err, verbose)
         print(format_value(result))

@@ -10,6 +10,7 @@ from typing import Any
 
 from flink_tasks import wire
 from flink_tasks.config import settings_from_env
+from flink_tasks.kafka_security import KafkaSecurity, security_problem
 
 #: Kafka's default limit on one record: the broker's ``message.max.bytes`` / the topic's
 #: ``max.message.bytes`` (1 MiB + 12 bytes) and the producer's ``max.request.size`` (1 MiB).
@@ -41,14 +42,33 @@ class ClientSettings:
             assignment and seek) before calls fail with `TransportError`.
         send_timeout: How long one request may take to be acknowledged by Kafka before the call
             fails with `TransportError` (the producer's ``delivery_timeout_ms``).
-        read_committed: Read replies with ``isolation_level=read_committed``; set it when the
-            StateFun egress is exactly-once, so replies of aborted transactions are not seen.
+        read_committed: Read replies with ``isolation_level=read_committed`` (the default), so
+            replies of aborted transactions of the exactly-once egress are never seen; with the
+            at-least-once egress it costs nothing. Turn it off only to debug the egress.
         allow_pickle: Accept pickled results. Unpickling runs code chosen by the sender: enable
             it only when the workers are trusted.
         max_request_bytes: The largest request (key + value) sent; larger ones are refused
             before sending. Kafka's default record limit is 1 MiB; raise this only together
             with the broker's ``message.max.bytes`` and the topic's ``max.message.bytes``.
         client_id: The Kafka client id prefix (shows in broker logs and metrics).
+        pipeline_reuse: What a submit does with a pipeline id that is already known:
+            ``attach`` (wait for it / its stored result; the default), ``reject`` (raise
+            `PipelineExistsError`) or ``allow`` (send it anyway: a finished id runs again).
+            ``attach`` and ``reject`` cost one status lookup per submit.
+        reconnect_backoff_max: The longest wait between two attempts to reconnect to a broker
+            or to rebuild a failed producer or reply consumer (waits start at 250 ms and
+            double up to this).
+        security_protocol: ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+        ssl_cafile: PEM file of the CA that signed the brokers' certificates (empty: the
+            system's CAs).
+        ssl_certfile: PEM client certificate, for mutual TLS.
+        ssl_keyfile: Its PEM private key (may be the same file as ``ssl_certfile``).
+        ssl_password_file: A file holding the private key's password, if it is encrypted.
+        ssl_check_hostname: Check that a broker's certificate names its address (default on).
+        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
+        sasl_username: The SASL user.
+        sasl_password_file: A file holding the SASL password; the password itself is never a
+            setting, so it is on no command line and in no log.
     """
 
     # the local runtime's broker (`flink-tasks local up`): one default address everywhere
@@ -60,10 +80,21 @@ class ClientSettings:
     default_timeout: timedelta = timedelta(seconds=60)
     connect_timeout: timedelta = timedelta(seconds=15)
     send_timeout: timedelta = timedelta(seconds=30)
-    read_committed: bool = False
+    read_committed: bool = True
     allow_pickle: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     client_id: str = "flink-tasks-client"
+    pipeline_reuse: str = "attach"
+    reconnect_backoff_max: timedelta = timedelta(seconds=2)
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password_file: str = ""
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -71,14 +102,27 @@ class ClientSettings:
         for name in ("request_topic", "action_topic", "reply_topic"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
-        for name in ("default_timeout", "connect_timeout", "send_timeout"):
+        for name in ("default_timeout", "connect_timeout", "send_timeout", "reconnect_backoff_max"):
             value = getattr(self, name)
             if not isinstance(value, timedelta):
                 raise TypeError(f"{name} must be a datetime.timedelta, got {value!r}")
             if value <= timedelta(0):
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.pipeline_reuse not in ("reject", "attach", "allow"):
+            raise ValueError(
+                f"pipeline_reuse must be reject, attach or allow, got {self.pipeline_reuse!r}"
+            )
         if self.max_request_bytes <= 0:
             raise ValueError("max_request_bytes must be positive")
+        problem = security_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+    def security(self) -> KafkaSecurity:
+        """The Kafka security settings alone (TLS and SASL)."""
+        return KafkaSecurity(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(KafkaSecurity)}
+        )
 
     def replace(self, **changes: Any) -> ClientSettings:
         """A copy with some fields changed."""

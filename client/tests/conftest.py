@@ -114,6 +114,9 @@ def settings(bootstrap_servers: str, topics: Topics) -> ClientSettings:
         default_timeout=timedelta(seconds=30),
         connect_timeout=timedelta(seconds=10),
         send_timeout=timedelta(seconds=10),
+        # the transport tests count what one submit sends: no status lookup before it (the
+        # reuse policies are tested in test_reuse.py)
+        pipeline_reuse="allow",
     )
 
 

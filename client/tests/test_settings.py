@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert settings.request_topic == "flink-tasks.requests"
     assert settings.reply_topic == "flink-tasks.replies"
     assert settings.default_timeout == timedelta(seconds=60)
-    assert not settings.read_committed
+    assert settings.read_committed
     assert not settings.allow_pickle
     assert settings.max_request_bytes == DEFAULT_MAX_REQUEST_BYTES < 1024 * 1024
 
@@ -25,7 +25,7 @@ def test_from_env() -> None:
             "FLINK_TASKS_BOOTSTRAP_SERVERS": "kafka:9092",
             "FLINK_TASKS_DEFAULT_TIMEOUT": "5min",
             "FLINK_TASKS_CONNECT_TIMEOUT": "500ms",
-            "FLINK_TASKS_READ_COMMITTED": "true",
+            "FLINK_TASKS_READ_COMMITTED": "false",
             "FLINK_TASKS_MAX_REQUEST_BYTES": "2048",
             "FLINK_TASKS_REPLY_TOPIC": "my.replies",
             "OTHER": "ignored",
@@ -35,7 +35,7 @@ def test_from_env() -> None:
     assert settings.bootstrap_servers == "kafka:9092"
     assert settings.default_timeout == timedelta(minutes=5)
     assert settings.connect_timeout == timedelta(milliseconds=500)
-    assert settings.read_committed
+    assert not settings.read_committed
     assert settings.allow_pickle
     assert settings.max_request_bytes == 2048
     assert settings.reply_topic == "my.replies"

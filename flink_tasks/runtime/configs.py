@@ -63,6 +63,10 @@ def render_kafka_server_properties(settings: LocalRuntimeSettings) -> str:
         "num.recovery.threads.per.data.dir": 1,
         "log.retention.hours": 168,
     }
+    if settings.kafka_security == "sasl_ssl":
+        from flink_tasks.runtime.kafka_secure import broker_properties
+
+        props.update(broker_properties(settings))
     lines = ["# Rendered by flink_tasks.runtime; do not edit, edit the settings."]
     lines += [f"{k}={v}" for k, v in props.items()]
     return "\n".join(lines) + "\n"
@@ -179,6 +183,8 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
         "rest.address": LOOPBACK,
         "rest.bind-port": settings.rest_port,
         "rest.port": settings.rest_port,
+        # no jar upload or run through REST (the job runs from the launcher, not from a jar)
+        "web.submit.enable": "false",
         "jobmanager.bind-host": LOOPBACK,
         "jobmanager.rpc.address": LOOPBACK,
         "taskmanager.bind-host": LOOPBACK,

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from flink_tasks.runtime import kafka_secure
 from flink_tasks.runtime.configs import (
     kafka_dirs,
     render_kafka_log4j_properties,
@@ -77,9 +78,12 @@ class KafkaBroker:
     def write_configs(self) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.conf_dir / "server.properties").write_text(
-            render_kafka_server_properties(self.settings)
-        )
+        if kafka_secure.secured(self.settings):
+            kafka_secure.ensure_material(self.settings)
+        server_properties = self.conf_dir / "server.properties"
+        server_properties.touch(mode=0o600)  # it may hold the broker's own passwords
+        server_properties.chmod(0o600)
+        server_properties.write_text(render_kafka_server_properties(self.settings))
         (self.conf_dir / "log4j.properties").write_text(render_kafka_log4j_properties())
 
     def _java_cmd(self, java: JavaRuntime, classpath: list[str], main: str) -> list[str]:
@@ -123,18 +127,29 @@ class KafkaBroker:
             str(self.conf_dir / "server.properties"),
             "--ignore-formatted",
         ]
+        argument_file = None
+        if kafka_secure.secured(self.settings):
+            # the SCRAM users, with their passwords: in a Java argument file, not on the
+            # command line (main class and arguments move into it)
+            main_at = cmd.index(STORAGE_TOOL_MAIN)
+            argument_file = kafka_secure.scram_argument_file(self.settings, cmd[main_at:])
+            cmd = [*cmd[:main_at], f"@{argument_file}"]
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         with self.settings.kafka_log_file.open("ab") as out:
             out.write(f"# formatting Kafka storage, cluster id {cluster_id}\n".encode())
             out.flush()
-            proc = subprocess.run(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                timeout=120,
-                check=False,
-            )
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=120,
+                    check=False,
+                )
+            finally:
+                if argument_file is not None:
+                    argument_file.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise StartupError(
                 f"formatting the Kafka storage failed (exit {proc.returncode})",
@@ -162,6 +177,8 @@ class KafkaBroker:
         try:
             self.wait_ready(self.settings.kafka_start_timeout.total_seconds())
             self.create_topics()
+            if self.settings.kafka_acls:
+                self.grant_acls()
         except BaseException:
             self.process.stop(grace=5.0)
             raise
@@ -178,6 +195,7 @@ class KafkaBroker:
                 client_id="flink-tasks-launcher",
                 request_timeout_ms=timeout_ms,
                 bootstrap_timeout_ms=timeout_ms,
+                **kafka_secure.role_security(self.settings, "admin").kafka_python_options(),
             )
 
     def list_topics(self, timeout_ms: int = 3000) -> set[str] | None:
@@ -272,6 +290,18 @@ class KafkaBroker:
         finally:
             with contextlib.suppress(Exception):
                 admin.close()
+
+    def grant_acls(self) -> None:
+        """The ACLs of every role (see kafka_acls); the launcher itself is a super user."""
+        from flink_tasks.runtime.kafka_acls import grant
+
+        with _quiet():
+            admin = self.admin(10_000)
+            try:
+                log.info("granted %d Kafka ACLs", grant(admin, self.settings))
+            finally:
+                with contextlib.suppress(Exception):
+                    admin.close()
 
     def stop(self, *, kill: bool = False) -> bool:
         return self.process.stop(self.settings.stop_grace.total_seconds(), kill=kill)

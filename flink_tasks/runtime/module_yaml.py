@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Literal
 
 from flink_tasks import wire
+from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.runtime.configs import (
     CLUSTER_METRICS_PORT,
     job_flink_conf,
     prometheus_reporter_conf,
 )
+from flink_tasks.runtime.kafka_secure import role_security
 from flink_tasks.runtime.settings import LocalRuntimeSettings, format_duration, project_root
 
 YamlValue = str | int | bool | Sequence["YamlValue"] | Mapping[str, "YamlValue"]
@@ -47,13 +49,23 @@ def module_components(
     *,
     kafka_address: str | None = None,
     worker_url: str | None = None,
+    kafka_security: KafkaSecurity | None = None,
 ) -> list[dict[str, YamlValue]]:
     """The module's components as plain data (one dict per YAML document).
 
     ``kafka_address`` and ``worker_url`` replace the local runtime's loopback addresses, for
-    the deployment targets (:data:`DEPLOY_TARGETS`) where Kafka and the worker live elsewhere.
+    the deployment targets (:data:`DEPLOY_TARGETS`) where Kafka and the worker live elsewhere;
+    ``kafka_security`` is how the job's Kafka ingress and egress authenticate there (default:
+    the local broker's ``statefun`` user, or nothing for a plaintext local broker).
     """
     kafka = kafka_address or settings.bootstrap_servers
+    # TLS / SASL of the StateFun job's Kafka clients (passwords as ${dir:...} file references)
+    kafka_properties: list[YamlValue] = [
+        {key: value}
+        for key, value in (kafka_security or role_security(settings, "statefun"))
+        .java_properties()
+        .items()
+    ]
     worker = (worker_url or settings.worker_url).rstrip("/")
     pools = settings.endpoint_urls
     docs: list[dict[str, YamlValue]] = []
@@ -101,7 +113,7 @@ def module_components(
                         "targets": [wire.PIPELINE_FUNCTION],
                     },
                 ],
-                "properties": [{"isolation.level": "read_committed"}],
+                "properties": [{"isolation.level": "read_committed"}, *kafka_properties],
             },
         }
     )
@@ -115,6 +127,7 @@ def module_components(
                 "id": wire.EGRESS_ID,
                 "address": kafka,
                 "deliverySemantic": semantic,
+                **({"properties": kafka_properties} if kafka_properties else {}),
             },
         }
     )
@@ -127,11 +140,14 @@ def render_module_yaml(
     kafka_address: str | None = None,
     worker_url: str | None = None,
     header: str | None = None,
+    kafka_security: KafkaSecurity | None = None,
 ) -> str:
     """Render ``module.yaml`` for StateFun 3.3.0 from the settings."""
     if header is None:
         header = "# Rendered by flink_tasks.runtime.module_yaml; do not edit, edit the settings.\n"
-    components = module_components(settings, kafka_address=kafka_address, worker_url=worker_url)
+    components = module_components(
+        settings, kafka_address=kafka_address, worker_url=worker_url, kafka_security=kafka_security
+    )
     return header + "".join("---\n" + to_yaml(doc) for doc in components)
 
 
@@ -217,6 +233,8 @@ class DeployTarget:
     worker_url: str
     #: the folder with ``settings.env`` and the committed rendered files (None: local)
     directory: Path | None = None
+    #: TLS / SASL of the job's Kafka clients (FLINK_TASKS_SECURITY_PROTOCOL ... in settings.env)
+    kafka_security: KafkaSecurity | None = None
 
     def module_yaml(self) -> str:
         header = (
@@ -229,6 +247,7 @@ class DeployTarget:
             kafka_address=self.kafka_address,
             worker_url=self.worker_url,
             header=header,
+            kafka_security=self.kafka_security,
         )
 
     def rendered_files(self) -> dict[Path, str]:
@@ -300,7 +319,14 @@ def deploy_target(
             raise ValueError(f"{env_file}: {var} is missing")
     settings = LocalRuntimeSettings.from_env(environ=env)
     target: TargetName = "compose" if name == "compose" else "kubernetes"
-    return DeployTarget(target, settings, env[KAFKA_ADDRESS_VAR], env[WORKER_URL_VAR], directory)
+    return DeployTarget(
+        target,
+        settings,
+        env[KAFKA_ADDRESS_VAR],
+        env[WORKER_URL_VAR],
+        directory,
+        KafkaSecurity.from_env(environ=env),
+    )
 
 
 def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
@@ -321,6 +347,8 @@ def render_cluster_flink_conf(settings: LocalRuntimeSettings) -> str:
         "rest.address": "jobmanager",
         "rest.bind-address": "0.0.0.0",
         "rest.port": 8081,
+        # no jar upload or run through REST: the REST API has no authentication
+        "web.submit.enable": "false",
         "jobmanager.memory.process.size": "1g",
         "taskmanager.memory.process.size": "1536m",
         # StateFun needs RocksDB with RocksDB timers (its feedback operator uses raw keyed state)

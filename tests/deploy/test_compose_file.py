@@ -336,3 +336,13 @@ def test_dockerfile_copies_what_exists_and_what_the_dockerignore_lets_in() -> No
     ):
         assert (ROOT / needed).is_file() and included(needed), needed
     assert not included("tests/conftest.py") and not included(".venv/bin/python")
+
+
+def test_published_ports_are_loopback_only_and_jar_upload_is_off(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published, "compose publishes Kafka and the Flink REST API for the host"
+    assert all(str(port).startswith("127.0.0.1:") for port in published), published
+    flink_conf = (ROOT / "deploy" / "compose" / "flink-conf.yaml").read_text().splitlines()
+    assert "web.submit.enable: false" in flink_conf

@@ -119,6 +119,7 @@ def test_every_raw_manifest_validates() -> None:
         "HorizontalPodAutoscaler",
         "KafkaTopic",
         "Namespace",
+        "NetworkPolicy",
         "PersistentVolumeClaim",
         "PodDisruptionBudget",
         "Service",
@@ -287,6 +288,23 @@ def test_worker_deployment_service_and_autoscaler() -> None:
     assert deploy_target("kubernetes").worker_url == f"http://{service['metadata']['name']}:{port}"
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_only_the_statefun_job_may_call_the_worker(built: list[dict[str, Any]]) -> None:
+    (policy,) = by_kind(built, "NetworkPolicy")
+    (worker,) = [
+        d for d in by_kind(built, "Deployment") if d["metadata"]["name"].endswith("worker")
+    ]
+    (flink,) = by_kind(built, "FlinkDeployment")
+    assert policy["metadata"]["namespace"] == worker["metadata"]["namespace"]
+    worker_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    callers = policy["spec"]["ingress"][0]
+    # the Flink Kubernetes Operator labels the job's pods app=<FlinkDeployment name>
+    assert callers["from"] == [{"podSelector": {"matchLabels": {"app": flink["metadata"]["name"]}}}]
+    port = worker["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert callers["ports"] == [{"protocol": "TCP", "port": port}]
 
 
 def test_kafka_topics_match_settings_env() -> None:

@@ -239,12 +239,12 @@ def test_duplicate_submission_of_a_running_pipeline(stack: FaultStack, healthy: 
         time.sleep(0.1)
     second: PipelineBuilder = ft.square.send(7)
     second.id = first.id
-    with pytest.raises(TaskError) as caught:
-        client.submit_sync(second, timeout=60)
+    with pytest.raises(TaskError) as caught:  # reuse="allow": the engine's own refusal
+        client.submit_sync(second, timeout=60, reuse="allow")
     assert "already running" in caught.value.exception_message
     assert running.result(timeout=60) == "first"
     # a finished id may run again
-    assert client.submit_sync(second, timeout=60) == 49
+    assert client.submit_sync(second, timeout=60, reuse="allow") == 49
 
 
 def test_deeply_recursive_orchestrator(stack: FaultStack, healthy: JobHealth) -> None:

@@ -243,8 +243,8 @@ async def test_duplicate_submission_of_a_running_id_is_rejected(
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
     duplicate = t.multiply.send(1, 2)
     duplicate.id = pipeline.id
-    with pytest.raises(TaskError) as caught:
-        await client.submit_async(duplicate)
+    with pytest.raises(TaskError) as caught:  # reuse="allow": the engine's own refusal
+        await client.submit_async(duplicate, reuse="allow")
     assert caught.value.exception_type == ALREADY_RUNNING_ERROR
     assert pipeline.id in caught.value.exception_message
     # the running pipeline is not disturbed
@@ -252,5 +252,5 @@ async def test_duplicate_submission_of_a_running_id_is_rejected(
     assert await asyncio.wait_for(first, 30) == ["a", "b"]
     assert t.multiply.type_name not in started_tasks.of(pipeline.id)
     # a finished id may be run again
-    assert await client.submit_async(duplicate) == 2
+    assert await client.submit_async(duplicate, reuse="allow") == 2
     assert await client.get_result(pipeline.id) == 2
