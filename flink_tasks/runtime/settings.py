@@ -122,8 +122,9 @@ class LocalRuntimeSettings:
     taskmanager_slots: int = 0
     jobmanager_rpc_port: int = 18082
     # Flink's Prometheus reporter (GET /metrics; 0: none); cluster mode uses this port and the
-    # next `taskmanagers` ones (one per JVM)
-    metrics_port: int = 18249
+    # next `taskmanagers` ones (one per JVM). Off by default: Flink 1.16's reporter cannot bind to
+    # loopback only, and the local runtime listens on nothing but loopback unless asked to.
+    metrics_port: int = 0
     statefun_heap_mb: int = field(default=1024, metadata=_PROCESS)
     checkpoint_interval: timedelta = timedelta(seconds=1)
     # how long Flink holds a network buffer before it is sent: latency of every hop (default 100ms)

@@ -47,14 +47,17 @@ def port_block(preferred: int) -> int:
     raise RuntimeError("no free port block in 61000-62999")
 
 
-def runtime_settings(run_dir: Path, base: int, **overrides: Any) -> LocalRuntimeSettings:
-    """Settings of an isolated runtime: its own run dir and ports (block `base`)."""
+def runtime_settings(
+    run_dir: Path, base: int, *, flink_metrics: bool = False, **overrides: Any
+) -> LocalRuntimeSettings:
+    """Settings of an isolated runtime: its own run dir and ports (block `base`); with
+    `flink_metrics`, Flink's Prometheus reporter on base+49 (it binds every interface)."""
     return LocalRuntimeSettings.from_env(
         run_dir=run_dir,
         kafka_port=base + 92,
         kafka_controller_port=base + 93,
         rest_port=base + 81,
-        metrics_port=base + 49,
+        metrics_port=base + 49 if flink_metrics else 0,
         worker_port=base,
         **overrides,
     )

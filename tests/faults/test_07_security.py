@@ -133,8 +133,10 @@ def test_actions_are_read_only_from_the_configured_topic(stack: FaultStack) -> N
     yaml = render_module_yaml(s)
     ingress = yaml[yaml.index("io.statefun.kafka.v1/ingress") :]
     ingress = ingress[: ingress.find("---") if "---" in ingress else None]
-    assert ingress.count("topic:") == 2
+    # requests, actions, and the workers' task reports: nothing else reaches the pipeline function
+    assert ingress.count("topic:") == 3
     assert s.requests_topic in ingress and s.actions_topic in ingress
+    assert s.task_reports_topic in ingress
     rogue = "flink-tasks.rogue-actions"
     admin = KafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
     try:

@@ -45,6 +45,7 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fa
         serve_workers=2,
         serve_args=("--pool-size", "1"),
         serve_env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
+        flink_metrics=True,
     ) as stack:
         yield stack, multiproc
 
