@@ -2,128 +2,35 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flink_tasks import serialization, wire
+from flink_tasks import serialization
 from flink_tasks._proto import pipeline_pb2
-from flink_tasks.errors import PipelineDefinitionError, SerializationError
-from flink_tasks.types import RetryPolicy
+from flink_tasks.errors import PipelineDefinitionError
+
+# the values, importable from here as before the split
+from flink_tasks.pipeline.encoding import _allows_pickle, _count, _entry_to_proto
+from flink_tasks.pipeline.entries import _NO_STATE as _NO_STATE
+from flink_tasks.pipeline.entries import _WORKER_SIDE_OPTIONS as _WORKER_SIDE_OPTIONS
+from flink_tasks.pipeline.entries import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
+from flink_tasks.pipeline.entries import DEFAULT_WORKER_NAME as DEFAULT_WORKER_NAME
+from flink_tasks.pipeline.entries import MAX_GROUP_NESTING as MAX_GROUP_NESTING
+from flink_tasks.pipeline.entries import RESERVED_ID_CHARACTERS as RESERVED_ID_CHARACTERS
+from flink_tasks.pipeline.entries import Entry as Entry
+from flink_tasks.pipeline.entries import Group as Group
+from flink_tasks.pipeline.entries import Initial as Initial
+from flink_tasks.pipeline.entries import PipelineOptions as PipelineOptions
+from flink_tasks.pipeline.entries import TaskCall as TaskCall
+from flink_tasks.pipeline.entries import TaskOptions as TaskOptions
+from flink_tasks.pipeline.entries import new_id as new_id
+from flink_tasks.pipeline.entries import new_task_id as new_task_id
+from flink_tasks.pipeline.entries import pipeline_id_problem as pipeline_id_problem
 
 if TYPE_CHECKING:
     from flink_tasks.registry import Task
-
-_NO_STATE: Any = object()
-# Task entries leave these out on the wire; the engine reads empty as the default.
-DEFAULT_NAMESPACE = wire.DEFAULT_TASK_NAMESPACE
-DEFAULT_WORKER_NAME = wire.DEFAULT_WORKER_NAME
-RESERVED_ID_CHARACTERS = ":~"
-"""Not allowed in a pipeline id: child pipelines live at `<root id>:<random>` and a pipeline's
-request at `<id>~request`, so an id with them could address another pipeline's state."""
-MAX_GROUP_NESTING = 10
-"""How deeply `in_parallel` groups may nest in one pipeline: with values nested up to
-`serialization.MAX_VALUE_DEPTH`, every message stays within protobuf's parse limit."""
-
-
-def new_id() -> str:
-    """A fresh, unique id for a pipeline or task."""
-    return uuid.uuid4().hex
-
-
-def pipeline_id_problem(pipeline_id: object) -> str | None:
-    """Why `pipeline_id` cannot be submitted as a pipeline's id, or None if it can."""
-    if not isinstance(pipeline_id, str) or not pipeline_id:
-        return f"a pipeline id must be a non-empty string, got {pipeline_id!r}"
-    reserved = sorted(set(pipeline_id) & set(RESERVED_ID_CHARACTERS))
-    if reserved:
-        return (
-            f"pipeline id {pipeline_id!r} contains {' and '.join(map(repr, reserved))}, which "
-            "flink-tasks reserves for the addresses of child pipelines and stored requests; "
-            "choose an id without them"
-        )
-    return None
-
-
-def new_task_id() -> str:
-    """A task id: 80 random bits, short because a fan-out carries one per task."""
-    return uuid.uuid4().hex[:20]
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Options of one task entry: bind options, overridable per entry with `.set(...)`."""
-
-    namespace: str
-    worker_name: str
-    retry_policy: RetryPolicy | None = None
-    is_fruitful: bool = True
-    display_name: str = ""
-    timeout: timedelta | None = None
-    allow_pickle: bool = False
-    max_memory: int | None = None  # bytes; enforced by the worker's process pool
-
-
-# read by the worker from its own registry, never sent: a pipeline entry cannot change them
-_WORKER_SIDE_OPTIONS = frozenset({"allow_pickle", "max_memory"})
-
-
-@dataclass(frozen=True)
-class TaskCall:
-    """One task entry of a pipeline."""
-
-    task_id: str
-    task_type: str
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    options: TaskOptions
-    kind: int = pipeline_pb2.ENTRY_KIND_TASK
-
-    @property
-    def has_args(self) -> bool:
-        return bool(self.args) or bool(self.kwargs)
-
-
-@dataclass(frozen=True)
-class Group:
-    """A fan-out of chains whose results are gathered into one list (fan-in)."""
-
-    group_id: str
-    chains: tuple[PipelineBuilder, ...]
-    max_parallelism: int
-    num_stages: int
-    return_exceptions: bool
-    nesting: int = 1
-    """1 + the deepest group nested in its chains."""
-
-
-Entry = TaskCall | Group
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Options of a whole pipeline (`with_options`)."""
-
-    deadline: timedelta | None = None
-    """The pipeline fails with `flink_tasks.PipelineDeadlineError` if still running this long
-    after it started (running children are cancelled, `finally_do` runs as after a failure)."""
-
-
-@dataclass(frozen=True)
-class Initial:
-    """Leading args, default kwargs and initial state for a pipeline's first entries."""
-
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    state: Any = _NO_STATE
-    has_args: bool = False
-    has_kwargs: bool = False
-
-    @property
-    def has_state(self) -> bool:
-        return self.state is not _NO_STATE
 
 
 class PipelineBuilder:
@@ -390,58 +297,3 @@ def _validate(entries: tuple[Entry, ...]) -> None:
             raise PipelineDefinitionError(
                 "finally_do(...) must be the last entry of a pipeline, at most once"
             )
-
-
-def _count(entry: Entry) -> int:
-    if isinstance(entry, TaskCall):
-        return 1
-    return sum(chain.task_count() for chain in entry.chains)
-
-
-def _allows_pickle(entry: Entry) -> bool:
-    if isinstance(entry, TaskCall):
-        return entry.options.allow_pickle
-    return any(_allows_pickle(e) for chain in entry.chains for e in chain.entries)
-
-
-def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
-    if isinstance(entry, TaskCall):
-        options = entry.options
-        task = out.task
-        task.task_id = entry.task_id
-        task.task_type = entry.task_type
-        if options.namespace != DEFAULT_NAMESPACE:
-            task.namespace = options.namespace
-        if options.worker_name != DEFAULT_WORKER_NAME:
-            task.worker_name = options.worker_name
-        task.kind = entry.kind  # type: ignore[assignment]
-        if entry.has_args:
-            try:
-                task.args.CopyFrom(
-                    serialization.encode_args(entry.args, allow_pickle=options.allow_pickle)
-                )
-                if entry.kwargs:
-                    task.kwargs.CopyFrom(
-                        serialization.encode_kwargs(entry.kwargs, allow_pickle=options.allow_pickle)
-                    )
-            except SerializationError as err:
-                raise SerializationError(f"an argument of {entry.task_type!r}: {err}") from err
-            task.has_args = True
-        task.not_fruitful = not options.is_fruitful
-        if options.retry_policy is not None:
-            task.retry_policy.CopyFrom(options.retry_policy.to_proto())
-            task.has_retry_policy = True
-        if options.display_name:
-            task.display_name = options.display_name
-        if options.timeout is not None:
-            task.timeout_s = options.timeout.total_seconds()
-        return
-    group = out.group
-    group.group_id = entry.group_id
-    group.max_parallelism = entry.max_parallelism
-    group.num_stages = entry.num_stages
-    group.return_exceptions = entry.return_exceptions
-    for chain in entry.chains:
-        chain_out = group.chains.add()
-        for chain_entry in chain.entries:
-            _entry_to_proto(chain_entry, chain_out.entries.add())
