@@ -7,8 +7,10 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
+from flink_tasks import requests
 from flink_tasks._proto import messages_pb2
 from flink_tasks.errors import ClientError
+from flink_tasks.records import SubmittedPipeline
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client._calls import Call as _Call
 from flink_tasks_client._client_io import ClientIO
@@ -32,21 +34,16 @@ class ActionsMixin(ClientIO):
             action: One of ``messages_pb2.ACTION_*``.
             timeout: How long to wait for the reply; default ``settings.default_timeout``.
         """
-        if not isinstance(pipeline_id, str) or not pipeline_id:
-            raise ValueError(f"pipeline_id must be a non-empty string, got {pipeline_id!r}")
         limit = self._timeout(timeout)
         name = messages_pb2.Action.Name(action)  # type: ignore[arg-type]
         reply_id = uuid.uuid4().hex
-        request = messages_pb2.ActionRequest(
-            pipeline_id=pipeline_id,
-            action=action,  # type: ignore[arg-type]
-            reply_topic=self._settings.reply_topic,
-            reply_id=reply_id,
+        value = requests.encode_action_request(
+            pipeline_id, action, reply_topic=self._settings.reply_topic, reply_id=reply_id
         )
         return self._send(
             topic=self._settings.action_topic,
             key=pipeline_id,
-            value=request.SerializeToString(),
+            value=value,
             reply_id=reply_id,
             call=_Call(
                 future=Future(),
@@ -64,7 +61,7 @@ class ActionsMixin(ClientIO):
 
     async def get_request(
         self, pipeline_id: str, timeout: timedelta | float | None = None
-    ) -> messages_pb2.PipelineRequest:
+    ) -> SubmittedPipeline:
         """The request the pipeline was submitted with.
 
         Raises:
@@ -126,9 +123,9 @@ class ActionsMixin(ClientIO):
 
     def get_request_sync(
         self, pipeline_id: str, timeout: timedelta | float | None = None
-    ) -> messages_pb2.PipelineRequest:
+    ) -> SubmittedPipeline:
         """Blocking `get_request`."""
-        request: messages_pb2.PipelineRequest = self.action(
+        request: SubmittedPipeline = self.action(
             pipeline_id, messages_pb2.ACTION_GET_REQUEST, timeout
         ).result()
         return request
@@ -184,7 +181,7 @@ class ActionsMixin(ClientIO):
                 since the stream started; default ``settings.default_timeout``.
 
         Returns:
-            An `EventStream`: an async iterator of ``events_pb2.PipelineEvent``.
+            An `EventStream`: an async iterator of `flink_tasks.records.PipelineEvent`.
         """
         self._check_open()
         if not self._settings.events_topic:

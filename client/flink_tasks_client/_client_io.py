@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
+from flink_tasks import requests
 from flink_tasks._proto import messages_pb2
 from flink_tasks.errors import ClientError, ResultTimeoutError, TransportError
 from flink_tasks_client import _kafka, _reuse
@@ -85,18 +86,7 @@ class ClientIO(ReplyDecoding):
             return [call for key in keys if (call := self._pending.pop(key, None)) is not None]
 
     def _timeout(self, timeout: timedelta | float | None) -> timedelta:
-        if timeout is None:
-            return self._settings.default_timeout
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-            timeout = timedelta(seconds=timeout)
-        if not isinstance(timeout, timedelta):
-            raise TypeError(
-                f"timeout must be a datetime.timedelta (e.g. timedelta(seconds=30)) or a number "
-                f"of seconds, got {timeout!r}"
-            )
-        if timeout <= timedelta(0):
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        return timeout
+        return requests.check_timeout(timeout, self._settings.default_timeout)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -8,16 +8,13 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from flink_tasks._proto import messages_pb2
-from flink_tasks.errors import PipelineDefinitionError, RequestTooLargeError
+from flink_tasks import requests
 from flink_tasks.pipeline import PipelineBuilder
-from flink_tasks.pipeline.builder import pipeline_id_problem
 from flink_tasks_client import _kafka, _reuse
 from flink_tasks_client._calls import Call as _Call
 from flink_tasks_client._calls import fail as _fail
 from flink_tasks_client._calls import succeed as _succeed
 from flink_tasks_client._client_io import ClientIO
-from flink_tasks_client.settings import DEFAULT_MAX_REQUEST_BYTES
 
 if TYPE_CHECKING:
     from flink_tasks_client._client import FlinkTasksClient
@@ -224,36 +221,10 @@ class SubmitMixin(ClientIO):
         return await asyncio.wrap_future(self.enqueue(pipeline, reuse=reuse))
 
     def _encode_request(self, pipeline: PipelineBuilder, reply_id: str) -> bytes:
-        if not isinstance(pipeline, PipelineBuilder):
-            raise TypeError(
-                f"submit takes a pipeline (e.g. task.send(...)), got {type(pipeline).__name__}"
-            )
-        id_problem = pipeline_id_problem(pipeline.id)
-        if id_problem is not None:
-            raise PipelineDefinitionError(f"{id_problem}: {pipeline!r}")
-        if not pipeline.entries:
-            raise PipelineDefinitionError(
-                "the pipeline is empty: start it with task.send(...) or in_parallel([...])"
-            )
-        request = messages_pb2.PipelineRequest(
-            pipeline=pipeline.to_proto(),
+        return requests.encode_pipeline_request(
+            pipeline,
             reply_topic=self._settings.reply_topic,
             reply_id=reply_id,
             events_topic=self._settings.events_topic,
+            max_request_bytes=self._settings.max_request_bytes,
         )
-        value = request.SerializeToString()
-        size = len(value) + len(pipeline.id.encode("utf-8"))
-        limit = self._settings.max_request_bytes
-        if size > limit:
-            default_note = (
-                " (the default: Kafka's 1 MiB record limit less headroom)"
-                if limit == DEFAULT_MAX_REQUEST_BYTES
-                else ""
-            )
-            raise RequestTooLargeError(
-                f"the request for pipeline {pipeline.id!r} is {size} bytes, over "
-                f"max_request_bytes={limit}{default_note}. Pass large data by reference "
-                "(e.g. a URL or a storage key), or raise max_request_bytes together with the "
-                "broker's message.max.bytes and the topic's max.message.bytes."
-            )
-        return value

@@ -10,24 +10,20 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from flink_tasks._proto import events_pb2, messages_pb2
+from flink_tasks._proto import events_pb2
 from flink_tasks.errors import ResultTimeoutError, TransportError
+from flink_tasks.records import PipelineEvent, pipeline_event
+from flink_tasks.types import PipelineStatus
 from flink_tasks_client import _kafka
 from flink_tasks_client.settings import ClientSettings
 
 logger = logging.getLogger(__name__)
 
-_TERMINAL = frozenset(
-    {
-        messages_pb2.PIPELINE_STATUS_COMPLETED,
-        messages_pb2.PIPELINE_STATUS_FAILED,
-        messages_pb2.PIPELINE_STATUS_CANCELLED,
-    }
-)
+_TERMINAL = frozenset({PipelineStatus.COMPLETED, PipelineStatus.FAILED, PipelineStatus.CANCELLED})
 
 
 class EventStream:
-    """An async iterator of the ``events_pb2.PipelineEvent`` records of one root pipeline.
+    """An async iterator of the `PipelineEvent` records of one root pipeline.
 
     It yields the events whose ``root_pipeline_id`` is the pipeline's id (its children's
     included), in topic order, and ends after the root pipeline's own terminal status event.
@@ -96,7 +92,7 @@ class EventStream:
     def __aiter__(self) -> EventStream:
         return self
 
-    async def __anext__(self) -> events_pb2.PipelineEvent:
+    async def __anext__(self) -> PipelineEvent:
         if self._finished:
             raise StopAsyncIteration
         await self.start()
@@ -115,12 +111,8 @@ class EventStream:
         if isinstance(item, BaseException):
             await self.aclose()
             raise item
-        event: events_pb2.PipelineEvent = item
-        if (
-            event.pipeline_id == self.pipeline_id
-            and event.WhichOneof("event") == "status_changed"
-            and event.status_changed.status in _TERMINAL
-        ):
+        event: PipelineEvent = item
+        if event.pipeline_id == self.pipeline_id and event.status in _TERMINAL:
             await self.aclose()
         return event
 
@@ -193,9 +185,10 @@ class EventStream:
         # Events are keyed by root pipeline id: skip other pipelines' events without parsing.
         if key is not None and key != self._key:
             return
-        event = events_pb2.PipelineEvent()
+        raw = events_pb2.PipelineEvent()
         try:
-            event.ParseFromString(value or b"")
+            raw.ParseFromString(value or b"")
+            event = pipeline_event(raw)
         except Exception as err:
             logger.warning(
                 "skipping a record on %s that is not a PipelineEvent: %s",

@@ -14,6 +14,7 @@ from flink_tasks.errors import (
     TaskError,
 )
 from flink_tasks.pipeline import PipelineBuilder
+from flink_tasks.records import GroupProgress, PipelineEvent
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client.cli_support import (
     EXIT_FAILED,
@@ -26,7 +27,6 @@ from flink_tasks_client.cli_support import (
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from flink_tasks._proto import events_pb2
     from flink_tasks_client._client import FlinkTasksClient
 
 _TERMINAL = frozenset({PipelineStatus.COMPLETED, PipelineStatus.FAILED, PipelineStatus.CANCELLED})
@@ -86,31 +86,29 @@ class WatchView:
             self.ended = time.monotonic()
         self.log(f"status [bold]{status.name}[/]" + (f" ({source})" if source else ""))
 
-    def apply(self, event: events_pb2.PipelineEvent) -> None:
+    def apply(self, event: PipelineEvent) -> None:
         """Take one event of the root pipeline or of one of its children into the view."""
         self.events += 1
-        kind = event.WhichOneof("event")
         is_root = event.pipeline_id == self.pipeline_id
-        if kind == "pipeline_created":
+        if event.created is not None:
             if is_root:
-                entries = len(event.pipeline_created.pipeline.entries)
+                entries = len(event.created.entries)
                 self.structure = f"{entries} entr{'y' if entries == 1 else 'ies'}"
             else:
                 self.children.add(event.pipeline_id)
-        elif kind == "status_changed":
-            status = PipelineStatus(event.status_changed.status)
+        elif event.status is not None:
             if is_root:
-                self.set_status(status, source="")
-            elif status in _TERMINAL:
+                self.set_status(event.status, source="")
+            elif event.status in _TERMINAL:
                 self.finished_children.add(event.pipeline_id)
-        elif kind == "tasks_skipped":
-            count = len(event.tasks_skipped.task_ids)
+        elif event.kind == "tasks_skipped":
+            count = len(event.skipped_task_ids)
             self.skipped += count
             self.log(f"skipped {count} task{'s' if count != 1 else ''}")
-        elif kind == "group_progress":
-            self._progress(event.pipeline_id, event.group_progress)
+        elif event.progress is not None:
+            self._progress(event.pipeline_id, event.progress)
 
-    def _progress(self, pipeline_id: str, progress: events_pb2.GroupProgress) -> None:
+    def _progress(self, pipeline_id: str, progress: GroupProgress) -> None:
         key = (pipeline_id, progress.group_id)
         task = self._groups.get(key)
         if task is None:

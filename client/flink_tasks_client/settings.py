@@ -11,19 +11,13 @@ from typing import Any
 from flink_tasks import wire
 from flink_tasks.config import settings_from_env
 from flink_tasks.kafka_security import KafkaSecurity, security_problem
-
-#: Kafka's default limit on one record: the broker's ``message.max.bytes`` / the topic's
-#: ``max.message.bytes`` (1 MiB + 12 bytes) and the producer's ``max.request.size`` (1 MiB).
-KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
-
-#: What a record needs beyond its key and value: the record batch header, record framing and
-#: varints. Requests are checked against ``max_request_bytes`` (key + value) and the producer
-#: is allowed ``max_request_bytes + RECORD_HEADROOM_BYTES``.
-RECORD_HEADROOM_BYTES = 4 * 1024
-
-#: The default request limit: Kafka's default record size minus the headroom, so a request
-#: that passes the client-side check is never refused by a default-configured broker.
-DEFAULT_MAX_REQUEST_BYTES = KAFKA_DEFAULT_MAX_MESSAGE_BYTES - RECORD_HEADROOM_BYTES
+from flink_tasks.requests import (
+    DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES,
+)
+from flink_tasks.requests import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES as KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+)
+from flink_tasks.requests import RECORD_HEADROOM_BYTES as RECORD_HEADROOM_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)

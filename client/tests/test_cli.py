@@ -13,6 +13,7 @@ from rich.console import Console
 
 from flink_tasks import FlinkTasks, TaskException, in_parallel
 from flink_tasks._proto import events_pb2, messages_pb2
+from flink_tasks.records import PipelineEvent, pipeline_event
 from flink_tasks.types import PipelineStatus
 
 tasks = FlinkTasks()
@@ -119,8 +120,9 @@ def test_format_value() -> None:
     assert cli.format_value(object()).startswith('"<object object')
 
 
-def _event(pipeline_id: str, root: str, **kind: object) -> events_pb2.PipelineEvent:
-    return events_pb2.PipelineEvent(pipeline_id=pipeline_id, root_pipeline_id=root, **kind)  # type: ignore[arg-type]
+def _event(pipeline_id: str, root: str, **kind: object) -> PipelineEvent:
+    raw = events_pb2.PipelineEvent(pipeline_id=pipeline_id, root_pipeline_id=root, **kind)  # type: ignore[arg-type]
+    return pipeline_event(raw)
 
 
 def test_watch_view_follows_events() -> None:

@@ -34,6 +34,7 @@ from kafka import KafkaProducer
 
 from flink_tasks import FlinkTasks
 from flink_tasks._proto import messages_pb2
+from flink_tasks.records import SubmittedPipeline
 
 # kafka-python 3.0.12 leaks the socket of a connection attempt that is interrupted by close()
 # (the socket is created on its I/O thread and dropped without close). It is not ours to fix;
@@ -346,8 +347,8 @@ async def test_actions(settings: ClientSettings, stand_in: PipelineFunctionStand
         assert await client.get_result(done.id) == 42
         assert client.get_result_sync(done.id) == 42
         request = await client.get_request(done.id)
-        assert isinstance(request, messages_pb2.PipelineRequest)
-        assert request.pipeline.id == done.id
+        assert isinstance(request, SubmittedPipeline)
+        assert request.pipeline_id == done.id and request.task_count() == 1
         with pytest.raises(ActionError, match="finished"):
             await client.pause(done.id)
 
@@ -387,13 +388,13 @@ async def test_events_of_one_pipeline(
             await client.submit_async(other)
             await client.submit_async(pipeline)
             seen = [event async for event in events]
-        kinds = [event.WhichOneof("event") for event in seen]
+        kinds = [event.kind for event in seen]
         assert kinds == ["pipeline_created", "status_changed", "status_changed"]
         assert {event.root_pipeline_id for event in seen} == {pipeline.id}
-        assert seen[0].pipeline_created.pipeline.id == pipeline.id
-        assert [e.status_changed.status for e in seen[1:]] == [
-            messages_pb2.PIPELINE_STATUS_RUNNING,
-            messages_pb2.PIPELINE_STATUS_COMPLETED,
+        assert seen[0].created is not None and len(seen[0].created.entries) == 1
+        assert [e.status for e in seen[1:]] == [
+            PipelineStatus.RUNNING,
+            PipelineStatus.COMPLETED,
         ]
 
         # Read from the beginning: the events of a pipeline that already ran.

@@ -9,13 +9,14 @@ from collections import defaultdict
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from flink_tasks import replies, wire
+from flink_tasks import replies, requests, wire
 from flink_tasks._proto import events_pb2, messages_pb2
 from flink_tasks.engine import EngineSettings
-from flink_tasks.errors import PipelineDefinitionError, ResultTimeoutError
-from flink_tasks.pipeline.builder import PipelineBuilder, pipeline_id_problem
+from flink_tasks.errors import ResultTimeoutError
+from flink_tasks.pipeline.builder import PipelineBuilder
+from flink_tasks.records import PipelineEvent, SubmittedPipeline, pipeline_event
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
 from flink_tasks.types import PipelineStatus
@@ -36,7 +37,7 @@ class PipelineClient(Protocol):
         self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
     ) -> concurrent.futures.Future[Any]: ...
     async def get_status(self, pipeline_id: str) -> PipelineStatus: ...
-    async def get_request(self, pipeline_id: str) -> messages_pb2.PipelineRequest: ...
+    async def get_request(self, pipeline_id: str) -> SubmittedPipeline: ...
     async def get_result(self, pipeline_id: str) -> Any: ...
     async def pause(self, pipeline_id: str) -> PipelineStatus: ...
     async def unpause(self, pipeline_id: str) -> PipelineStatus: ...
@@ -50,25 +51,28 @@ class KafkaPipelineClient(PipelineClient, Protocol):
     async def aclose(self) -> None: ...
 
 
-def _seconds(timeout: timedelta | float | None, default: float) -> float:
-    if timeout is None:
-        return default
-    if isinstance(timeout, timedelta):
-        return timeout.total_seconds()
-    return float(timeout)
-
-
 class InProcessClient:
-    """A client of an `InMemoryRuntime`: same calls as `FlinkTasksClient`, no Kafka."""
+    """A client of an `InMemoryRuntime`: same calls as `FlinkTasksClient`, no Kafka.
+
+    Requests are checked and replies read by the same code as the Kafka client's
+    (`flink_tasks.requests`, `flink_tasks.replies`): the same input is refused with the same
+    exception, including ``max_request_bytes``, and the same outcome gives the same result.
+    """
 
     def __init__(
-        self, runtime: InMemoryRuntime, *, default_timeout: float = 60.0, allow_pickle: bool = False
+        self,
+        runtime: InMemoryRuntime,
+        *,
+        default_timeout: float = 60.0,
+        allow_pickle: bool = False,
+        max_request_bytes: int = requests.DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self.runtime = runtime
-        self.default_timeout = default_timeout
+        self.default_timeout = timedelta(seconds=default_timeout)
         self.allow_pickle = allow_pickle
+        self.max_request_bytes = max_request_bytes
         self._pending: dict[str, asyncio.Future[messages_pb2.Reply]] = {}
-        self.events: dict[str, list[events_pb2.PipelineEvent]] = defaultdict(list)
+        self.events: dict[str, list[PipelineEvent]] = defaultdict(list)
         self._loop: asyncio.AbstractEventLoop | None = None
         runtime.add_egress_listener(self._on_egress)
         runtime.on_failure(self._on_failure)
@@ -80,7 +84,7 @@ class InProcessClient:
             if future is not None and not future.done():
                 future.set_result(reply)
         elif topic == _EVENTS_TOPIC:
-            self.events[key].append(events_pb2.PipelineEvent.FromString(payload))
+            self.events[key].append(pipeline_event(events_pb2.PipelineEvent.FromString(payload)))
 
     def _on_failure(self, error: BaseException) -> None:
         for future in self._pending.values():
@@ -89,17 +93,18 @@ class InProcessClient:
         self._pending.clear()
 
     async def _call(
-        self, typename: str, pipeline_id: str, payload: bytes, reply_id: str, timeout: float
+        self, typename: str, pipeline_id: str, payload: bytes, reply_id: str, timeout: timedelta
     ) -> messages_pb2.Reply:
         self._loop = asyncio.get_running_loop()
         future: asyncio.Future[messages_pb2.Reply] = self._loop.create_future()
         self._pending[reply_id] = future
         self.runtime.route(wire.PIPELINE_FUNCTION, pipeline_id, typename, payload)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, timeout.total_seconds())
         except asyncio.TimeoutError:
             raise ResultTimeoutError(
-                f"no reply for pipeline {pipeline_id!r} within {timeout:g} s"
+                f"no reply for pipeline {pipeline_id!r} within {timeout}. It may still be running: "
+                "ask get_status(...) or get_result(...) by pipeline id, or pass a longer timeout."
             ) from None
         finally:
             self._pending.pop(reply_id, None)
@@ -108,24 +113,17 @@ class InProcessClient:
         self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
     ) -> Any:
         """Run a pipeline and return its result (or raise its `TaskError`)."""
-        id_problem = pipeline_id_problem(pipeline.id)
-        if id_problem is not None:
-            raise PipelineDefinitionError(f"{id_problem}: {pipeline!r}")
+        limit = requests.check_timeout(timeout, self.default_timeout)
         reply_id = uuid.uuid4().hex
-        request = messages_pb2.PipelineRequest(
-            pipeline=pipeline.to_proto(),
+        payload = requests.encode_pipeline_request(
+            pipeline,
             reply_topic=_REPLY_TOPIC,
             reply_id=reply_id,
             events_topic=_EVENTS_TOPIC,
+            max_request_bytes=self.max_request_bytes,
         )
-        reply = await self._call(
-            wire.PIPELINE_REQUEST,
-            pipeline.id,
-            request.SerializeToString(),
-            reply_id,
-            _seconds(timeout, self.default_timeout),
-        )
-        return replies.result_of(reply, allow_pickle=self.allow_pickle)
+        reply = await self._call(wire.PIPELINE_REQUEST, pipeline.id, payload, reply_id, limit)
+        return replies.pipeline_outcome(reply, allow_pickle=self.allow_pickle)
 
     def submit(
         self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
@@ -146,48 +144,45 @@ class InProcessClient:
 
     async def _action(
         self, pipeline_id: str, action: int, timeout: timedelta | float | None = None
-    ) -> messages_pb2.Reply:
+    ) -> Any:
+        limit = requests.check_timeout(timeout, self.default_timeout)
         reply_id = uuid.uuid4().hex
-        request = messages_pb2.ActionRequest(
-            pipeline_id=pipeline_id,
-            action=cast("messages_pb2.Action.ValueType", action),
-            reply_topic=_REPLY_TOPIC,
-            reply_id=reply_id,
+        payload = requests.encode_action_request(
+            pipeline_id, action, reply_topic=_REPLY_TOPIC, reply_id=reply_id
         )
-        return await self._call(
-            wire.ACTION_REQUEST,
-            pipeline_id,
-            request.SerializeToString(),
-            reply_id,
-            _seconds(timeout, self.default_timeout),
-        )
+        reply = await self._call(wire.ACTION_REQUEST, pipeline_id, payload, reply_id, limit)
+        return replies.action_outcome(action, reply, allow_pickle=self.allow_pickle)
 
     async def get_status(self, pipeline_id: str) -> PipelineStatus:
         """The pipeline's status (`PENDING` if unknown)."""
-        return replies.status_of(await self._action(pipeline_id, messages_pb2.ACTION_GET_STATUS))
+        status: PipelineStatus = await self._action(pipeline_id, messages_pb2.ACTION_GET_STATUS)
+        return status
 
-    async def get_request(self, pipeline_id: str) -> messages_pb2.PipelineRequest:
+    async def get_request(self, pipeline_id: str) -> SubmittedPipeline:
         """The request the pipeline was submitted with."""
-        return replies.request_of(await self._action(pipeline_id, messages_pb2.ACTION_GET_REQUEST))
+        request: SubmittedPipeline = await self._action(
+            pipeline_id, messages_pb2.ACTION_GET_REQUEST
+        )
+        return request
 
     async def get_result(self, pipeline_id: str) -> Any:
         """A finished pipeline's result (or its `TaskError`)."""
-        return replies.result_of(
-            await self._action(pipeline_id, messages_pb2.ACTION_GET_RESULT),
-            allow_pickle=self.allow_pickle,
-        )
+        return await self._action(pipeline_id, messages_pb2.ACTION_GET_RESULT)
 
     async def pause(self, pipeline_id: str) -> PipelineStatus:
         """Stop new tasks from being sent."""
-        return replies.status_of(await self._action(pipeline_id, messages_pb2.ACTION_PAUSE))
+        status: PipelineStatus = await self._action(pipeline_id, messages_pb2.ACTION_PAUSE)
+        return status
 
     async def unpause(self, pipeline_id: str) -> PipelineStatus:
         """Send what was held while paused."""
-        return replies.status_of(await self._action(pipeline_id, messages_pb2.ACTION_UNPAUSE))
+        status: PipelineStatus = await self._action(pipeline_id, messages_pb2.ACTION_UNPAUSE)
+        return status
 
     async def cancel(self, pipeline_id: str) -> PipelineStatus:
         """Cancel: no new task starts; `finally_do` runs; the reply is a cancellation error."""
-        return replies.status_of(await self._action(pipeline_id, messages_pb2.ACTION_CANCEL))
+        status: PipelineStatus = await self._action(pipeline_id, messages_pb2.ACTION_CANCEL)
+        return status
 
 
 def _copy_outcome(task: asyncio.Task[Any], out: concurrent.futures.Future[Any]) -> None:
@@ -267,7 +262,7 @@ class PipelineEnvironment:
 
         return start_local(cls, tasks, **options)
 
-    def events(self, pipeline_id: str) -> list[events_pb2.PipelineEvent]:
+    def events(self, pipeline_id: str) -> list[PipelineEvent]:
         """Events emitted so far for a root pipeline (in-process environments)."""
         events = getattr(self.client, "events", None)
         if not isinstance(events, dict):
@@ -290,7 +285,7 @@ class PipelineEnvironment:
         """The pipeline's status."""
         return await self.client.get_status(pipeline_id)
 
-    async def get_request(self, pipeline_id: str) -> messages_pb2.PipelineRequest:
+    async def get_request(self, pipeline_id: str) -> SubmittedPipeline:
         """The stored request."""
         return await self.client.get_request(pipeline_id)
 

@@ -94,7 +94,7 @@ async def test_child_id_hijack_is_refused(stack: FaultStack) -> None:
         future = stack.client.submit(parent, timeout=120)
         child_id = ""
         async for event in stack.client.events(parent.id, from_beginning=True, timeout=60):
-            if event.WhichOneof("event") == "pipeline_created" and event.pipeline_created.parent_id:
+            if event.created is not None and event.created.parent_id:
                 child_id = event.pipeline_id
                 break
         assert child_id.startswith(parent.id + ":")

@@ -12,6 +12,7 @@ import pytest
 from flink_tasks import PipelineStatus, TaskError, wire
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import EngineSettings
+from flink_tasks.records import RequestedGroup
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 
@@ -90,13 +91,14 @@ async def test_pipeline_created_event_is_bounded_for_large_pipelines() -> None:
         pipeline = in_parallel([t.multiply.send(i) for i in range(5000)]).with_initial(args=1)
         await env.submit_async(pipeline)
         created = [
-            e.pipeline_created
+            e.created
             for e in env.events(pipeline.id)
-            if e.WhichOneof("event") == "pipeline_created" and e.pipeline_id == pipeline.id
+            if e.created is not None and e.pipeline_id == pipeline.id
         ]
         assert len(created) == 1
         assert created[0].task_count == 5000 and created[0].truncated
-        assert created[0].ByteSize() < 200_000
+        (group,) = created[0].entries
+        assert isinstance(group, RequestedGroup) and 0 < len(group.chains) < 5000
 
 
 async def test_oversized_results_fail_clearly_but_large_orchestrated_pipelines_run() -> None:

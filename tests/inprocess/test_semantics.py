@@ -9,6 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from flink_tasks import PipelineDefinitionError, TaskError, TaskException, in_parallel
+from flink_tasks.pipeline import TaskCall
+from flink_tasks.records import RequestedTask, SubmittedPipeline
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 
@@ -384,8 +386,8 @@ async def test_skipped_entries_are_reported(env: PipelineEnvironment) -> None:
         .exceptionally(t.handle_error)
     )
     await env.submit_async(pipeline)
-    skipped = [e for e in env.events(pipeline.id) if e.WhichOneof("event") == "tasks_skipped"]
-    assert [list(e.tasks_skipped.task_ids) for e in skipped] == [
+    skipped = [e for e in env.events(pipeline.id) if e.kind == "tasks_skipped"]
+    assert [list(e.skipped_task_ids) for e in skipped] == [
         [pipeline.entries[1].task_id, pipeline.entries[2].task_id]
     ]  # type: ignore[union-attr]
 
@@ -396,7 +398,7 @@ async def test_skipped_entries_of_a_failed_pipeline_come_before_its_final_status
     pipeline = t.fail.send("x").continue_with(t.echo, 1).continue_with(t.echo, 2)
     with pytest.raises(TaskError):
         await env.submit_async(pipeline)
-    kinds = [e.WhichOneof("event") for e in env.events(pipeline.id)]
+    kinds = [e.kind for e in env.events(pipeline.id)]
     assert kinds[-2:] == ["tasks_skipped", "status_changed"]
 
 
@@ -512,7 +514,15 @@ async def test_status_and_result_actions(env: PipelineEnvironment) -> None:
     assert await env.get_status(pipeline.id) == PipelineStatus.COMPLETED
     assert await env.get_result(pipeline.id) == 6
     request = await env.get_request(pipeline.id)
-    assert request.pipeline.id == pipeline.id
+    entry = pipeline.entries[0]
+    assert isinstance(entry, TaskCall)
+    assert request == SubmittedPipeline(
+        pipeline_id=pipeline.id,
+        entries=(RequestedTask(entry.task_id, entry.task_type, args=(3, 2)),),
+        reply_topic=request.reply_topic,
+        events_topic=request.events_topic,
+    )
+    assert request.task_count() == 1
     failed = t.fail.send("x")
     with pytest.raises(TaskError):
         await env.submit_async(failed)
@@ -601,16 +611,12 @@ async def test_duplicate_submission_of_a_running_pipeline_is_rejected(
 async def test_events_of_a_pipeline(env: PipelineEnvironment) -> None:
     pipeline = in_parallel([t.echo.send(1), t.echo.send(2)])
     await env.submit_async(pipeline)
-    kinds = [e.WhichOneof("event") for e in env.events(pipeline.id) if e.pipeline_id == pipeline.id]
+    kinds = [e.kind for e in env.events(pipeline.id) if e.pipeline_id == pipeline.id]
     assert kinds[0] == "pipeline_created"
-    statuses = [
-        e.status_changed.status
-        for e in env.events(pipeline.id)
-        if e.WhichOneof("event") == "status_changed"
-    ]
+    statuses = [e.status for e in env.events(pipeline.id) if e.kind == "status_changed"]
     from flink_tasks import PipelineStatus
 
-    assert [PipelineStatus(s) for s in statuses] == [
+    assert statuses == [
         PipelineStatus.RUNNING,
         PipelineStatus.COMPLETED,
     ]

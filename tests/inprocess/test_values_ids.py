@@ -289,8 +289,10 @@ async def test_a_request_at_a_child_id_is_refused(env: PipelineEnvironment) -> N
     parent = spawn.send(1.0, "parent's").continue_with(echo)
     submitted = asyncio.ensure_future(env.submit_async(parent))
     events = _client(env).events
-    await _wait_for(lambda: any(e.pipeline_created.parent_id for e in events.get(parent.id, [])))
-    child_id = next(e.pipeline_id for e in events[parent.id] if e.pipeline_created.parent_id)
+    await _wait_for(
+        lambda: any(e.created and e.created.parent_id for e in events.get(parent.id, []))
+    )
+    child_id = next(e.pipeline_id for e in events[parent.id] if e.created and e.created.parent_id)
     assert child_id.startswith(parent.id + ":")
     reply = await _raw_submit(env, child_id, echo.send("hijack"))
     assert reply.error.exception_type == INVALID_REQUEST_ERROR

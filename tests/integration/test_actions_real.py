@@ -23,6 +23,7 @@ from flink_tasks_client import (
 from flink_tasks import PipelineBuilder
 from flink_tasks._proto import messages_pb2
 from flink_tasks.errors import ALREADY_RUNNING_ERROR, CANCELLED_ERROR
+from flink_tasks.records import SubmittedPipeline
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 
@@ -109,16 +110,19 @@ async def test_status_request_and_result_through_the_life_cycle(
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
     assert await client.get_status(pipeline.id) == PipelineStatus.RUNNING
     request = await client.get_request(pipeline.id)
-    assert isinstance(request, messages_pb2.PipelineRequest)
-    assert request.pipeline.id == pipeline.id
-    assert len(request.pipeline.entries) == 2
+    assert isinstance(request, SubmittedPipeline)
+    assert request.pipeline_id == pipeline.id
+    assert [(e.task_type, e.args) for e in request.entries] == [  # type: ignore[union-attr]
+        (e.task_type, e.args)  # type: ignore[union-attr]
+        for e in pipeline.entries
+    ]
     with pytest.raises(PipelineNotFoundError):
         await client.get_result(pipeline.id)  # not finished yet
     gate.set()
     assert await future == ["a", "b"]
     assert await client.get_status(pipeline.id) == PipelineStatus.COMPLETED
     assert await client.get_result(pipeline.id) == ["a", "b"]
-    assert (await client.get_request(pipeline.id)).pipeline.id == pipeline.id
+    assert (await client.get_request(pipeline.id)).pipeline_id == pipeline.id
     # the sync variants are the same calls
     assert await asyncio.to_thread(client.get_status_sync, pipeline.id) == PipelineStatus.COMPLETED
     assert await asyncio.to_thread(client.get_result_sync, pipeline.id) == ["a", "b"]

@@ -14,14 +14,12 @@ from flink_tasks_client import (
     TaskError,
 )
 
-from flink_tasks import PipelineBuilder, in_parallel
-from flink_tasks._proto import events_pb2, messages_pb2
+from flink_tasks import PipelineBuilder, PipelineStatus, in_parallel
+from flink_tasks.records import GroupProgress, PipelineEvent
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 
 pytestmark = pytest.mark.integration
-
-S = messages_pb2
 
 
 @pytest.fixture
@@ -33,9 +31,9 @@ def client(local_env: PipelineEnvironment) -> FlinkTasksClient:
 
 async def _run_and_collect(
     client: FlinkTasksClient, pipeline: PipelineBuilder
-) -> tuple[list[events_pb2.PipelineEvent], Any]:
+) -> tuple[list[PipelineEvent], Any]:
     """Subscribe, submit, read the events until the root's terminal status; (events, outcome)."""
-    events: list[events_pb2.PipelineEvent] = []
+    events: list[PipelineEvent] = []
     async with client.events(pipeline.id, timeout=timedelta(seconds=60)) as stream:
         future = asyncio.wrap_future(client.submit(pipeline))
         async for event in stream:
@@ -47,12 +45,8 @@ async def _run_and_collect(
     return events, outcome
 
 
-def _root_statuses(events: list[events_pb2.PipelineEvent], root: str) -> list[int]:
-    return [
-        e.status_changed.status
-        for e in events
-        if e.pipeline_id == root and e.WhichOneof("event") == "status_changed"
-    ]
+def _root_statuses(events: list[PipelineEvent], root: str) -> list[PipelineStatus | None]:
+    return [e.status for e in events if e.pipeline_id == root and e.status is not None]
 
 
 async def test_created_first_with_the_structure_then_running_then_completed(
@@ -64,14 +58,17 @@ async def test_created_first_with_the_structure_then_running_then_completed(
     assert all(e.root_pipeline_id == pipeline.id for e in events)
     first = events[0]
     assert first.pipeline_id == pipeline.id
-    assert first.WhichOneof("event") == "pipeline_created"
-    structure = first.pipeline_created.pipeline
-    assert len(structure.entries) == len(pipeline.to_proto().entries) == 3
-    assert _root_statuses(events, pipeline.id) == [
-        S.PIPELINE_STATUS_RUNNING,
-        S.PIPELINE_STATUS_COMPLETED,
+    assert first.kind == "pipeline_created" and first.created is not None
+    assert [e.task_type for e in first.created.entries] == [  # type: ignore[union-attr]
+        e.task_type  # type: ignore[union-attr]
+        for e in pipeline.entries
     ]
-    assert events[-1].WhichOneof("event") == "status_changed"
+    assert all(e.args is None for e in first.created.entries)  # type: ignore[union-attr]
+    assert _root_statuses(events, pipeline.id) == [
+        PipelineStatus.RUNNING,
+        PipelineStatus.COMPLETED,
+    ]
+    assert events[-1].kind == "status_changed"
     assert all(e.timestamp_ms > 0 for e in events)
     assert [e.timestamp_ms for e in events] == sorted(e.timestamp_ms for e in events)
 
@@ -83,14 +80,14 @@ async def test_failed_pipeline_ends_with_failed_and_reports_skipped_tasks(
     events, outcome = await _run_and_collect(client, pipeline)
     assert isinstance(outcome, TaskError)
     assert _root_statuses(events, pipeline.id) == [
-        S.PIPELINE_STATUS_RUNNING,
-        S.PIPELINE_STATUS_FAILED,
+        PipelineStatus.RUNNING,
+        PipelineStatus.FAILED,
     ]
-    skipped = [e.tasks_skipped for e in events if e.WhichOneof("event") == "tasks_skipped"]
+    skipped = [e.skipped_task_ids for e in events if e.kind == "tasks_skipped"]
     assert skipped, "a PipelineTasksSkipped event"
-    skipped_ids = [task_id for s in skipped for task_id in s.task_ids]
+    skipped_ids = [task_id for s in skipped for task_id in s]
     assert skipped_ids == [pipeline.entries[1].task_id, pipeline.entries[2].task_id]  # type: ignore[union-attr]
-    assert events[-1].status_changed.status == S.PIPELINE_STATUS_FAILED
+    assert events[-1].status == PipelineStatus.FAILED
 
 
 async def test_skipped_up_to_exceptionally(client: FlinkTasksClient) -> None:
@@ -102,14 +99,9 @@ async def test_skipped_up_to_exceptionally(client: FlinkTasksClient) -> None:
     )
     events, result = await _run_and_collect(client, pipeline)
     assert result == ("handled", "builtins.ValueError", "x")
-    skipped = [
-        i
-        for e in events
-        if e.WhichOneof("event") == "tasks_skipped"
-        for i in e.tasks_skipped.task_ids
-    ]
+    skipped = [i for e in events for i in e.skipped_task_ids]
     assert skipped == [pipeline.entries[1].task_id]  # type: ignore[union-attr]
-    assert _root_statuses(events, pipeline.id)[-1] == S.PIPELINE_STATUS_COMPLETED
+    assert _root_statuses(events, pipeline.id)[-1] == PipelineStatus.COMPLETED
 
 
 async def test_group_progress_for_a_fan_out(client: FlinkTasksClient) -> None:
@@ -117,11 +109,11 @@ async def test_group_progress_for_a_fan_out(client: FlinkTasksClient) -> None:
     pipeline = in_parallel([t.multiply.send(i, 2) for i in range(count)], max_parallelism=50)
     events, result = await _run_and_collect(client, pipeline)
     assert result == [2 * i for i in range(count)]
-    progress = [e.group_progress for e in events if e.WhichOneof("event") == "group_progress"]
+    progress = [e.progress for e in events if e.progress is not None]
     assert progress, "GroupProgress events"
     # A large group may be split into stages (each a child pipeline with its own group): each
     # group's progress only grows and ends complete, and together the groups cover every chain.
-    by_group: dict[str, list[events_pb2.GroupProgress]] = {}
+    by_group: dict[str, list[GroupProgress]] = {}
     for p in progress:
         by_group.setdefault(p.group_id, []).append(p)
     for group_id, updates in by_group.items():
@@ -133,12 +125,10 @@ async def test_group_progress_for_a_fan_out(client: FlinkTasksClient) -> None:
     leaves = [g for g in totals if not any(o != g and o.startswith(g + ".") for o in totals)]
     assert sum(totals[g] for g in leaves) == count
     assert _root_statuses(events, pipeline.id) == [
-        S.PIPELINE_STATUS_RUNNING,
-        S.PIPELINE_STATUS_COMPLETED,
+        PipelineStatus.RUNNING,
+        PipelineStatus.COMPLETED,
     ]
-    last_progress = max(
-        i for i, e in enumerate(events) if e.WhichOneof("event") == "group_progress"
-    )
+    last_progress = max(i for i, e in enumerate(events) if e.kind == "group_progress")
     assert last_progress < len(events) - 1  # COMPLETED comes after the last progress
 
 
@@ -148,33 +138,31 @@ async def test_child_pipelines_events_carry_the_root_id(client: FlinkTasksClient
     assert result == 50
     children = {e.pipeline_id for e in events if e.pipeline_id != pipeline.id}
     assert children, "the orchestrator's child pipeline emits events too"
-    created = [e for e in events if e.WhichOneof("event") == "pipeline_created"]
+    created = [e for e in events if e.created is not None]
     assert created[0].pipeline_id == pipeline.id
-    assert any(c.pipeline_created.parent_id for c in created[1:])
+    assert any(c.created and c.created.parent_id for c in created[1:])
     assert events[-1].pipeline_id == pipeline.id
-    assert events[-1].status_changed.status == S.PIPELINE_STATUS_COMPLETED
+    assert events[-1].status == PipelineStatus.COMPLETED
 
 
 async def test_cancelled_pipeline_events(client: FlinkTasksClient) -> None:
     pipeline = t.sleep_async.send(5, "a").continue_with(t.echo).finally_do(t.give_none)
-    events: list[events_pb2.PipelineEvent] = []
+    events: list[PipelineEvent] = []
     async with client.events(pipeline.id, timeout=timedelta(seconds=60)) as stream:
         future = asyncio.wrap_future(client.submit(pipeline))
         async for event in stream:
             events.append(event)
-            if event.WhichOneof("event") == "status_changed" and (
-                event.status_changed.status == S.PIPELINE_STATUS_RUNNING
-            ):
+            if event.status == PipelineStatus.RUNNING:
                 await client.cancel(pipeline.id)
     with pytest.raises(PipelineCancelledError):
         await asyncio.wait_for(future, 30)
     statuses = _root_statuses(events, pipeline.id)
-    assert statuses[0] == S.PIPELINE_STATUS_RUNNING
-    assert statuses[-1] == S.PIPELINE_STATUS_CANCELLED
+    assert statuses[0] == PipelineStatus.RUNNING
+    assert statuses[-1] == PipelineStatus.CANCELLED
     assert set(statuses) <= {
-        S.PIPELINE_STATUS_RUNNING,
-        S.PIPELINE_STATUS_CANCELLING,
-        S.PIPELINE_STATUS_CANCELLED,
+        PipelineStatus.RUNNING,
+        PipelineStatus.CANCELLING,
+        PipelineStatus.CANCELLED,
     }
 
 
@@ -182,7 +170,7 @@ async def test_from_beginning_finds_a_finished_pipeline(client: FlinkTasksClient
     pipeline = t.multiply.send(2, 21)
     assert await client.submit_async(pipeline) == 42
     kinds = [
-        e.WhichOneof("event")
+        e.kind
         async for e in client.events(
             pipeline.id, from_beginning=True, timeout=timedelta(seconds=60)
         )
