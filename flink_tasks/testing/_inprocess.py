@@ -5,7 +5,8 @@ It drives the worker through the same request-reply handler StateFun calls over 
   handshake registers specs on first use;
 - one request in flight per address; messages that arrive meanwhile go out as the next batch
   (at most `max_batch` per batch);
-- delayed messages fire after their delay; egress records go to topic listeners.
+- delayed messages fire after their delay (on a `VirtualClock` if given: see
+  `flink_tasks.testing.virtual_time`); egress records go to topic listeners.
 It also counts what crosses the protocol, so tests can check what one task result costs.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flink_tasks import wire
+from flink_tasks.testing.virtual_time import VirtualClock
 from flink_tasks.testing.wire_codec import decode_reply, encode_batch
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,15 @@ class _Address:
 class InMemoryRuntime:
     """Routes messages between functions served by `handler`, as StateFun would."""
 
-    def __init__(self, handler: Handler, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self, handler: Handler, *, max_batch: int = 1000, clock: VirtualClock | None = None
+    ) -> None:
         self._handler = handler
+        self.clock = clock
+        # virtual time only jumps when no task body runs and a caller waits for a reply
+        self.busy: Callable[[], bool] = lambda: False
+        self.waiting: Callable[[], bool] = lambda: True
+        self._advancing: asyncio.Task[None] | None = None
         self._max_batch = max_batch
         self._addresses: dict[tuple[str, str], _Address] = {}
         self._specs: dict[str, dict[str, str]] = collections.defaultdict(dict)
@@ -84,6 +93,13 @@ class InMemoryRuntime:
         """Deliver a message to a function address (after `delay_ms`)."""
         if self._closed:
             return
+        if delay_ms > 0 and self.clock is not None:
+            self.clock.call_later(
+                delay_ms,
+                lambda: self.route(typename, address_id, value_typename, payload, caller=caller),
+            )
+            self.schedule_advance()
+            return
         if delay_ms > 0:
             loop = asyncio.get_running_loop()
             handle: asyncio.TimerHandle
@@ -107,6 +123,25 @@ class InMemoryRuntime:
             task = asyncio.get_running_loop().create_task(self._drain(address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _: self.schedule_advance())
+
+    def schedule_advance(self) -> None:
+        """On a virtual clock: once the runtime is idle, jump to the next delayed message."""
+        if self.clock is None or self._closed or self._advancing is not None:
+            return
+        self._advancing = asyncio.get_running_loop().create_task(self._advance_when_idle())
+
+    async def _advance_when_idle(self) -> None:
+        assert self.clock is not None
+        try:
+            while not self._closed and self.clock.pending:
+                for _ in range(3):  # let replies and task reports that are on their way land
+                    await asyncio.sleep(0)
+                if self._tasks or self.busy() or not self.waiting():
+                    return
+                self.clock.advance()
+        finally:
+            self._advancing = None
 
     async def _drain(self, address: _Address) -> None:
         try:
@@ -191,6 +226,10 @@ class InMemoryRuntime:
     async def close(self) -> None:
         """Drop pending timers and stop routing."""
         self._closed = True
+        if self.clock is not None:
+            self.clock.clear()
+        if self._advancing is not None:
+            self._advancing.cancel()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()

@@ -13,12 +13,13 @@ from typing import Any, Protocol
 
 from flink_tasks import replies, requests, wire
 from flink_tasks._proto import events_pb2, messages_pb2
-from flink_tasks.engine import EngineSettings
+from flink_tasks.engine import EngineSettings, system_clock
 from flink_tasks.errors import ResultTimeoutError
 from flink_tasks.pipeline.builder import PipelineBuilder
 from flink_tasks.records import PipelineEvent, SubmittedPipeline, pipeline_event
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
+from flink_tasks.testing.virtual_time import RunningTasks, VirtualClock
 from flink_tasks.types import PipelineStatus
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.task_runner import WorkerHooks
@@ -76,6 +77,11 @@ class InProcessClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         runtime.add_egress_listener(self._on_egress)
         runtime.on_failure(self._on_failure)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a call waits for its reply."""
+        return bool(self._pending)
 
     def _on_egress(self, topic: str, key: str, payload: bytes) -> None:
         if topic == _REPLY_TOPIC:
@@ -212,6 +218,11 @@ class PipelineEnvironment:
         self.runtime = runtime
         self._closers: list[Any] = []
 
+    @property
+    def clock(self) -> VirtualClock | None:
+        """The virtual clock of an in-process environment with ``virtual_time=True``."""
+        return self.runtime.clock if self.runtime is not None else None
+
     @classmethod
     def in_process(
         cls,
@@ -223,23 +234,37 @@ class PipelineEnvironment:
         default_timeout: float = 60.0,
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
+        virtual_time: bool = False,
+        max_request_bytes: int = requests.DEFAULT_MAX_REQUEST_BYTES,
     ) -> PipelineEnvironment:
         """The same pipeline function and task functions, routed in memory by StateFun's rules.
 
         Tasks running longer than `inline_wait` report through an in-memory task-reports
-        topic, with heartbeats under `lease`, as on the real runtime."""
+        topic, with heartbeats under `lease`, as on the real runtime.
+
+        With ``virtual_time=True`` delayed messages (retry back-offs, deadlines, retention) run
+        on a `VirtualClock` that jumps to the next one as soon as no message is in flight, no
+        task body runs and a call waits for its reply: a 30 s back-off takes milliseconds. Task
+        bodies still take their real time. ``env.clock`` is that clock (None otherwise)."""
         reports = InMemoryReportSink()
+        clock = VirtualClock() if virtual_time else None
+        running = RunningTasks(lambda: runtime.schedule_advance())
         worker = Worker(
             tasks,
             engine=engine,
-            hooks=hooks or (),
+            hooks=[*(hooks or ()), running] if clock is not None else hooks or (),
             reports=reports,
             inline_wait=inline_wait,
             lease=lease,
+            clock=clock if clock is not None else system_clock,
         )
-        runtime = InMemoryRuntime(worker.handle, max_batch=max_batch)
+        runtime = InMemoryRuntime(worker.handle, max_batch=max_batch, clock=clock)
         reports.runtime = runtime
-        client = InProcessClient(runtime, default_timeout=default_timeout)
+        client = InProcessClient(
+            runtime, default_timeout=default_timeout, max_request_bytes=max_request_bytes
+        )
+        runtime.busy = lambda: running.count > 0
+        runtime.waiting = lambda: client.waiting
         env = cls(client, worker=worker, runtime=runtime)
         env._closers.append(runtime.close)
         return env

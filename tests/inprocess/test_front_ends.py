@@ -31,13 +31,21 @@ FRONT_ENDS = [
 
 
 @pytest.fixture(params=FRONT_ENDS)
-async def front_end(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+def front_end_kind(request: pytest.FixtureRequest) -> Any:
+    """The front-end's name, or the session's Kafka client (resolved here, outside the loop)."""
     if request.param == "Kafka client":
         local_env: PipelineEnvironment = request.getfixturevalue("local_env")
-        yield local_env.client
+        return local_env.client
+    return request.param
+
+
+@pytest.fixture
+async def front_end(front_end_kind: Any) -> AsyncIterator[Any]:
+    if not isinstance(front_end_kind, str):
+        yield front_end_kind
         return
     async with PipelineEnvironment.in_process(ALL_TASKS, default_timeout=30) as env:
-        if request.param == "in-process client":
+        if front_end_kind == "in-process client":
             assert isinstance(env.client, InProcessClient)
             yield env.client
         else:
