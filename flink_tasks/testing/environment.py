@@ -218,6 +218,20 @@ class PipelineEnvironment:
         self.runtime = runtime
         self._closers: list[Any] = []
 
+    async def sleep(self, duration: timedelta) -> None:
+        """Let ``duration`` pass: on virtual time at once (the delayed messages due meanwhile
+        are delivered and handled, in order), otherwise for real."""
+        clock, runtime = self.clock, self.runtime
+        if clock is None or runtime is None:
+            await asyncio.sleep(duration.total_seconds())
+            return
+        target = clock.now_ms + int(duration.total_seconds() * 1000)
+        await runtime.settled()
+        while clock.next_due is not None and clock.next_due <= target:
+            clock.advance()
+            await runtime.settled()
+        clock.now_ms = max(clock.now_ms, target)
+
     @property
     def clock(self) -> VirtualClock | None:
         """The virtual clock of an in-process environment with ``virtual_time=True``."""

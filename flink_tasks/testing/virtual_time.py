@@ -37,6 +37,11 @@ class VirtualClock:
         heapq.heappush(self._timers, (due, next(self._sequence), callback))
 
     @property
+    def next_due(self) -> int | None:
+        """When the earliest timer is due (ms), or None."""
+        return self._timers[0][0] if self._timers else None
+
+    @property
     def pending(self) -> int:
         """Timers not yet due."""
         return len(self._timers)

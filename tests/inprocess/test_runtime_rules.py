@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -59,16 +60,20 @@ async def test_worker_hooks_and_failing_hooks_are_logged(caplog: pytest.LogCaptu
 
 async def test_finished_pipelines_expire_after_retention_but_not_while_running() -> None:
     engine = EngineSettings(retention=timedelta(milliseconds=300))
-    async with PipelineEnvironment.in_process(t.tasks, engine=engine) as env:
-        slow = t.sleep_async.send(0.6, "slow")
+    async with PipelineEnvironment.in_process(t.tasks, engine=engine, virtual_time=True) as env:
+        name = uuid.uuid4().hex
+        slow = t.at_gate.send(name, "slow")
         running = asyncio.ensure_future(env.submit_async(slow))
-        await asyncio.sleep(0.45)
-        assert (
-            await env.get_status(slow.id) == PipelineStatus.RUNNING
-        )  # past retention, still running
+        while await env.get_status(slow.id) != PipelineStatus.RUNNING:
+            await asyncio.sleep(0.01)
+        await env.sleep(timedelta(seconds=1))  # past retention, still running
+        assert await env.get_status(slow.id) == PipelineStatus.RUNNING
+        t.gate(name).set()
         assert await running == "slow"
         assert await env.get_result(slow.id) == "slow"
-        await asyncio.sleep(0.6)
+        await env.sleep(timedelta(milliseconds=299))
+        assert await env.get_result(slow.id) == "slow"
+        await env.sleep(timedelta(milliseconds=1))
         assert await env.get_status(slow.id) == PipelineStatus.PENDING
         assert env.runtime is not None
         assert env.runtime.state_of(wire.PIPELINE_FUNCTION, slow.id) == {}

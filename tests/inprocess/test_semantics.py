@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from flink_tasks import PipelineDefinitionError, TaskError, TaskException, in_parallel
+from flink_tasks import (
+    PipelineDefinitionError,
+    PipelineStatus,
+    TaskError,
+    TaskException,
+    in_parallel,
+)
 from flink_tasks.pipeline import TaskCall
 from flink_tasks.records import RequestedTask, SubmittedPipeline
 from flink_tasks.testing import PipelineEnvironment
@@ -600,7 +606,7 @@ async def test_duplicate_submission_of_a_running_pipeline_is_rejected(
 ) -> None:
     pipeline = t.sleep_async.send(0.3, "first")
     first = asyncio.ensure_future(env.submit_async(pipeline))
-    await asyncio.sleep(0.05)
+    await _wait_for_status(env, pipeline.id, PipelineStatus.RUNNING)
     with pytest.raises(TaskError) as caught:
         await env.submit_async(pipeline)
     assert caught.value.exception_type == "flink_tasks.PipelineAlreadyRunningError"
