@@ -12,9 +12,13 @@ reach the handler: `intercept` answers them at once (no user code runs).
 from __future__ import annotations
 
 import collections
+import importlib.util
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 # (caller typename, caller id, value typename, payload)
@@ -167,3 +171,42 @@ class Router:
             "tasks_answered": s.intercepted,
             "completions_per_s": tasks / s.handler_s if s.handler_s else 0.0,
         }
+
+
+def wire_codec() -> ModuleType:
+    """flink_tasks/testing/wire_codec.py, loaded by path (it needs only the StateFun SDK): both
+    benchmarks encode batches and decode replies with flink-tasks' own codec, in either venv."""
+    name = "flink_tasks_wire_codec"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "flink_tasks" / "testing" / "wire_codec.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def encode(
+    typename: str,
+    address_id: str,
+    state: dict[str, tuple[str, bytes | None]],
+    invocations: Iterable[Invocation],
+) -> bytes:
+    """A `ToFunction` batch (`wire_codec.encode_batch`)."""
+    encoded: bytes = wire_codec().encode_batch(typename, address_id, state, invocations)
+    return encoded
+
+
+def decode(data: bytes) -> Decoded:
+    """A `FromFunction` reply as the router's `Decoded` (`wire_codec.decode_reply`)."""
+    reply = wire_codec().decode_reply(data)
+    return Decoded(
+        missing=[(c.name, c.typename) for c in reply.missing],
+        mutations=reply.mutations,
+        messages=[
+            (m.typename, m.address_id, m.value_typename, m.payload, m.delay_ms)
+            for m in reply.messages
+        ],
+        egress=[(e.topic, e.payload) for e in reply.egress],
+    )

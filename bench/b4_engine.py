@@ -26,30 +26,16 @@ from typing import Any
 from google.protobuf.internal import api_implementation
 
 from bench import tasks as bench_tasks
-from bench._router import Decoded, Router
+from bench._router import Router, decode, encode
 from flink_tasks import wire
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import EngineSettings
 from flink_tasks.pipeline.builder import PipelineBuilder
 from flink_tasks.testing import PipelineEnvironment
-from flink_tasks.testing.wire_codec import decode_reply, encode_batch
 from flink_tasks.worker.functions import Worker
 
 REPLIES = "bench.replies"
 EVENTS = "bench.events"
-
-
-def _decode(data: bytes) -> Decoded:
-    reply = decode_reply(data)
-    return Decoded(
-        missing=[(c.name, c.typename) for c in reply.missing],
-        mutations=reply.mutations,
-        messages=[
-            (m.typename, m.address_id, m.value_typename, m.payload, m.delay_ms)
-            for m in reply.messages
-        ],
-        egress=[(e.topic, e.payload) for e in reply.egress],
-    )
 
 
 def _answer(
@@ -89,7 +75,7 @@ async def pipeline_only(
         bench_tasks.tasks,
         engine=EngineSettings(served_namespaces=frozenset(bench_tasks.tasks.namespaces)),
     )
-    router = Router(worker.handle, encode_batch, _decode, _answer, max_batch=max_batch)
+    router = Router(worker.handle, encode, decode, _answer, max_batch=max_batch)
     request = messages_pb2.PipelineRequest(
         pipeline=pipeline.to_proto(),
         reply_topic=REPLIES,

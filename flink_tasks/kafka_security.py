@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flink_tasks.config import settings_from_env
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -75,17 +77,7 @@ class KafkaSecurity:
         cls, prefix: str = "FLINK_TASKS_", environ: Mapping[str, str] | None = None
     ) -> KafkaSecurity:
         """From ``<prefix><FIELD_NAME>`` variables, e.g. ``FLINK_TASKS_SECURITY_PROTOCOL``."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(prefix + f.name.upper())
-            if raw is None:
-                continue
-            if f.name == "ssl_check_hostname":
-                values[f.name] = raw.strip().lower() not in ("0", "false", "no", "off")
-            else:
-                values[f.name] = raw.strip()
-        return cls(**values)
+        return settings_from_env(cls, prefix, environ, {})
 
     def kafka_python_options(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python's producer, consumer and admin client.

@@ -16,19 +16,16 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf.internal import api_implementation
 from statefun import RequestReplyHandler, StatefulFunctions
-from statefun.kafka_egress_pb2 import KafkaProducerRecord
-from statefun.request_reply_pb2 import FromFunction, ToFunction
 from statefun_tasks import DefaultSerialiser, FlinkTasks, in_parallel
 from statefun_tasks.messages_pb2 import TaskRequest
 from statefun_tasks.type_helpers import _create_task_result
 from statefun_tasks.types import TASK_REQUEST_TYPE, TASK_RESULT_TYPE
 
-from bench._router import Decoded, Invocation, Router
+from bench._router import Router, decode, encode
 
 FUNCTION = "bench/worker"
 REPLIES = "bench.replies"
@@ -43,80 +40,6 @@ serialiser = DefaultSerialiser()
 @tasks.bind()
 def inc(x):
     return x + 1
-
-
-def encode(
-    typename: str,
-    address_id: str,
-    state: dict[str, tuple[str, bytes | None]],
-    invocations: Iterable[Invocation],
-) -> bytes:
-    pb = ToFunction()
-    batch = pb.invocation
-    namespace, _, name = typename.partition("/")
-    batch.target.namespace, batch.target.type, batch.target.id = namespace, name, address_id
-    for state_name, (value_typename, data) in state.items():
-        value = batch.state.add()
-        value.state_name = state_name
-        value.state_value.typename = value_typename
-        if data is not None:
-            value.state_value.has_value = True
-            value.state_value.value = data
-    for caller_typename, caller_id, value_typename, payload in invocations:
-        invocation = batch.invocations.add()
-        if caller_typename:
-            cns, _, cname = caller_typename.partition("/")
-            invocation.caller.namespace, invocation.caller.type, invocation.caller.id = (
-                cns,
-                cname,
-                caller_id or "",
-            )
-        invocation.argument.typename = value_typename
-        invocation.argument.has_value = True
-        invocation.argument.value = payload
-    return pb.SerializeToString()
-
-
-def decode(data: bytes) -> Decoded:
-    pb = FromFunction()
-    pb.ParseFromString(data)
-    if pb.HasField("incomplete_invocation_context"):
-        missing = [
-            (s.state_name, s.type_typename) for s in pb.incomplete_invocation_context.missing_values
-        ]
-        return Decoded(missing, {}, [], [])
-    result = pb.invocation_result
-    mutations: dict[str, bytes | None] = {}
-    for m in result.state_mutations:
-        deleted = m.mutation_type == FromFunction.PersistedValueMutation.DELETE
-        mutations[m.state_name] = None if deleted else m.state_value.value
-    messages = [
-        (
-            f"{m.target.namespace}/{m.target.type}",
-            m.target.id,
-            m.argument.typename,
-            m.argument.value,
-            0,
-        )
-        for m in result.outgoing_messages
-    ]
-    messages += [
-        (
-            f"{m.target.namespace}/{m.target.type}",
-            m.target.id,
-            m.argument.typename,
-            m.argument.value,
-            m.delay_in_ms or 1,
-        )
-        for m in result.delayed_invocations
-        if not m.is_cancellation_request
-    ]
-    egress = []
-    for e in result.outgoing_egresses:
-        record = KafkaProducerRecord()
-        record.ParseFromString(e.argument.value)
-        egress.append((record.topic, record.value_bytes))
-    return Decoded([], mutations, messages, egress)
 
 
 def answer(

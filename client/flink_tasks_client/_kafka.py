@@ -27,7 +27,7 @@ def security_options(settings: ClientSettings) -> dict[str, Any]:
     """TLS / SASL options for kafka-python; a password file that cannot be read is a clear
     `TransportError` (naming the file, never the secret)."""
     try:
-        return settings.security().kafka_python_options()
+        return settings.security.kafka_python_options()
     except ValueError as err:
         raise TransportError(str(err)) from None
 
@@ -241,7 +241,7 @@ def send_failure(
 ) -> TransportError:
     """The error for a record Kafka failed: refused by an ACL, or not accepted in time."""
     if isinstance(err, AuthorizationError):
-        user = settings.sasl_username or "this client's principal"
+        user = settings.security.sasl_username or "this client's principal"
         return TransportError(
             f"Kafka refused {what}: {user} is not allowed to write to {topic!r} "
             f"({type(err).__name__}). Nothing was sent; use the credentials of a role that may "

@@ -10,7 +10,7 @@ from typing import Any
 
 from flink_tasks import wire
 from flink_tasks.config import settings_from_env
-from flink_tasks.kafka_security import KafkaSecurity, security_problem
+from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.requests import (
     DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES,
 )
@@ -52,17 +52,9 @@ class ClientSettings:
         reconnect_backoff_max: The longest wait between two attempts to reconnect to a broker
             or to rebuild a failed producer or reply consumer (waits start at 250 ms and
             double up to this).
-        security_protocol: ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
-        ssl_cafile: PEM file of the CA that signed the brokers' certificates (empty: the
-            system's CAs).
-        ssl_certfile: PEM client certificate, for mutual TLS.
-        ssl_keyfile: Its PEM private key (may be the same file as ``ssl_certfile``).
-        ssl_password_file: A file holding the private key's password, if it is encrypted.
-        ssl_check_hostname: Check that a broker's certificate names its address (default on).
-        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
-        sasl_username: The SASL user.
-        sasl_password_file: A file holding the SASL password; the password itself is never a
-            setting, so it is on no command line and in no log.
+        security: TLS and SASL (`KafkaSecurity`). `from_env` and `replace` also take its
+            fields flat (``security_protocol=``, ``FLINK_TASKS_SASL_USERNAME`` ...); passwords
+            only as files, so they are on no command line and in no log.
     """
 
     # the local runtime's broker (`flink-tasks local up`): one default address everywhere
@@ -80,15 +72,7 @@ class ClientSettings:
     client_id: str = "flink-tasks-client"
     pipeline_reuse: str = "attach"
     reconnect_backoff_max: timedelta = timedelta(seconds=2)
-    security_protocol: str = "PLAINTEXT"
-    ssl_cafile: str = ""
-    ssl_certfile: str = ""
-    ssl_keyfile: str = ""
-    ssl_password_file: str = ""
-    ssl_check_hostname: bool = True
-    sasl_mechanism: str = ""
-    sasl_username: str = ""
-    sasl_password_file: str = ""
+    security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -108,18 +92,16 @@ class ClientSettings:
             )
         if self.max_request_bytes <= 0:
             raise ValueError("max_request_bytes must be positive")
-        problem = security_problem(self)
-        if problem:
-            raise ValueError(problem)
-
-    def security(self) -> KafkaSecurity:
-        """The Kafka security settings alone (TLS and SASL)."""
-        return KafkaSecurity(
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(KafkaSecurity)}
-        )
+        if not isinstance(self.security, KafkaSecurity):
+            raise TypeError(f"security must be a KafkaSecurity, got {self.security!r}")
 
     def replace(self, **changes: Any) -> ClientSettings:
-        """A copy with some fields changed."""
+        """A copy with some fields changed (`KafkaSecurity`'s fields may be given flat)."""
+        flat = _security_changes(changes)
+        if flat:
+            changes["security"] = dataclasses.replace(
+                changes.get("security", self.security), **flat
+            )
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -139,4 +121,18 @@ class ClientSettings:
         Raises:
             ValueError: a variable has a value its field cannot take.
         """
+        overrides = dict(overrides)
+        flat = _security_changes(overrides)
+        if "security" not in overrides:
+            overrides["security"] = settings_from_env(KafkaSecurity, prefix, environ, flat)
+        elif flat:
+            overrides["security"] = dataclasses.replace(overrides["security"], **flat)
         return settings_from_env(cls, prefix, environ, overrides)
+
+
+_SECURITY_FIELDS = frozenset(f.name for f in dataclasses.fields(KafkaSecurity))
+
+
+def _security_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Take `KafkaSecurity`'s fields out of ``changes``."""
+    return {name: changes.pop(name) for name in list(changes) if name in _SECURITY_FIELDS}

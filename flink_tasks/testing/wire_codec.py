@@ -1,5 +1,8 @@
 """StateFun's side of request-reply, for in-memory routers that play the runtime's part
-(flink_tasks.testing, the benchmarks): `ToFunction` batches in, `FromFunction` replies out."""
+(flink_tasks.testing, the benchmarks): `ToFunction` batches in, `FromFunction` replies out.
+
+It needs only the StateFun SDK, so the statefun-tasks benchmark (its own venv, whose protobuf
+cannot import flink-tasks) loads this file by path and uses the same codec."""
 
 from __future__ import annotations
 
@@ -9,7 +12,13 @@ from dataclasses import dataclass
 from statefun import request_reply_v3
 from statefun.kafka_egress_pb2 import KafkaProducerRecord
 
-from flink_tasks.statefun.adapter import CellSpec
+
+@dataclass(frozen=True)
+class MissingState:
+    """A state cell the function asked to be registered: its name and value typename."""
+
+    name: str
+    typename: str
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,7 @@ class Outgoing:
 class BatchReply:
     """A decoded `FromFunction`: missing state specs, or the batch's effects."""
 
-    missing: list[CellSpec]
+    missing: list[MissingState]
     mutations: dict[str, bytes | None]
     messages: list[Outgoing]
     egress: list[Outgoing]
@@ -76,7 +85,7 @@ def decode_reply(data: bytes) -> BatchReply:
     pb.ParseFromString(data)
     if pb.HasField("incomplete_invocation_context"):
         missing = [
-            CellSpec(spec.state_name, spec.type_typename)
+            MissingState(spec.state_name, spec.type_typename)
             for spec in pb.incomplete_invocation_context.missing_values
         ]
         return BatchReply(missing, {}, [], [])

@@ -15,7 +15,10 @@ async def _fan_out_cost(size: int) -> tuple[float, int, float]:
     """(state bytes shipped per result, the most shipped in one call, pipeline calls per result)."""
     # The in-memory runtime has no in-flight limit (StateFun has), so 100,000 tasks would queue in
     # the worker past its inline wait and go the lease path: not what this measures.
-    async with PipelineEnvironment.in_process(t.tasks, inline_wait=timedelta(hours=1)) as env:
+    # 100,000 chains are a ~6 MB request: as on a broker configured for records that large.
+    async with PipelineEnvironment.in_process(
+        t.tasks, inline_wait=timedelta(hours=1), max_request_bytes=16 * 1024 * 1024
+    ) as env:
         pipeline = in_parallel([t.multiply.send(i) for i in range(size)]).with_initial(args=2)
         result = await env.submit_async(pipeline, timeout=timedelta(minutes=5))
         assert result == [2 * i for i in range(size)]

@@ -106,7 +106,7 @@ async def _raw_submit(env: PipelineEnvironment, key: str, pipeline: PipelineBuil
     )
     client = _client(env)
     return await client._call(
-        wire.PIPELINE_REQUEST, key, request.SerializeToString(), reply_id, 10.0
+        wire.PIPELINE_REQUEST, key, request.SerializeToString(), reply_id, timedelta(seconds=10)
     )
 
 

@@ -105,10 +105,14 @@ def test_client_settings_from_env(tmp_path: Path) -> None:
         "FLINK_TASKS_SSL_CHECK_HOSTNAME": "false",
     }
     settings = ClientSettings.from_env(environ=env)
-    assert settings.security() == KafkaSecurity.from_env(environ=env)
-    assert settings.security().environment() == env
+    assert settings.security == KafkaSecurity.from_env(environ=env)
+    assert settings.security.environment() == env
+    assert settings.replace(sasl_username="other").security.sasl_username == "other"
+    assert ClientSettings.from_env(environ=env, sasl_username="o").security.sasl_username == "o"
     with pytest.raises(ValueError, match="SASL settings are given"):
-        ClientSettings(sasl_username="x")
+        ClientSettings.from_env(environ={}, sasl_username="x")
+    with pytest.raises(ValueError, match="SASL settings are given"):
+        ClientSettings().replace(sasl_username="x")
 
 
 def test_module_yaml_carries_the_security_to_ingress_and_egress(tmp_path: Path) -> None:
