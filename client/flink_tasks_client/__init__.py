@@ -20,6 +20,8 @@ from flink_tasks.errors import (
     TaskException,
     TransportError,
 )
+from flink_tasks.kafka_security import KafkaSecurity
+from flink_tasks.records import PipelineEvent, SubmittedPipeline
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client._client import FlinkTasksClient
 from flink_tasks_client._events import EventStream
@@ -40,8 +42,10 @@ __all__ = [
     "EventStream",
     "FlinkTasksClient",
     "FlinkTasksError",
+    "KafkaSecurity",
     "PipelineCancelledError",
     "PipelineDefinitionError",
+    "PipelineEvent",
     "PipelineExistsError",
     "PipelineNotFoundError",
     "PipelineStatus",
@@ -50,6 +54,7 @@ __all__ = [
     "ResultTimeoutError",
     "Reuse",
     "SerializationError",
+    "SubmittedPipeline",
     "TaskError",
     "TaskException",
     "TransportError",
