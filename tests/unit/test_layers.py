@@ -31,6 +31,8 @@ LAYERS: dict[str, int] = {
     "flink_tasks.pipeline": 1,
     "flink_tasks.registry": 1,
     "flink_tasks.replies": 1,
+    "flink_tasks.requests": 1,
+    "flink_tasks.records": 1,
     "flink_tasks": 1,  # the package's public API (__init__)
     # the pure engine, and the one module that speaks StateFun's protocol
     "flink_tasks.engine": 2,
@@ -57,6 +59,8 @@ THIRD_PARTY_FORBIDDEN: dict[str, tuple[str, ...]] = {
     "flink_tasks.pipeline": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.registry": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.replies": ("aiohttp", "kafka", "statefun"),
+    "flink_tasks.requests": ("aiohttp", "kafka", "statefun"),
+    "flink_tasks.records": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.engine": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.statefun": ("aiohttp", "kafka"),
     "flink_tasks_client": ("aiohttp", "statefun"),
