@@ -26,6 +26,7 @@ from flink_tasks.logs import configure as configure_log_output
 from flink_tasks.runtime.errors import RuntimeLauncherError
 from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
 from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_endpoints
+from flink_tasks.tracing import TRACING_VAR, tracing_from_env
 from flink_tasks.types import parse_memory_size
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -420,6 +421,13 @@ def register_serve(subparsers: Subparsers) -> None:
         help="text lines, or one JSON object a line with the task's ids on every record of a "
         f"task (default ${LOG_FORMAT_VAR} or text)",
     )
+    serve.add_argument(
+        "--tracing",
+        action="store_true",
+        default=tracing_from_env(),
+        help="an OpenTelemetry span per task attempt, to the global tracer provider your "
+        f"--hooks module sets up (needs flink-tasks[tracing]; default ${TRACING_VAR})",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
@@ -467,6 +475,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     # pool children are started by the fork server: they configure their logs from these
     os.environ[LOG_FORMAT_VAR] = args.log_format
+    # worker processes (--workers N) inherit it: every one traces
+    os.environ[TRACING_VAR] = "1" if args.tracing else "0"
     os.environ[LOG_LEVEL_VAR] = logging.getLevelName(logging.getLogger().level)
     if args.pool_size is not None and args.pool_size < 1:
         print("flink-tasks serve: error: --pool-size must be >= 1", file=sys.stderr)

@@ -34,6 +34,7 @@ from flink_tasks.errors import (
 )
 from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.pipeline.builder import pipeline_id_problem
+from flink_tasks.tracing import submit_span_context
 from flink_tasks.types import PipelineStatus
 from flink_tasks_client import _kafka, _reuse
 from flink_tasks_client._events import EventStream
@@ -723,6 +724,10 @@ class FlinkTasksClient:
             reply_id=reply_id,
             events_topic=self._settings.events_topic,
         )
+        if self._settings.tracing:
+            trace_context = submit_span_context(pipeline.id)
+            if trace_context is not None:
+                request.trace_context.CopyFrom(trace_context)
         value = request.SerializeToString()
         size = len(value) + len(pipeline.id.encode("utf-8"))
         limit = self._settings.max_request_bytes

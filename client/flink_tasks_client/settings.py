@@ -69,6 +69,10 @@ class ClientSettings:
         sasl_username: The SASL user.
         sasl_password_file: A file holding the SASL password; the password itself is never a
             setting, so it is on no command line and in no log.
+        tracing: Start an OpenTelemetry span per submit (on the global tracer provider, as a
+            child of the current span) and send its W3C trace context with the request, so the
+            pipeline's task spans join its trace (needs ``flink-tasks-client[tracing]``; see
+            docs/observability.md).
     """
 
     # the local runtime's broker (`flink-tasks local up`): one default address everywhere
@@ -95,6 +99,7 @@ class ClientSettings:
     sasl_mechanism: str = ""
     sasl_username: str = ""
     sasl_password_file: str = ""
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
