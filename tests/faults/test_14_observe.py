@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -311,6 +312,11 @@ def test_b_dashboard_in_a_browser(
     marks["cancelled"] = time.monotonic() - started
     assert completed(browser) < 100
     assert attribute(browser, "#cancel", "disabled") is not None
+    # another origin cannot press the buttons: an action without the page's header is refused
+    forged = urllib.request.Request(f"{dashboard}api/pipelines/{running.id}/pause", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=10)
+    assert refused.value.code == 403
 
     # the failed pipeline: its failing task's traceback is shown
     click(browser, f'tr.pipeline[data-id="{failing.id}"]')
