@@ -60,8 +60,11 @@ def encode_pipeline_request(
     reply_id: str,
     events_topic: str,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    trace_context: messages_pb2.TraceContext | None = None,
 ) -> bytes:
     """A pipeline's `PipelineRequest` bytes, after checking that it may be submitted.
+
+    ``trace_context`` (the submit span's, when tracing is on) travels with the request.
 
     Raises:
         TypeError: ``pipeline`` is not a pipeline.
@@ -86,6 +89,8 @@ def encode_pipeline_request(
         reply_id=reply_id,
         events_topic=events_topic,
     )
+    if trace_context is not None:
+        request.trace_context.CopyFrom(trace_context)
     value = request.SerializeToString()
     size = len(value) + len(pipeline.id.encode("utf-8"))
     if size > max_request_bytes:

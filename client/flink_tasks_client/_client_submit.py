@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from flink_tasks import requests
 from flink_tasks.pipeline import PipelineBuilder
+from flink_tasks.tracing import submit_span_context
 from flink_tasks_client import _kafka, _reuse
 from flink_tasks_client._calls import Call as _Call
 from flink_tasks_client._calls import fail as _fail
@@ -227,4 +228,5 @@ class SubmitMixin(ClientIO):
             reply_id=reply_id,
             events_topic=self._settings.events_topic,
             max_request_bytes=self._settings.max_request_bytes,
+            trace_context=submit_span_context(pipeline.id) if self._settings.tracing else None,
         )

@@ -55,6 +55,10 @@ class ClientSettings:
         security: TLS and SASL (`KafkaSecurity`). `from_env` and `replace` also take its
             fields flat (``security_protocol=``, ``FLINK_TASKS_SASL_USERNAME`` ...); passwords
             only as files, so they are on no command line and in no log.
+        tracing: Start an OpenTelemetry span per submit (on the global tracer provider, as a
+            child of the current span) and send its W3C trace context with the request, so the
+            pipeline's task spans join its trace (needs ``flink-tasks-client[tracing]``; see
+            docs/observability.md).
     """
 
     # the local runtime's broker (`flink-tasks local up`): one default address everywhere
@@ -73,6 +77,7 @@ class ClientSettings:
     pipeline_reuse: str = "attach"
     reconnect_backoff_max: timedelta = timedelta(seconds=2)
     security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():

@@ -79,6 +79,7 @@ class PipelineRequest(google.protobuf.message.Message):
     REPLY_TOPIC_FIELD_NUMBER: builtins.int
     REPLY_ID_FIELD_NUMBER: builtins.int
     EVENTS_TOPIC_FIELD_NUMBER: builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     reply_topic: builtins.str
     """egress topic for the reply"""
     reply_id: builtins.str
@@ -87,6 +88,10 @@ class PipelineRequest(google.protobuf.message.Message):
     """empty: no events"""
     @property
     def pipeline(self) -> flink_tasks._proto.pipeline_pb2.Pipeline: ...
+    @property
+    def trace_context(self) -> global___TraceContext:
+        """W3C trace context of the client's submit span (tracing)"""
+
     def __init__(
         self,
         *,
@@ -94,9 +99,10 @@ class PipelineRequest(google.protobuf.message.Message):
         reply_topic: builtins.str = ...,
         reply_id: builtins.str = ...,
         events_topic: builtins.str = ...,
+        trace_context: global___TraceContext | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["pipeline", b"pipeline"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["events_topic", b"events_topic", "pipeline", b"pipeline", "reply_id", b"reply_id", "reply_topic", b"reply_topic"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["pipeline", b"pipeline", "trace_context", b"trace_context"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["events_topic", b"events_topic", "pipeline", b"pipeline", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "trace_context", b"trace_context"]) -> None: ...
 
 global___PipelineRequest = PipelineRequest
 
@@ -125,6 +131,26 @@ class ActionRequest(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["action", b"action", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "reply_topic", b"reply_topic"]) -> None: ...
 
 global___ActionRequest = ActionRequest
+
+@typing.final
+class TraceContext(google.protobuf.message.Message):
+    """W3C trace context (https://www.w3.org/TR/trace-context/), carried only when the client traces."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TRACEPARENT_FIELD_NUMBER: builtins.int
+    TRACESTATE_FIELD_NUMBER: builtins.int
+    traceparent: builtins.str
+    tracestate: builtins.str
+    def __init__(
+        self,
+        *,
+        traceparent: builtins.str = ...,
+        tracestate: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["traceparent", b"traceparent", "tracestate", b"tracestate"]) -> None: ...
+
+global___TraceContext = TraceContext
 
 @typing.final
 class Reply(google.protobuf.message.Message):
@@ -197,6 +223,7 @@ class TaskRequest(google.protobuf.message.Message):
     INVOCATION_FIELD_NUMBER: builtins.int
     NOT_FRUITFUL_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     task_type: builtins.str
     has_state: builtins.bool
@@ -222,6 +249,10 @@ class TaskRequest(google.protobuf.message.Message):
     def state(self) -> flink_tasks._proto.values_pb2.Value: ...
     @property
     def retry_policy(self) -> flink_tasks._proto.pipeline_pb2.RetryPolicy: ...
+    @property
+    def trace_context(self) -> global___TraceContext:
+        """the pipeline's trace context: the parent of the task's span"""
+
     def __init__(
         self,
         *,
@@ -241,9 +272,10 @@ class TaskRequest(google.protobuf.message.Message):
         invocation: builtins.int = ...,
         not_fruitful: builtins.bool = ...,
         slot: builtins.int = ...,
+        trace_context: global___TraceContext | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 
@@ -262,6 +294,7 @@ class TaskResult(google.protobuf.message.Message):
     ATTEMPT_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     has_state: builtins.bool
     attempt: builtins.int
@@ -278,6 +311,10 @@ class TaskResult(google.protobuf.message.Message):
 
     @property
     def state(self) -> flink_tasks._proto.values_pb2.Value: ...
+    @property
+    def trace_context(self) -> global___TraceContext:
+        """the task span's context: parent of a returned pipeline"""
+
     def __init__(
         self,
         *,
@@ -290,9 +327,10 @@ class TaskResult(google.protobuf.message.Message):
         attempt: builtins.int = ...,
         invocation: builtins.int = ...,
         slot: builtins.int = ...,
+        trace_context: global___TraceContext | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["error", b"error", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["error", b"error", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["outcome", b"outcome"]) -> typing.Literal["result", "error", "pipeline"] | None: ...
 
 global___TaskResult = TaskResult
@@ -343,6 +381,7 @@ class Run(google.protobuf.message.Message):
     TASK_BEAT_FIELD_NUMBER: builtins.int
     LAST_PROGRESS_MS_FIELD_NUMBER: builtins.int
     LAST_BEAT_MS_FIELD_NUMBER: builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     status: global___PipelineStatus.ValueType
     invocation: builtins.int
     """generation; a finished id may be run again"""
@@ -410,6 +449,10 @@ class Run(google.protobuf.message.Message):
 
     @property
     def pending_retries(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___RetryDue]: ...
+    @property
+    def trace_context(self) -> global___TraceContext:
+        """carried to the address's tasks and children"""
+
     def __init__(
         self,
         *,
@@ -453,9 +496,10 @@ class Run(google.protobuf.message.Message):
         task_beat: builtins.int = ...,
         last_progress_ms: builtins.int = ...,
         last_beat_ms: builtins.int = ...,
+        trace_context: global___TraceContext | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
 
 global___Run = Run
 
@@ -740,6 +784,7 @@ class ChildStart(google.protobuf.message.Message):
     SLOT_FIELD_NUMBER: builtins.int
     FAILING_FIELD_NUMBER: builtins.int
     ERROR_FIELD_NUMBER: builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     parent_id: builtins.str
     root_pipeline_id: builtins.str
     entry_id: builtins.str
@@ -766,6 +811,10 @@ class ChildStart(google.protobuf.message.Message):
 
     @property
     def error(self) -> flink_tasks._proto.values_pb2.TaskException: ...
+    @property
+    def trace_context(self) -> global___TraceContext:
+        """the parent's (or the orchestrator task span's) context"""
+
     def __init__(
         self,
         *,
@@ -783,9 +832,10 @@ class ChildStart(google.protobuf.message.Message):
         slot: builtins.int = ...,
         failing: builtins.bool = ...,
         error: flink_tasks._proto.values_pb2.TaskException | None = ...,
+        trace_context: global___TraceContext | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "pipeline", b"pipeline", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "has_pipeline", b"has_pipeline", "has_state", b"has_state", "input", b"input", "invocation", b"invocation", "parent_id", b"parent_id", "paused", b"paused", "pipeline", b"pipeline", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "pipeline", b"pipeline", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["entry_id", b"entry_id", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "has_pipeline", b"has_pipeline", "has_state", b"has_state", "input", b"input", "invocation", b"invocation", "parent_id", b"parent_id", "paused", b"paused", "pipeline", b"pipeline", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "trace_context", b"trace_context"]) -> None: ...
 
 global___ChildStart = ChildStart
 

@@ -55,7 +55,17 @@ SUBCOMMANDS += [register_serve, register_module_yaml]
 #: Entry point group through which other distributions add subcommands: each entry point is a
 #: ``register(subparsers)`` function. The client distribution adds the commands below.
 COMMANDS_GROUP = "flink_tasks.commands"
-CLIENT_COMMANDS = ("submit", "status", "result", "pause", "unpause", "cancel", "watch")
+CLIENT_COMMANDS = (
+    "submit",
+    "status",
+    "result",
+    "pause",
+    "unpause",
+    "cancel",
+    "watch",
+    "list",
+    "dashboard",
+)
 CLIENT_DISTRIBUTION = "flink-tasks-client"
 
 

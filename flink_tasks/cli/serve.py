@@ -11,6 +11,7 @@ from flink_tasks.cli.local import Subparsers
 from flink_tasks.config import parse_duration
 from flink_tasks.logs import LOG_FORMAT_VAR, LOG_FORMATS, LOG_LEVEL_VAR
 from flink_tasks.runtime.settings import parse_endpoints
+from flink_tasks.tracing import TRACING_VAR, tracing_from_env
 from flink_tasks.types import parse_memory_size
 
 log = logging.getLogger("flink_tasks.cli")
@@ -112,6 +113,13 @@ def register_serve(subparsers: Subparsers) -> None:
         help="text lines, or one JSON object a line with the task's ids on every record of a "
         f"task (default ${LOG_FORMAT_VAR} or text)",
     )
+    serve.add_argument(
+        "--tracing",
+        action="store_true",
+        default=tracing_from_env(),
+        help="an OpenTelemetry span per task attempt, to the global tracer provider your "
+        f"--hooks module sets up (needs flink-tasks[tracing]; default ${TRACING_VAR})",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
@@ -159,6 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     # pool children are started by the fork server: they configure their logs from these
     os.environ[LOG_FORMAT_VAR] = args.log_format
+    # worker processes (--workers N) inherit it: every one traces
+    os.environ[TRACING_VAR] = "1" if args.tracing else "0"
     os.environ[LOG_LEVEL_VAR] = logging.getLevelName(logging.getLogger().level)
     if args.pool_size is not None and args.pool_size < 1:
         print("flink-tasks serve: error: --pool-size must be >= 1", file=sys.stderr)

@@ -69,6 +69,8 @@ def start_chain(ctx: Context, index: int, chain: pipeline_pb2.Pipeline) -> None:
         invocation=run.invocation,
         slot=index + 1,
     )
+    if run.HasField("trace_context"):
+        start.trace_context.CopyFrom(run.trace_context)
     if run.has_state:
         start.state.CopyFrom(run.state)
         start.has_state = True

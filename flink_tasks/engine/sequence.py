@@ -79,6 +79,8 @@ def start_segment(ctx: Context, child: pipeline_pb2.ChildEntry) -> None:
     )
     if run.failing:
         start.error.CopyFrom(run.error)
+    if run.HasField("trace_context"):
+        start.trace_context.CopyFrom(run.trace_context)
     if run.has_state:
         start.state.CopyFrom(run.state)
         start.has_state = True
@@ -159,6 +161,8 @@ def send_task(
     if task.has_retry_policy:
         request.retry_policy.CopyFrom(task.retry_policy)
         request.has_retry_policy = True
+    if run.HasField("trace_context"):
+        request.trace_context.CopyFrom(run.trace_context)
     ctx.effects.append(
         effects.SendTask(
             namespace,
@@ -271,6 +275,11 @@ def start_orchestrated_child(
         slot=slot,
     )
     start.input.initial.CopyFrom(pipeline.initial)
+    # the child's tasks are children of the span of the task that returned the pipeline
+    if result.HasField("trace_context"):
+        start.trace_context.CopyFrom(result.trace_context)
+    elif run.HasField("trace_context"):
+        start.trace_context.CopyFrom(run.trace_context)
     if pipeline.inline:
         if state is not None:
             start.state.CopyFrom(state)

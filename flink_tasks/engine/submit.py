@@ -62,6 +62,8 @@ def on_pipeline_request(ctx: Context, request: messages_pb2.PipelineRequest) -> 
     if pipeline.initial.has_state:
         run.state.CopyFrom(pipeline.initial.state)
         run.has_state = True
+    if request.HasField("trace_context"):
+        run.trace_context.CopyFrom(request.trace_context)
     ctx.state.set_run(run)
     ctx.emit(events_pb2.PipelineEvent(pipeline_created=events.created(pipeline)))
     ctx.emit_status(S.PIPELINE_STATUS_RUNNING)
@@ -144,6 +146,8 @@ def on_start_child(ctx: Context, start: messages_pb2.ChildStart) -> None:
     if start.has_pipeline:
         deadlines.arm_deadlines(ctx, start.pipeline.deadline_ms)
     run.input.CopyFrom(start.input)
+    if start.HasField("trace_context"):
+        run.trace_context.CopyFrom(start.trace_context)
     if start.has_state:
         run.state.CopyFrom(start.state)
         run.has_state = True

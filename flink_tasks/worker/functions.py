@@ -106,6 +106,8 @@ class Worker:
             exist. `None` allows any topic (only for a broker that auto-creates topics).
         pool: where sync task bodies run (process or thread pool); default: threads.
         clock, ids: the engine's clock (ms) and child-id source; tests may pin them.
+        tracing: an OpenTelemetry span per task attempt (the ``tracing`` extra); default:
+            ``FLINK_TASKS_TRACING``. See `flink_tasks.tracing`.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Worker:
         pool: PoolSettings | None = None,
         clock: Clock = system_clock,
         ids: IdSource = random_ids,
+        tracing: bool | None = None,
     ) -> None:
         self.tasks = tasks
         self.clock = clock
@@ -136,7 +139,12 @@ class Worker:
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
         self.runner = TaskRunner(
-            tasks, hooks=hooks, max_result_bytes=max_result_bytes, pool=pool, metrics=self.metrics
+            tasks,
+            hooks=hooks,
+            max_result_bytes=max_result_bytes,
+            pool=pool,
+            metrics=self.metrics,
+            tracing=tracing,
         )
         self.endpoint = StatefunEndpoint()
         self.endpoint.register(wire.PIPELINE_FUNCTION, self._pipeline_function, PIPELINE_CELLS)

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 from flink_tasks._proto import messages_pb2
 from flink_tasks.errors import WorkerLostError
 from flink_tasks.registry import FlinkTasks, TaskDefinition
+from flink_tasks.tracing import TaskTracer, tracing_from_env
 from flink_tasks.worker.execute import (
     DEFAULT_MAX_RESULT_BYTES,
     MAX_PIPELINE_RESULT_BYTES,
@@ -102,8 +103,12 @@ class TaskRunner:
         hooks: Sequence[object] = (),
         pool: PoolSettings | None = None,
         metrics: Metrics | None = None,
+        tracing: bool | None = None,
     ) -> None:
         self.tasks = tasks
+        # None: FLINK_TASKS_TRACING decides; OpenTelemetry is imported only when tracing is on
+        traced = tracing_from_env() if tracing is None else tracing
+        self.tracer = TaskTracer() if traced else None
         self.max_result_bytes = max_result_bytes
         self.hooks: list[object] = list(hooks)
         self.sync_middleware = sync_middleware(self.hooks)
@@ -156,6 +161,18 @@ class TaskRunner:
 
     async def run(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
         """Run the requested task; never raises."""
+        if self.tracer is None:
+            return await self._run(request)
+        span = self.tracer.start(request)
+        try:
+            result = await self._run(request)
+        except BaseException as exc:  # cancelled: the worker stops waiting for it
+            self.tracer.abandon(span, type(exc).__name__)
+            raise
+        self.tracer.finish(span, result)
+        return result
+
+    async def _run(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
         self._hook("task_received", request)
         if request.attempt > 1:
             self._hook("task_retried", request)

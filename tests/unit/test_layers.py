@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "flink_tasks.types": 0,
     "flink_tasks.config": 0,
     "flink_tasks.logs": 0,
+    "flink_tasks.tracing": 0,
     "flink_tasks.context": 0,
     "flink_tasks.serialization": 0,
     # what users build and what replies mean
@@ -64,6 +65,8 @@ THIRD_PARTY_FORBIDDEN: dict[str, tuple[str, ...]] = {
     "flink_tasks.engine": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.statefun": ("aiohttp", "kafka"),
     "flink_tasks_client": ("aiohttp", "statefun"),
+    # the web dashboard (the client's `dashboard` extra) serves HTTP with aiohttp
+    "flink_tasks_client.dashboard": ("statefun",),
 }
 
 
