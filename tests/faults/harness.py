@@ -4,6 +4,7 @@ and a raw reply-topic reader that counts duplicates."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -504,21 +505,30 @@ class FaultStack:
     def start(self) -> FaultStack:
         if secured(self.settings):  # the worker reads its Kafka password when it starts
             ensure_material(self.settings)
-        self.worker.start()
-        try:
-            self.runtime.start()
-            self.client = self.new_client()
-        except BaseException:
-            self.stop()
-            raise
+        # The worker starts while Kafka and StateFun do: nothing calls it before a client
+        # submits, and its task-reports producer connects to Kafka lazily.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker-start") as pool:
+            worker_started = pool.submit(self.worker.start)
+            try:
+                self.runtime.start()
+                worker_started.result()
+                self.client = self.new_client()
+            except BaseException:
+                concurrent.futures.wait([worker_started])
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
+        """Stop everything, the JVMs with SIGKILL: the run dir is thrown away, so a graceful
+        shutdown (seconds per JVM) would buy nothing. Idempotent."""
         with contextlib.suppress(Exception):
             if self.client is not None:
                 self.client.close()
+        self.client = None
         try:
-            self.runtime.stop(force=True)
+            self.runtime.statefun.stop(kill=True)
+            self.runtime.kafka.stop(kill=True)
         finally:
             self.worker.stop()
 

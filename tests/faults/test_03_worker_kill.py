@@ -14,12 +14,7 @@ import pytest
 from tests.faults.harness import FaultStack, job_health, record_result
 from tests.faults.workload import collect, mixed, submit_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 FAN_OUTS, FAN_SIZE, CHAINS, CHAIN_LENGTH, DELAY = 4, 250, 6, 12, 0.05
 

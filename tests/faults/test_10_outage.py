@@ -26,13 +26,7 @@ from tests.faults.harness import (
 )
 from tests.faults.workload import chain, collect, mixed, submit_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CALL_BUDGET = timedelta(seconds=10)
 OUTAGE_S = 3 * CALL_BUDGET.total_seconds()

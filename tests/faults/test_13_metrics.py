@@ -25,12 +25,7 @@ from tests.faults import long_tasks as lt
 from tests.faults.harness import FaultStack, fault_stack, job_health
 from tests.unit.test_dashboard import dashboard_queries, declared_worker_metrics, metric_names
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 FANOUT, GOOD, BAD = 20, 3, 2
 
