@@ -542,25 +542,10 @@ class FaultStack:
 
 
 @contextlib.contextmanager
-def fault_stack(
-    tmp: Path,
-    base: int,
-    *,
-    serve_workers: int | None = None,
-    serve_args: tuple[str, ...] = (),
-    serve_target: str = TARGET,
-    serve_env: dict[str, str] | None = None,
-    **settings: Any,
-) -> Iterator[FaultStack]:
-    stack = FaultStack(
-        tmp,
-        port_block(base),
-        serve_workers=serve_workers,
-        serve_args=serve_args,
-        serve_target=serve_target,
-        serve_env=serve_env,
-        **settings,
-    )
+def fault_stack(tmp: Path, base: int, **options: Any) -> Iterator[FaultStack]:
+    """A started `FaultStack` (options as its), in the first free port block at or after
+    `base`; stopped at the end."""
+    stack = FaultStack(tmp, port_block(base), **options)
     stack.start()
     try:
         yield stack

@@ -22,7 +22,15 @@ import pytest
 from flink_tasks.errors import TransportError
 from flink_tasks.runtime.process import pid_alive
 from tests.faults.harness import FaultStack, job_health, record_result
-from tests.faults.workload import collect, fan_out, mixed, submit_all
+from tests.faults.workload import (
+    collect,
+    fan_out,
+    fan_out_runs,
+    mixed,
+    outcome_fields,
+    run_again,
+    submit_all,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,18 +84,13 @@ def test_statefun_sigkill_and_restore_from_checkpoint(eo_stack: FaultStack) -> N
     health = job_health(stack.runtime)
     restored = "Restoring job" in stack.settings.statefun_log_file.read_text(errors="replace")
     runs = stack.worker.executions("square")
-    fan_runs = {k: n for k, n in runs.items() if k.split(":")[0] in tags}
-    duplicates = sum(replies.by_pipeline[j.id] - 1 for j in jobs if replies.by_pipeline[j.id] > 1)
+    fan_runs = fan_out_runs(runs, tags)
     record_result(
         scenario="StateFun JVM SIGKILL, restored from the last retained checkpoint (exactly-once)",
-        pipelines=len(jobs),
         tasks=FAN_OUTS * (FAN_SIZE + 1) + CHAINS * (CHAIN_LENGTH + 1),
-        completed_correctly=outcome.completed_correctly,
-        wrong=len(outcome.wrong),
-        failed=len(outcome.failed),
-        duplicate_replies=duplicates,
+        **outcome_fields(jobs, outcome, replies.by_pipeline),
         replies_per_pipeline=sorted(set(replies.by_pipeline[j.id] for j in jobs)),
-        task_bodies_run_again=sum(n - 1 for n in fan_runs.values() if n > 1),
+        task_bodies_run_again=run_again(fan_runs),
         fan_out_tasks_run_before_kill=ran_before_kill,
         killed_pid=pid,
         jvm_ready_after_restore_s=round(ready_s, 1),
