@@ -8,6 +8,7 @@ CPU with the scenarios after it."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -33,7 +34,6 @@ _KAFKA_WARNINGS = (
 #: the package-scoped runtimes, in the order their modules run (then the other modules)
 SHARED_STACKS = ("eo_stack", "stack")
 _started: dict[str, FaultStack] = {}
-_last_user: dict[str, str] = {}  # fixture name -> nodeid of the last test that uses it
 
 
 def _group(item: pytest.Item) -> int:
@@ -55,16 +55,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ours.sort(key=lambda item: module_group[str(item.path)])
     for i, item in zip(positions, ours, strict=True):
         items[i] = item
-    for item in ours:
+
+
+@functools.cache
+def _last_users(session: pytest.Session) -> dict[str, str]:
+    """Shared runtime -> the nodeid of the last test to run that uses it (after -k, -m ...)."""
+    last: dict[str, str] = {}
+    for item in session.items:
         for name in SHARED_STACKS:
             if name in getattr(item, "fixturenames", ()):
-                _last_user[name] = item.nodeid
+                last[name] = item.nodeid
+    return last
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     result = yield
-    for name, nodeid in _last_user.items():
+    for name, nodeid in _last_users(item.session).items():
         if item.nodeid == nodeid and name in _started:
             _started.pop(name).stop()  # the fixture's own stop at the package's end is a no-op
     return result
