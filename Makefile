@@ -41,9 +41,10 @@ typecheck: install
 
 # The whole suite: the generated code is current, lint and types are clean, then every test:
 # unit, in-process, and integration/acceptance/faults/deploy on the real local runtime
-# (Kafka + StateFun started from Maven jars by the tests themselves).
+# (Kafka + StateFun started from Maven jars by the tests themselves). The 20 slowest test phases
+# are listed at the end, so the CI log shows where the time goes.
 test: install proto-check lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime import LocalRuntime
 from flink_tasks.runtime.workers import WorkerProcesses
 from tests.cluster.cluster_tasks import expected_sum_of_squares, sum_of_squares
-from tests.deploy._ports import free_ports
+from tests.deploy._ports import isolated_settings
 from tests.faults.harness import ReplyReader, job_health, rest_get, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +36,9 @@ FUNCTIONS_OPERATOR = "functions"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
     tmp = tmp_path_factory.mktemp("cluster")
-    kafka, controller, rest, rpc, worker = free_ports(5, low=63100, high=63999)
-    settings = LocalRuntimeSettings.from_env(
-        run_dir=tmp / "runtime",
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        rest_port=rest,
-        jobmanager_rpc_port=rpc,
-        worker_port=worker,
+    settings = isolated_settings(
+        tmp / "runtime",
+        low=63100,
         taskmanagers=2,
         parallelism=2,
         delivery_semantic="exactly-once",
@@ -52,7 +47,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
     (tmp / "runtime" / "logs").mkdir(parents=True)
     workers = WorkerProcesses(
         "tests.cluster.cluster_tasks:tasks",
-        port=worker,
+        port=settings.worker_port,
         log_file=tmp / "runtime" / "logs" / "worker.log",
         cwd=ROOT,
         env=worker_env(settings),

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from flink_tasks import in_parallel
-from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime import LocalRuntime
 from flink_tasks.runtime.workers import WorkerProcesses
-from tests.deploy._ports import free_ports
+from tests.deploy._ports import isolated_settings
 from tests.deploy.scaleout_tasks import whoami
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,10 @@ pytestmark = [
 async def test_fan_out_runs_on_every_worker_process(tmp_path: Path) -> None:
     from flink_tasks_client import FlinkTasksClient
 
-    kafka, controller, rest, worker = free_ports(4)
-    settings = LocalRuntimeSettings.from_env(
-        run_dir=tmp_path / "runtime",
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        rest_port=rest,
-        worker_port=worker,
-        parallelism=2,
-        call_timeout=timedelta(minutes=2),
+    settings = isolated_settings(
+        tmp_path / "runtime", parallelism=2, call_timeout=timedelta(minutes=2)
     )
+    worker = settings.worker_port
     logs = tmp_path / "runtime" / "logs"
     logs.mkdir(parents=True)
     workers = WorkerProcesses(

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from flink_tasks import in_parallel
-from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime import LocalRuntime
 from flink_tasks.runtime.workers import WorkerProcesses
-from tests.deploy._ports import free_ports
+from tests.deploy._ports import free_ports, isolated_settings
 from tests.deploy.pool_tasks import double, store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,17 +24,12 @@ pytestmark = pytest.mark.integration
 async def test_one_pipeline_runs_on_two_worker_pools(tmp_path: Path) -> None:
     from flink_tasks_client import FlinkTasksClient
 
-    kafka, controller, rest, main_port, io_port = free_ports(5)
+    (io_port,) = free_ports(1)
     io_url = f"http://127.0.0.1:{io_port}"
-    settings = LocalRuntimeSettings.from_env(
-        run_dir=tmp_path / "runtime",
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        rest_port=rest,
-        worker_port=main_port,
-        endpoints=(f"io={io_url}",),
-        call_timeout=timedelta(minutes=2),
+    settings = isolated_settings(
+        tmp_path / "runtime", endpoints=(f"io={io_url}",), call_timeout=timedelta(minutes=2)
     )
+    main_port = settings.worker_port
     logs = tmp_path / "runtime" / "logs"
     logs.mkdir(parents=True)
     env = {"FLINK_TASKS_BOOTSTRAP_SERVERS": settings.bootstrap_servers}

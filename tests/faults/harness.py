@@ -4,6 +4,7 @@ and a raw reply-topic reader that counts duplicates."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -66,7 +67,52 @@ def runtime_settings(
 # ------------------------------------------------------------------------------ the worker
 
 
-class WorkerProcess:
+class _KillableWorker:
+    """What both worker kinds share: a port on loopback, a log, the log of task bodies run, and
+    a start that waits for the port to be free (a killed predecessor's), launches, waits until
+    it answers and returns the seconds it took."""
+
+    def __init__(self, port: int, log_file: Path, exec_log: Path, host: str) -> None:
+        self.host, self.port = host, port
+        self.log_file, self.exec_log = log_file, exec_log
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    def _launch(self, timeout: float) -> None:
+        """Start the process(es) and return when they answer."""
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start and wait until it answers; returns the seconds it took."""
+        assert self.pid is None, "already running"
+        started = time.monotonic()
+        deadline = started + 10
+        while not port_is_free(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._launch(timeout)
+        self.starts += 1
+        return time.monotonic() - started
+
+    def executions(self, kind: str | None = None) -> Counter[str]:
+        """How often each recorded task body ran (all runs of this worker, across restarts)."""
+        counts: Counter[str] = Counter()
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.exec_log.read_text().splitlines():
+                k, _, key = line.partition(" ")
+                if kind is None or k == kind:
+                    counts[key] += 1
+        return counts
+
+
+class WorkerProcess(_KillableWorker):
     """`python -m tests.faults.worker_main` in its own process (and session): started, killed
     with SIGKILL by its own pid, restarted on the same port."""
 
@@ -78,35 +124,23 @@ class WorkerProcess:
         egress_topics: tuple[str, ...],
         host: str = "127.0.0.1",
     ) -> None:
-        self.host, self.port = host, port
+        super().__init__(port, log_file, exec_log, host)
         self.egress_topics = egress_topics
-        self.log_file, self.exec_log = log_file, exec_log
         self.popen: subprocess.Popen[bytes] | None = None
-        self.starts = 0
         self.env: dict[str, str] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
         return self.popen.pid if self.popen is not None and self.popen.poll() is None else None
 
-    def start(self, timeout: float = 60.0) -> float:
-        """Start the process and wait for /healthz; returns the seconds it took."""
-        assert self.pid is None, "already running"
-        started = time.monotonic()
-        deadline = started + 10
-        while not port_is_free(self.port) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    def _launch(self, timeout: float) -> None:
         env = {
             **os.environ,
             "FLINK_TASKS_FAULTS_EXEC_LOG": str(self.exec_log),
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         with self.log_file.open("ab") as out:
             self.popen = subprocess.Popen(
                 [
@@ -126,7 +160,6 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.starts += 1
         while True:
             if self.popen.poll() is not None:
                 raise RuntimeError(
@@ -134,7 +167,7 @@ class WorkerProcess:
                 )
             with contextlib.suppress(OSError, ValueError):
                 if self.get("/healthz")["status"] == "ok":
-                    return time.monotonic() - started
+                    return
             if time.monotonic() - started > timeout:
                 raise RuntimeError(
                     f"the worker did not answer /healthz within {timeout}s; see {self.log_file}"
@@ -186,15 +219,11 @@ class WorkerProcess:
     def fault_hits(self) -> int:
         return int(self.get("/_faults")["hits"])
 
-    def executions(self, kind: str | None = None) -> Counter[str]:
-        """How often each recorded task body ran (all runs of this worker, across restarts)."""
-        return _executions(self.exec_log, kind)
-
 
 TARGET = "tests.faults.worker_main:ALL_TASKS"
 
 
-class ServeProcess:
+class ServeProcess(_KillableWorker):
     """The worker as users run it: ``python -m flink_tasks serve TARGET --workers N`` in a session
     of its own (the supervisor leads the process group). ``kill()`` SIGKILLs the whole group,
     supervisor and workers at once, by the supervisor's own pid (= the group id)."""
@@ -210,8 +239,8 @@ class ServeProcess:
         serve_args: tuple[str, ...] = (),
         target: str = TARGET,
     ) -> None:
-        self.host, self.port, self.workers = host, port, workers
-        self.log_file, self.exec_log = log_file, exec_log
+        super().__init__(port, log_file, exec_log, host)
+        self.workers = workers
         self.processes = WorkerProcesses(
             target,
             host=host,
@@ -227,11 +256,6 @@ class ServeProcess:
             },
         )
         self.env = self.processes.env
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -241,17 +265,9 @@ class ServeProcess:
     def worker_pids(self) -> set[int]:
         return self.processes.worker_pids()
 
-    def start(self, timeout: float = 60.0) -> float:
-        """Start and wait until every worker process answers; returns the seconds it took."""
-        assert self.pid is None, "already running"
-        started = time.monotonic()
-        deadline = started + 10
-        while not port_is_free(self.port) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+    def _launch(self, timeout: float) -> None:
+        """Returns when every worker process answers."""
         self.processes.start(timeout=timeout)
-        self.starts += 1
-        return time.monotonic() - started
 
     def kill(self) -> set[int]:
         """SIGKILL the supervisor and its workers (the process group); returns the pids killed."""
@@ -271,19 +287,6 @@ class ServeProcess:
     def stop(self) -> None:
         """SIGTERM (the group is SIGKILLed after 30 s); idempotent."""
         self.processes.stop()
-
-    def executions(self, kind: str | None = None) -> Counter[str]:
-        return _executions(self.exec_log, kind)
-
-
-def _executions(exec_log: Path, kind: str | None) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    with contextlib.suppress(FileNotFoundError):
-        for line in exec_log.read_text().splitlines():
-            k, _, key = line.partition(" ")
-            if kind is None or k == kind:
-                counts[key] += 1
-    return counts
 
 
 # ------------------------------------------------------------------------------ Flink REST
@@ -502,21 +505,30 @@ class FaultStack:
     def start(self) -> FaultStack:
         if secured(self.settings):  # the worker reads its Kafka password when it starts
             ensure_material(self.settings)
-        self.worker.start()
-        try:
-            self.runtime.start()
-            self.client = self.new_client()
-        except BaseException:
-            self.stop()
-            raise
+        # The worker starts while Kafka and StateFun do: nothing calls it before a client
+        # submits, and its task-reports producer connects to Kafka lazily.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worker-start") as pool:
+            worker_started = pool.submit(self.worker.start)
+            try:
+                self.runtime.start()
+                worker_started.result()
+                self.client = self.new_client()
+            except BaseException:
+                concurrent.futures.wait([worker_started])
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
+        """Stop everything, the JVMs with SIGKILL: the run dir is thrown away, so a graceful
+        shutdown (seconds per JVM) would buy nothing. Idempotent."""
         with contextlib.suppress(Exception):
             if self.client is not None:
                 self.client.close()
+        self.client = None
         try:
-            self.runtime.stop(force=True)
+            self.runtime.statefun.stop(kill=True)
+            self.runtime.kafka.stop(kill=True)
         finally:
             self.worker.stop()
 
@@ -530,25 +542,10 @@ class FaultStack:
 
 
 @contextlib.contextmanager
-def fault_stack(
-    tmp: Path,
-    base: int,
-    *,
-    serve_workers: int | None = None,
-    serve_args: tuple[str, ...] = (),
-    serve_target: str = TARGET,
-    serve_env: dict[str, str] | None = None,
-    **settings: Any,
-) -> Iterator[FaultStack]:
-    stack = FaultStack(
-        tmp,
-        port_block(base),
-        serve_workers=serve_workers,
-        serve_args=serve_args,
-        serve_target=serve_target,
-        serve_env=serve_env,
-        **settings,
-    )
+def fault_stack(tmp: Path, base: int, **options: Any) -> Iterator[FaultStack]:
+    """A started `FaultStack` (options as its), in the first free port block at or after
+    `base`; stopped at the end."""
+    stack = FaultStack(tmp, port_block(base), **options)
     stack.start()
     try:
         yield stack

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import wait
 from datetime import timedelta
 
@@ -22,26 +21,20 @@ import pytest
 
 from flink_tasks.errors import TransportError
 from flink_tasks.runtime.process import pid_alive
-from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
-from tests.faults.workload import collect, fan_out, mixed, submit_all
+from tests.faults.harness import FaultStack, job_health, record_result
+from tests.faults.workload import (
+    collect,
+    fan_out,
+    fan_out_runs,
+    mixed,
+    outcome_fields,
+    run_again,
+    submit_all,
+)
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAN_OUTS, FAN_SIZE, CHAINS, CHAIN_LENGTH, DELAY = 3, 300, 5, 12, 0.05
-
-
-@pytest.fixture(scope="module")
-def eo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    with fault_stack(
-        tmp_path_factory.mktemp("faults-exactly-once"), 61100, delivery_semantic="exactly-once"
-    ) as s:
-        yield s
 
 
 def _wait_progress(stack: FaultStack, tags: set[str], target: int, timeout: float = 120) -> int:
@@ -83,25 +76,21 @@ def test_statefun_sigkill_and_restore_from_checkpoint(eo_stack: FaultStack) -> N
         outcome = collect(jobs, timeout=300)
         done_at = time.monotonic()
         replies = reader.wait_for([j.id for j in jobs], timeout=30)
-        time.sleep(3)  # a few more checkpoints: a late duplicate would be committed by now
+        for _ in range(2):  # two more checkpoints: a late duplicate would be committed by now
+            stack.runtime.wait_for_checkpoint()
         replies = reader.snapshot()
     finally:
         reader.close()
     health = job_health(stack.runtime)
     restored = "Restoring job" in stack.settings.statefun_log_file.read_text(errors="replace")
     runs = stack.worker.executions("square")
-    fan_runs = {k: n for k, n in runs.items() if k.split(":")[0] in tags}
-    duplicates = sum(replies.by_pipeline[j.id] - 1 for j in jobs if replies.by_pipeline[j.id] > 1)
+    fan_runs = fan_out_runs(runs, tags)
     record_result(
         scenario="StateFun JVM SIGKILL, restored from the last retained checkpoint (exactly-once)",
-        pipelines=len(jobs),
         tasks=FAN_OUTS * (FAN_SIZE + 1) + CHAINS * (CHAIN_LENGTH + 1),
-        completed_correctly=outcome.completed_correctly,
-        wrong=len(outcome.wrong),
-        failed=len(outcome.failed),
-        duplicate_replies=duplicates,
+        **outcome_fields(jobs, outcome, replies.by_pipeline),
         replies_per_pipeline=sorted(set(replies.by_pipeline[j.id] for j in jobs)),
-        task_bodies_run_again=sum(n - 1 for n in fan_runs.values() if n > 1),
+        task_bodies_run_again=run_again(fan_runs),
         fan_out_tasks_run_before_kill=ran_before_kill,
         killed_pid=pid,
         jvm_ready_after_restore_s=round(ready_s, 1),

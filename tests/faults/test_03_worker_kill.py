@@ -12,14 +12,16 @@ import time
 import pytest
 
 from tests.faults.harness import FaultStack, job_health, record_result
-from tests.faults.workload import collect, mixed, submit_all
+from tests.faults.workload import (
+    collect,
+    fan_out_runs,
+    mixed,
+    outcome_fields,
+    run_again,
+    submit_all,
+)
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 FAN_OUTS, FAN_SIZE, CHAINS, CHAIN_LENGTH, DELAY = 4, 250, 6, 12, 0.05
 
@@ -59,20 +61,12 @@ def test_worker_sigkill_mid_fan_out(stack: FaultStack) -> None:
     after = job_health(stack.runtime)
 
     runs = stack.worker.executions("square")
-    fan_runs = {k: n for k, n in runs.items() if k.split(":")[0] in fan_tags}
-    reexecuted = sum(n - 1 for n in fan_runs.values() if n > 1)
-    duplicate_replies = sum(
-        replies.by_pipeline[j.id] - 1 for j in jobs if replies.by_pipeline[j.id] > 1
-    )
+    fan_runs = fan_out_runs(runs, fan_tags)
     record_result(
         scenario="worker SIGKILL mid fan-out, restarted after 3 s",
-        pipelines=len(jobs),
         tasks=FAN_OUTS * (FAN_SIZE + 1) + CHAINS * (CHAIN_LENGTH + 1),
-        completed_correctly=outcome.completed_correctly,
-        wrong=len(outcome.wrong),
-        failed=len(outcome.failed),
-        duplicate_replies=duplicate_replies,
-        task_bodies_run_again=reexecuted,
+        **outcome_fields(jobs, outcome, replies.by_pipeline),
+        task_bodies_run_again=run_again(fan_runs),
         fan_out_tasks_run_before_kill=ran_before_kill,
         killed_pid=pid,
         recovery_s=round(done_at - killed_at, 1),

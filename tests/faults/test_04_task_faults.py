@@ -15,12 +15,7 @@ from tests.faults import fault_tasks as ft
 from tests.faults.harness import FaultStack, job_health, record_result
 from tests.faults.workload import collect, fan_out, mixed, submit_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 
 def test_task_hanging_past_its_timeout(stack: FaultStack) -> None:

@@ -24,12 +24,7 @@ from flink_tasks.types import PipelineStatus
 from tests.faults import fault_tasks as ft
 from tests.faults.harness import FaultStack, JobHealth, job_health, record_result
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture

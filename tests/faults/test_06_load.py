@@ -12,13 +12,7 @@ from tests.faults import fault_tasks as ft
 from tests.faults.harness import FaultStack, job_health, record_result
 from tests.faults.workload import Job, collect, submit_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PIPELINES, TASKS = 100, 1000
 

@@ -24,12 +24,7 @@ from flink_tasks.worker import Worker, WorkerServer
 from tests.faults import fault_tasks as ft
 from tests.faults.harness import FaultStack
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 
 class _Exploit:

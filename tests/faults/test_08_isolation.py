@@ -20,12 +20,7 @@ from tests.faults import isolation_tasks as it
 from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
 from tests.faults.workload import Job, chain, collect, fan_out, submit_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 CALL_BUDGET = timedelta(seconds=20)
 

@@ -24,15 +24,9 @@ from tests.faults.harness import (
     record_result,
     restart_strategy,
 )
-from tests.faults.workload import chain, collect, mixed, submit_all
+from tests.faults.workload import chain, collect, fan_out_runs, mixed, run_again, submit_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CALL_BUDGET = timedelta(seconds=10)
 OUTAGE_S = 3 * CALL_BUDGET.total_seconds()
@@ -98,7 +92,7 @@ def test_worker_outage_of_three_call_budgets(healing: FaultStack) -> None:
         after = job_health(stack.runtime)
 
     runs = serve.executions("square")
-    fan_runs = {k: n for k, n in runs.items() if k.split(":")[0] in fan_tags}
+    fan_runs = fan_out_runs(runs, fan_tags)
     record_result(
         scenario=f"worker outage of {OUTAGE_S:g} s (3 x the {CALL_BUDGET.seconds} s call budget), "
         "serve --workers 2 SIGKILLed as a whole",
@@ -112,7 +106,7 @@ def test_worker_outage_of_three_call_budgets(healing: FaultStack) -> None:
         job_restarts=after.restarts - before.restarts,
         recovery_after_worker_back_s=round(done_at - back_at, 1),
         recovery_after_kill_s=round(done_at - killed_at, 1),
-        task_bodies_run_again=sum(n - 1 for n in fan_runs.values() if n > 1),
+        task_bodies_run_again=run_again(fan_runs),
     )
     assert not outcome.failed, outcome.failed[:3]
     assert not outcome.wrong, outcome.wrong[:3]

@@ -22,12 +22,7 @@ from tests.faults import fault_tasks as ft
 from tests.faults import long_tasks as lt
 from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 CALL_BUDGET = timedelta(seconds=10)
 SERVE_ARGS = ("--inline-wait", "2s", "--task-lease", "6s")

@@ -19,13 +19,7 @@ from flink_tasks.types import PipelineStatus
 from tests.faults import fault_tasks as ft
 from tests.faults.harness import FaultStack, fault_stack, record_result
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -42,18 +42,11 @@ from tests.faults.harness import (
     PROJECT_ROOT,
     FaultStack,
     ReplyReader,
-    fault_stack,
     record_result,
 )
 from tests.faults.workload import fan_out
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SEND_TIMEOUT = timedelta(seconds=5)
 #: how long after a restart (broker ready) the same client must have a result again
@@ -61,23 +54,15 @@ RECOVERY_BOUND_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def client_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    with fault_stack(
-        tmp_path_factory.mktemp("faults-client"), 61400, delivery_semantic="exactly-once"
-    ) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def service_client(client_stack: FaultStack) -> Iterator[Any]:
-    client = client_stack.new_client(send_timeout=SEND_TIMEOUT, pipeline_reuse="attach")
+def service_client(eo_stack: FaultStack) -> Iterator[Any]:
+    client = eo_stack.new_client(send_timeout=SEND_TIMEOUT, pipeline_reuse="attach")
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def reader(client_stack: FaultStack) -> Iterator[ReplyReader]:
-    r = client_stack.reply_reader()
+def reader(eo_stack: FaultStack) -> Iterator[ReplyReader]:
+    r = eo_stack.reply_reader()
     yield r
     r.close()
 
@@ -140,17 +125,17 @@ def _assert_one_reply_each(reader: ReplyReader, pipeline_ids: list[str]) -> None
 
 
 def test_two_broker_kills_in_a_row(
-    client_stack: FaultStack, service_client: Any, reader: ReplyReader
+    eo_stack: FaultStack, service_client: Any, reader: ReplyReader
 ) -> None:
     client = service_client
     answered = [_submit_succeeds(client, reader, "before")[0]]
     assert client.healthy
     for cycle in (1, 2):
-        _kill_broker(client_stack)
+        _kill_broker(eo_stack)
         unhealthy_s = _wait_until(lambda: not client.healthy, timeout=15)
         assert client.health.reason
         failed_s = _submit_fails_fast(client)
-        ready_s = _start_broker(client_stack)
+        ready_s = _start_broker(eo_stack)
         healthy_s = _wait_until(lambda: client.healthy, timeout=30)
         pipeline_id, result_s = _submit_succeeds(client, reader, f"after{cycle}")
         answered.append(pipeline_id)
@@ -168,17 +153,17 @@ def test_two_broker_kills_in_a_row(
 
 
 def test_broker_down_for_two_minutes(
-    client_stack: FaultStack, service_client: Any, reader: ReplyReader
+    eo_stack: FaultStack, service_client: Any, reader: ReplyReader
 ) -> None:
     client = service_client
-    _kill_broker(client_stack)
+    _kill_broker(eo_stack)
     down_at = time.monotonic()
     failures: list[float] = []
     while time.monotonic() - down_at < 120:
         failures.append(_submit_fails_fast(client))
         assert not client.healthy
         time.sleep(min(10.0, max(0.0, 120 - (time.monotonic() - down_at))))
-    ready_s = _start_broker(client_stack)
+    ready_s = _start_broker(eo_stack)
     healthy_s = _wait_until(lambda: client.healthy, timeout=30)
     pipeline_id, result_s = _submit_succeeds(client, reader, "after-outage")
     record_result(
@@ -194,7 +179,7 @@ def test_broker_down_for_two_minutes(
 
 
 def test_injected_io_failures(
-    client_stack: FaultStack, service_client: Any, reader: ReplyReader
+    eo_stack: FaultStack, service_client: Any, reader: ReplyReader
 ) -> None:
     client = service_client
     _wait_until(lambda: client.healthy, timeout=30)
@@ -247,9 +232,9 @@ def _square(x: int, tag: str, pipeline_id: str) -> Any:
     return pipeline
 
 
-def test_reuse_attach(client_stack: FaultStack, service_client: Any) -> None:
+def test_reuse_attach(eo_stack: FaultStack, service_client: Any) -> None:
     client = service_client
-    other = client_stack.new_client(pipeline_reuse="attach")
+    other = eo_stack.new_client(pipeline_reuse="attach")
     try:
         first = _slow(8.0, "first")
         running = client.submit(first, timeout=60)
@@ -266,12 +251,12 @@ def test_reuse_attach(client_stack: FaultStack, service_client: Any) -> None:
         assert other.submit_sync(_square(5, tag, done_id), timeout=60, reuse="attach") == 16
         assert other.enqueue(_square(5, tag, done_id)).result(timeout=60) == done_id
         assert client.get_result_sync(done_id) == 16
-        assert sum(client_stack.worker.executions("square")[f"{tag}:{x}"] for x in (4, 5)) == 1
+        assert sum(eo_stack.worker.executions("square")[f"{tag}:{x}"] for x in (4, 5)) == 1
     finally:
         other.close()
 
 
-def test_reuse_reject(client_stack: FaultStack, service_client: Any) -> None:
+def test_reuse_reject(eo_stack: FaultStack, service_client: Any) -> None:
     client = service_client
     tag = f"rej{uuid.uuid4().hex[:6]}"
     pipeline_id = f"reuse-{tag}"
@@ -281,17 +266,17 @@ def test_reuse_reject(client_stack: FaultStack, service_client: Any) -> None:
     assert caught.value.status == PipelineStatus.COMPLETED
     with pytest.raises(PipelineExistsError):
         client.enqueue(_square(6, tag, pipeline_id), reuse="reject").result(timeout=60)
-    assert client_stack.worker.executions("square")[f"{tag}:6"] == 0
+    assert eo_stack.worker.executions("square")[f"{tag}:6"] == 0
 
 
-def test_reuse_allow(client_stack: FaultStack, service_client: Any) -> None:
+def test_reuse_allow(eo_stack: FaultStack, service_client: Any) -> None:
     client = service_client
     tag = f"alw{uuid.uuid4().hex[:6]}"
     pipeline_id = f"reuse-{tag}"
     assert client.submit_sync(_square(2, tag, pipeline_id), timeout=60, reuse="allow") == 4
     assert client.submit_sync(_square(7, tag, pipeline_id), timeout=60, reuse="allow") == 49
     assert client.get_result_sync(pipeline_id) == 49
-    counts = client_stack.worker.executions("square")
+    counts = eo_stack.worker.executions("square")
     assert (counts[f"{tag}:2"], counts[f"{tag}:7"]) == (1, 1)
     # allow still never runs an id twice at once: the engine refuses a running one
     first = _slow(8.0, "first")
@@ -305,9 +290,9 @@ def test_reuse_allow(client_stack: FaultStack, service_client: Any) -> None:
 
 
 def test_wait_result_from_another_process_after_the_first_was_killed(
-    client_stack: FaultStack, service_client: Any, tmp_path: Path
+    eo_stack: FaultStack, service_client: Any, tmp_path: Path
 ) -> None:
-    s = client_stack.settings
+    s = eo_stack.settings
     env = {
         **os.environ,
         "FLINK_TASKS_BOOTSTRAP_SERVERS": s.bootstrap_servers,

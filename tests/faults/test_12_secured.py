@@ -25,13 +25,7 @@ from flink_tasks.runtime.kafka_secure import role_security
 from tests.faults.harness import FaultStack, fault_stack, record_result
 from tests.faults.workload import fan_out
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: a refused login or handshake must be reported within this, far below connect_timeout (15 s)
 CLEAR_ERROR_S = 5.0

@@ -25,12 +25,7 @@ from tests.faults import long_tasks as lt
 from tests.faults.harness import FaultStack, fault_stack, job_health
 from tests.unit.test_dashboard import dashboard_queries, declared_worker_metrics, metric_names
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.filterwarnings(
-        "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning"
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 FANOUT, GOOD, BAD = 20, 3, 2
 
@@ -53,7 +48,11 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fa
 def scrape(url: str) -> dict[str, float]:
     """{'name{label="v",...}': value} of one scrape (labels sorted)."""
     with urllib.request.urlopen(url, timeout=10) as resp:
-        text = resp.read().decode()
+        return parse_exposition(resp.read().decode())
+
+
+def parse_exposition(text: str) -> dict[str, float]:
+    """{'name{label="v",...}': value} of a text exposition (labels sorted)."""
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -190,13 +189,7 @@ def per_process(directory: Path, pid: int) -> dict[str, float]:
 
     registry = CollectorRegistry()
     OneProcess(registry, path=str(directory))  # type: ignore[no-untyped-call]
-    text = generate_latest(registry).decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return out
+    return parse_exposition(generate_latest(registry).decode())
 
 
 def test_flink_reporter_shows_checkpoints(metrics_stack: tuple[FaultStack, Path]) -> None:

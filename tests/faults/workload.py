@@ -5,6 +5,7 @@ of stateful steps (a state list that shows any step applied twice or skipped).""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
@@ -84,3 +85,29 @@ def collect(jobs: list[Job], timeout: float) -> Outcome:
 
 def tasks_in(jobs: list[Job], fan_size: int, chain_length: int) -> int:
     return sum(fan_size + 1 if j.kind == "fan-out" else chain_length + 1 for j in jobs)
+
+
+def fan_out_runs(runs: Counter[str], tags: set[str]) -> dict[str, int]:
+    """How often each body of the fan-outs tagged `tags` ran (`runs` as `executions()` counts)."""
+    return {key: n for key, n in runs.items() if key.split(":")[0] in tags}
+
+
+def run_again(runs: dict[str, int]) -> int:
+    """Task bodies run more than once (at-least-once allows it), counted beyond their first."""
+    return sum(n - 1 for n in runs.values() if n > 1)
+
+
+def duplicate_replies(by_pipeline: Counter[str], jobs: list[Job]) -> int:
+    """Replies on the reply topic beyond the first, over `jobs`."""
+    return sum(by_pipeline[j.id] - 1 for j in jobs if by_pipeline[j.id] > 1)
+
+
+def outcome_fields(jobs: list[Job], outcome: Outcome, by_pipeline: Counter[str]) -> dict[str, Any]:
+    """The result-table fields every workload scenario reports."""
+    return {
+        "pipelines": len(jobs),
+        "completed_correctly": outcome.completed_correctly,
+        "wrong": len(outcome.wrong),
+        "failed": len(outcome.failed),
+        "duplicate_replies": duplicate_replies(by_pipeline, jobs),
+    }
