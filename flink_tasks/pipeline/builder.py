@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flink_tasks import serialization, wire
 from flink_tasks._proto import pipeline_pb2
 from flink_tasks.errors import PipelineDefinitionError, SerializationError
+from flink_tasks.pipeline import timing
 from flink_tasks.types import RetryPolicy
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class TaskOptions:
     timeout: timedelta | None = None
     allow_pickle: bool = False
     max_memory: int | None = None  # bytes; enforced by the worker's process pool
+    countdown: timedelta | None = None  # per entry, with .set(...): see pipeline/timing.py
+    eta: datetime | None = None
+    expires: timedelta | datetime | None = None
 
 
 # read by the worker from its own registry, never sent: a pipeline entry cannot change them
@@ -80,6 +84,8 @@ class TaskCall:
     kwargs: Mapping[str, Any]
     options: TaskOptions
     kind: int = pipeline_pb2.ENTRY_KIND_TASK
+    pause_after: bool = False
+    """`.wait()`: the pipeline pauses when this entry completes."""
 
     @property
     def has_args(self) -> bool:
@@ -97,6 +103,10 @@ class Group:
     return_exceptions: bool
     nesting: int = 1
     """1 + the deepest group nested in its chains."""
+    ordered: bool = True
+    """False: results in completion order (`in_parallel(..., ordered=False)`)."""
+    pause_after: bool = False
+    """`.wait()`: the pipeline pauses when this group completes."""
 
 
 Entry = TaskCall | Group
@@ -251,7 +261,8 @@ class PipelineBuilder:
 
     def set(self, **options: Any) -> PipelineBuilder:
         """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
-        timeout) for this pipeline's last task entry."""
+        timeout) for this pipeline's last task entry, or delay its start: `countdown=timedelta`
+        and `eta=datetime` (durable), `expires=timedelta | datetime` (fail if not started by)."""
         if not self._entries or not isinstance(self._entries[-1], TaskCall):
             raise PipelineDefinitionError(
                 "set(...) applies to a task entry; this pipeline ends in a group"
@@ -261,9 +272,20 @@ class PipelineBuilder:
         }
         if unknown:
             raise PipelineDefinitionError(f"set(...) got unknown options: {sorted(unknown)}")
+        timing.check_timing(options)
         last = self._entries[-1]
         updated = replace(last, options=replace(last.options, **options))
         return self._with_entries((*self._entries[:-1], updated))
+
+    def wait(self) -> PipelineBuilder:
+        """Make this pipeline's last entry (a task or a group) a pause point: when it completes,
+        the pipeline's status becomes PAUSED and nothing after it starts until `unpause`."""
+        if not self._entries:
+            raise PipelineDefinitionError("wait() needs an entry to pause after")
+        last = self._entries[-1]
+        if isinstance(last, TaskCall) and last.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
+            raise PipelineDefinitionError("wait() cannot follow finally_do(...): nothing is after it")
+        return self._with_entries((*self._entries[:-1], replace(last, pause_after=True)))
 
     def task_count(self) -> int:
         """The number of task entries, groups included."""
@@ -302,8 +324,10 @@ def in_parallel(
     max_parallelism: int | None = None,
     num_stages: int | None = None,
     return_exceptions: bool = False,
+    ordered: bool = True,
 ) -> PipelineBuilder:
-    """Run pipelines in parallel; the result is the list of their results in declaration order."""
+    """Run pipelines in parallel; the result is the list of their results in declaration order
+    (`ordered=False`: in the order they complete)."""
     chains = tuple(entries)
     for chain in chains:
         if not isinstance(chain, PipelineBuilder):
@@ -335,6 +359,7 @@ def in_parallel(
         num_stages=max(0, num_stages or 0),
         return_exceptions=return_exceptions,
         nesting=nesting,
+        ordered=ordered,
     )
     return PipelineBuilder((group,))
 
@@ -435,12 +460,16 @@ def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
             task.display_name = options.display_name
         if options.timeout is not None:
             task.timeout_s = options.timeout.total_seconds()
+        task.pause_after = entry.pause_after
+        timing.timing_to_proto(task, options.countdown, options.eta, options.expires)
         return
     group = out.group
     group.group_id = entry.group_id
     group.max_parallelism = entry.max_parallelism
     group.num_stages = entry.num_stages
     group.return_exceptions = entry.return_exceptions
+    group.pause_after = entry.pause_after
+    group.unordered = not entry.ordered
     for chain in entry.chains:
         chain_out = group.chains.add()
         for chain_entry in chain.entries:
