@@ -284,7 +284,9 @@ class PipelineBuilder:
             raise PipelineDefinitionError("wait() needs an entry to pause after")
         last = self._entries[-1]
         if isinstance(last, TaskCall) and last.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
-            raise PipelineDefinitionError("wait() cannot follow finally_do(...): nothing is after it")
+            raise PipelineDefinitionError(
+                "wait() cannot follow finally_do(...): nothing is after it"
+            )
         return self._with_entries((*self._entries[:-1], replace(last, pause_after=True)))
 
     def task_count(self) -> int:

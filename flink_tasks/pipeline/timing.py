@@ -14,9 +14,7 @@ TIMING_OPTIONS = ("countdown", "eta", "expires")
 def check_timing(options: dict[str, Any]) -> None:
     """Raise `PipelineDefinitionError` for a timing option of the wrong type or sign."""
     countdown = options.get("countdown")
-    if countdown is not None and (
-        not isinstance(countdown, timedelta) or countdown < timedelta(0)
-    ):
+    if countdown is not None and (not isinstance(countdown, timedelta) or countdown < timedelta(0)):
         raise PipelineDefinitionError(
             f"countdown must be a non-negative timedelta, got {countdown!r}"
         )
@@ -25,8 +23,7 @@ def check_timing(options: dict[str, Any]) -> None:
         raise PipelineDefinitionError(f"eta must be a datetime, got {eta!r}")
     expires = options.get("expires")
     if expires is not None and not (
-        isinstance(expires, datetime)
-        or (isinstance(expires, timedelta) and expires > timedelta(0))
+        isinstance(expires, datetime) or (isinstance(expires, timedelta) and expires > timedelta(0))
     ):
         raise PipelineDefinitionError(
             f"expires must be a positive timedelta or a datetime, got {expires!r}"

@@ -38,7 +38,9 @@ async def test_unordered_group_returns_results_in_completion_order(
 
 async def test_unordered_group_with_return_exceptions(env: PipelineEnvironment) -> None:
     pipeline = in_parallel(
-        [t.sleep_async.send(0.3, "slow"), t.fail.send("fast")], ordered=False, return_exceptions=True
+        [t.sleep_async.send(0.3, "slow"), t.fail.send("fast")],
+        ordered=False,
+        return_exceptions=True,
     )
     first, second = await env.submit_async(pipeline)
     assert isinstance(first, TaskException) and first.exception_message == "fast"
