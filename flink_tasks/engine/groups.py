@@ -63,7 +63,7 @@ def start_chain(ctx: Context, index: int, chain: pipeline_pb2.Pipeline) -> None:
             run.state if run.has_state else None,
             attempt=1,
             slot=index + 1,
-            expires_at_ms=schedule.expires_at_ms(head.task, ctx.now_ms()),
+            expires_at_ms=schedule.expires_at_ms(ctx, head.task),
         )
         return
     child_id = head.child.child_id
@@ -102,7 +102,8 @@ def on_chain_result(ctx: Context, index: int, result: messages_pb2.TaskResult) -
         ):
             return
     slot.done = True
-    slot.order = run.completed + 1
+    if run.group_unordered:
+        slot.order = run.completed + 1
     if outcome == "error":
         slot.failed = True
         error = final_error(result.error, result.attempt or 1)

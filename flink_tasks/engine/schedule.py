@@ -18,12 +18,12 @@ from flink_tasks.engine.context import Context
 logger = logging.getLogger(__name__)
 
 
-def expires_at_ms(task: pipeline_pb2.TaskEntry, reached_ms: int) -> int:
+def expires_at_ms(ctx: Context, task: pipeline_pb2.TaskEntry) -> int:
     """When the task's first attempt must have started by (0: never), its entry reached now."""
-    deadlines = [task.expires_at_ms] if task.expires_at_ms else []
-    if task.expires_in_ms:
-        deadlines.append(reached_ms + task.expires_in_ms)
-    return min(deadlines, default=0)
+    if not task.expires_in_ms:
+        return task.expires_at_ms
+    relative = ctx.now_ms() + task.expires_in_ms
+    return min(relative, task.expires_at_ms) if task.expires_at_ms else relative
 
 
 def delay_first_start(ctx: Context, task: pipeline_pb2.TaskEntry, *, slot: int = 0) -> bool:
@@ -34,7 +34,7 @@ def delay_first_start(ctx: Context, task: pipeline_pb2.TaskEntry, *, slot: int =
     due = max(now + task.countdown_ms, task.eta_ms)
     if due <= now:
         return False
-    expires = expires_at_ms(task, now)
+    expires = expires_at_ms(ctx, task)
     if expires and due > expires:
         fail_expired(
             ctx,
@@ -58,8 +58,10 @@ def delay_first_start(ctx: Context, task: pipeline_pb2.TaskEntry, *, slot: int =
 
 def expired(ctx: Context, task: pipeline_pb2.TaskEntry, slot: int, deadline_ms: int) -> bool:
     """Fail the task (and return True) if it is past the time it had to start by."""
+    if not deadline_ms:
+        return False
     now = ctx.now_ms()
-    if not deadline_ms or now <= deadline_ms:
+    if now <= deadline_ms:
         return False
     fail_expired(
         ctx,

@@ -123,7 +123,7 @@ def start_task_entry(ctx: Context, task: pipeline_pb2.TaskEntry) -> None:
         kwargs,
         run.state if run.has_state else None,
         attempt=1,
-        expires_at_ms=schedule.expires_at_ms(task, ctx.now_ms()),
+        expires_at_ms=schedule.expires_at_ms(ctx, task),
     )
 
 
