@@ -52,18 +52,20 @@ def start_chain(ctx: Context, index: int, chain: pipeline_pb2.Pipeline) -> None:
     run = ctx.run
     head = chain.entries[0]
     if head.WhichOneof("kind") == "task":
-        if schedule.delay_first_start(ctx, head.task, slot=index + 1):
+        task = head.task
+        timed = schedule.is_timed(task)  # one check on the common path, which is hot
+        if timed and schedule.delay_first_start(ctx, task, slot=index + 1):
             return
-        args, kwargs = values.entry_args(head.task, run.input)
+        args, kwargs = values.entry_args(task, run.input)
         sequence.send_task(
             ctx,
-            head.task,
+            task,
             args,
             kwargs,
             run.state if run.has_state else None,
             attempt=1,
             slot=index + 1,
-            expires_at_ms=schedule.expires_at_ms(ctx, head.task),
+            expires_at_ms=schedule.expires_at_ms(ctx, task) if timed else 0,
         )
         return
     child_id = head.child.child_id

@@ -18,6 +18,11 @@ from flink_tasks.engine.context import Context
 logger = logging.getLogger(__name__)
 
 
+def is_timed(task: pipeline_pb2.TaskEntry) -> bool:
+    """True if the task has a countdown, an eta or an expiry."""
+    return bool(task.countdown_ms or task.eta_ms or task.expires_in_ms or task.expires_at_ms)
+
+
 def expires_at_ms(ctx: Context, task: pipeline_pb2.TaskEntry) -> int:
     """When the task's first attempt must have started by (0: never), its entry reached now."""
     if not task.expires_in_ms:

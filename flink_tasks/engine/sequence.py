@@ -114,7 +114,8 @@ def start_task_entry(ctx: Context, task: pipeline_pb2.TaskEntry) -> None:
     run.task_id = task.task_id
     run.attempt = 1
     run.task_beat = 0
-    if schedule.delay_first_start(ctx, task):
+    timed = schedule.is_timed(task)
+    if timed and schedule.delay_first_start(ctx, task):
         return
     send_task(
         ctx,
@@ -123,7 +124,7 @@ def start_task_entry(ctx: Context, task: pipeline_pb2.TaskEntry) -> None:
         kwargs,
         run.state if run.has_state else None,
         attempt=1,
-        expires_at_ms=schedule.expires_at_ms(ctx, task),
+        expires_at_ms=schedule.expires_at_ms(ctx, task) if timed else 0,
     )
 
 
@@ -139,7 +140,7 @@ def send_task(
     expires_at_ms: int = 0,
 ) -> None:
     run = ctx.run
-    if schedule.expired(ctx, task, slot, expires_at_ms):
+    if expires_at_ms and schedule.expired(ctx, task, slot, expires_at_ms):
         return
     namespace = task.namespace or wire.DEFAULT_TASK_NAMESPACE
     served = ctx.settings.served_namespaces
@@ -169,8 +170,9 @@ def send_task(
         invocation=run.invocation,
         not_fruitful=task.not_fruitful,
         slot=slot,
-        expires_at_ms=expires_at_ms,
     )
+    if expires_at_ms:
+        request.expires_at_ms = expires_at_ms
     if state is not None:
         request.state.CopyFrom(state)
         request.has_state = True
