@@ -41,6 +41,20 @@ def test_unordered_group_replies_in_completion_order() -> None:
     assert ("reply", "result", ["A", "B"]) in ordered.step("P", ok("a", "A", slot=1))
 
 
+def _slots_bytes(unordered: bool) -> int:
+    engine = Engine()
+    chains = [[task(f"t{i}", i)] for i in range(100)]
+    engine.step("P", request(group("g", *chains, unordered=unordered)))
+    for i in range(99):
+        engine.step("P", ok(f"t{i}", i, slot=i + 1))
+    return len(engine.states["P"].raw["slots"] or b"")
+
+
+def test_unordered_slots_cost_a_completion_number_more_than_ordered_ones() -> None:
+    ordered, unordered = _slots_bytes(False), _slots_bytes(True)
+    assert ordered < unordered <= ordered + 3 * 99  # one varint field per finished slot
+
+
 def test_a_pause_point_pauses_and_unpause_starts_the_next_entry() -> None:
     engine = Engine()
     engine.step("P", request(waits(task("a", 1)), task("b")))
