@@ -33,7 +33,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-flow-control"), 61400) as s:
+    with fault_stack(tmp_path_factory.mktemp("faults-flow-control"), 61700) as s:
         yield s
 
 
