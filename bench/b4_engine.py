@@ -6,7 +6,8 @@ requests are answered at once by the router (no user code), results queue up per
 a call is in flight, as in StateFun. Completions/s = tasks / time inside `Worker.handle`.
 end-to-end: `PipelineEnvironment.in_process` running the real (trivial) tasks; wall time.
 
-Run: python -m bench.b4_engine --out FILE [--reps 5] [--fanout 10000] [--chain 1000] [--profile F]
+Run: python -m bench.b4_engine --out FILE [--reps 5] [--shapes fanout:10000,unordered:10000,...]
+[--profile F]
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ async def end_to_end(pipeline: PipelineBuilder, tasks_in_pipeline: int) -> dict[
 
 
 def _shape(name: str, n: int) -> PipelineBuilder:
+    if name == "unordered":  # in_parallel(..., ordered=False)
+        return bench_tasks.fan_out_pipeline(n, ordered=False)
     return bench_tasks.fan_out_pipeline(n) if name == "fanout" else bench_tasks.chain_pipeline(n)
 
 
@@ -167,8 +170,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
         "--shapes",
-        default="fanout:10000,fanout:1000,chain:1000",
-        help="comma list of fanout:N / chain:N",
+        default="fanout:10000,unordered:10000,fanout:1000,unordered:1000,chain:1000",
+        help="comma list of fanout:N / unordered:N / chain:N",
     )
     parser.add_argument("--max-batch", type=int, default=1000)
     parser.add_argument("--skip-e2e", action="store_true")

@@ -30,11 +30,14 @@ def count(results: list[int]) -> int:
     return len(results)
 
 
-def fan_out_pipeline(n: int, *, num_stages: int = 0, max_parallelism: int = 0) -> PipelineBuilder:
+def fan_out_pipeline(
+    n: int, *, num_stages: int = 0, max_parallelism: int = 0, ordered: bool = True
+) -> PipelineBuilder:
     return in_parallel(
         [inc.send(i) for i in range(n)],
         num_stages=num_stages or None,
         max_parallelism=max_parallelism or None,
+        ordered=ordered,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flink_tasks import FlinkTasks, PipelineBuilder, TaskException, in_parallel
 
 tasks = FlinkTasks()
@@ -118,6 +120,18 @@ def staged(count: int = 10_000) -> PipelineBuilder:
     )
 
 
+def unordered() -> PipelineBuilder:
+    # results in completion order; average does not mind the order
+    return in_parallel([multiply.send(3, 2), multiply.send(4, 5)], ordered=False).continue_with(
+        average
+    )
+
+
+def delayed() -> PipelineBuilder:
+    # starts 1 s after it is reached (durably), fails with TaskExpiredError if not started in 1 min
+    return multiply.send(3, 2).set(countdown=timedelta(seconds=1), expires=timedelta(minutes=1))
+
+
 def shared_state() -> PipelineBuilder:
     return multiply_with_state.send(3, 2).continue_with(subtract, 1).continue_with(add_state)
 
@@ -146,6 +160,8 @@ EXAMPLES = {
     "nested": (nested, 9.5),
     "max_parallelism": (limited, [2 * i for i in range(50)]),
     "num_stages_with_initial": (staged, [2 * i for i in range(1, 10_001)]),
+    "unordered": (unordered, 13.0),
+    "countdown_expires": (delayed, 6),
     "shared_state": (shared_state, 15),
     "exceptionally_finally": (error_handling, "handled builtins.ValueError"),
     "composition": (composition, 50),

@@ -11,6 +11,7 @@ from flink_tasks.errors import (
     SerializationError,
     TaskError,
     TaskException,
+    TaskExpiredError,
     TaskNotFoundError,
     WorkerLostError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskException",
+    "TaskExpiredError",
     "TaskNotFoundError",
     "WorkerLostError",
     "__version__",

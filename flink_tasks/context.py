@@ -17,6 +17,17 @@ class TaskContext:
     root_pipeline_id: str
     attempt: int
     logger: logging.LoggerAdapter[logging.Logger] = field(repr=False, compare=False)
+    _requests: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def pause_pipeline(self) -> None:
+        """Pause the pipeline once this task succeeds, as `.wait()` on its entry would: nothing
+        after the task starts (other chains of a running group go on) until `unpause`."""
+        self._requests.add("pause_pipeline")
+
+    @property
+    def pause_requested(self) -> bool:
+        """True once `pause_pipeline()` was called."""
+        return "pause_pipeline" in self._requests
 
     @classmethod
     def create(

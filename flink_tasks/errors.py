@@ -15,6 +15,7 @@ INTERNAL_ERROR = "flink_tasks.InternalError"
 WORKER_LOST_ERROR = "flink_tasks.WorkerLostError"
 MEMORY_LIMIT_ERROR = "flink_tasks.MemoryLimitError"
 PIPELINE_DEADLINE_ERROR = "flink_tasks.PipelineDeadlineError"
+TASK_EXPIRED_ERROR = "flink_tasks.TaskExpiredError"
 
 
 class FlinkTasksError(Exception):
@@ -45,6 +46,11 @@ class MemoryLimitError(WorkerLostError):
 
 class NonRetryableError(Exception):
     """Raise it from a task to fail without retries, whatever its retry policy says."""
+
+
+class TaskExpiredError(FlinkTasksError, NonRetryableError):
+    """A task with `.set(expires=...)` could not start in time (a countdown or eta past its
+    expiry, a pipeline paused too long, or a worker too busy to start it); never retried."""
 
 
 @dataclass(frozen=True)

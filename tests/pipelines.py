@@ -266,3 +266,19 @@ async def at_gate(name: str, value: Any = None) -> Any:
     while not event.is_set():
         await asyncio.sleep(0.02)
     return value
+
+
+# ---- pause points and delayed starts (docs/semantics.md "Pause points", "Delayed starts")
+
+
+@tasks.bind(with_context=True)
+def pause_after_me(context: TaskContext, value: Any = None) -> Any:
+    """Asks its pipeline to pause once it succeeded, and returns `value`."""
+    context.pause_pipeline()
+    return value
+
+
+@tasks.bind()
+def started_at(*_: Any) -> float:
+    """When the task started (seconds since the epoch)."""
+    return time.time()

@@ -223,6 +223,7 @@ class TaskRequest(google.protobuf.message.Message):
     INVOCATION_FIELD_NUMBER: builtins.int
     NOT_FRUITFUL_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     task_type: builtins.str
@@ -241,6 +242,8 @@ class TaskRequest(google.protobuf.message.Message):
     """the result is not wanted: None is passed on"""
     slot: builtins.int
     """1 + the chain's index in the running group; 0: not in a group"""
+    expires_at_ms: builtins.int
+    """.set(expires=): the worker fails the task if it starts later"""
     @property
     def args(self) -> flink_tasks._proto.values_pb2.ValueList: ...
     @property
@@ -272,10 +275,11 @@ class TaskRequest(google.protobuf.message.Message):
         invocation: builtins.int = ...,
         not_fruitful: builtins.bool = ...,
         slot: builtins.int = ...,
+        expires_at_ms: builtins.int = ...,
         trace_context: global___TraceContext | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 
@@ -294,6 +298,7 @@ class TaskResult(google.protobuf.message.Message):
     ATTEMPT_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    PAUSE_PIPELINE_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     has_state: builtins.bool
@@ -301,6 +306,8 @@ class TaskResult(google.protobuf.message.Message):
     invocation: builtins.int
     slot: builtins.int
     """echoed from the request"""
+    pause_pipeline: builtins.bool
+    """the task asked for a pause after it (TaskContext.pause_pipeline)"""
     @property
     def result(self) -> flink_tasks._proto.values_pb2.Value: ...
     @property
@@ -327,10 +334,11 @@ class TaskResult(google.protobuf.message.Message):
         attempt: builtins.int = ...,
         invocation: builtins.int = ...,
         slot: builtins.int = ...,
+        pause_pipeline: builtins.bool = ...,
         trace_context: global___TraceContext | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pause_pipeline", b"pause_pipeline", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["outcome", b"outcome"]) -> typing.Literal["result", "error", "pipeline"] | None: ...
 
 global___TaskResult = TaskResult
@@ -381,6 +389,9 @@ class Run(google.protobuf.message.Message):
     TASK_BEAT_FIELD_NUMBER: builtins.int
     LAST_PROGRESS_MS_FIELD_NUMBER: builtins.int
     LAST_BEAT_MS_FIELD_NUMBER: builtins.int
+    HELD_FIELD_NUMBER: builtins.int
+    GROUP_UNORDERED_FIELD_NUMBER: builtins.int
+    GROUP_PAUSE_POINTS_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     status: global___PipelineStatus.ValueType
     invocation: builtins.int
@@ -433,6 +444,12 @@ class Run(google.protobuf.message.Message):
     """
     last_beat_ms: builtins.int
     """child: when it last told its root it made progress"""
+    held: builtins.bool
+    """paused at a pause point: not even finishing goes on"""
+    group_unordered: builtins.bool
+    """the running group returns results in completion order"""
+    group_pause_points: builtins.bool
+    """a chain head of the running group is a pause point"""
     @property
     def input(self) -> global___EntryInput:
         """input of the current entry"""
@@ -496,10 +513,13 @@ class Run(google.protobuf.message.Message):
         task_beat: builtins.int = ...,
         last_progress_ms: builtins.int = ...,
         last_beat_ms: builtins.int = ...,
+        held: builtins.bool = ...,
+        group_unordered: builtins.bool = ...,
+        group_pause_points: builtins.bool = ...,
         trace_context: global___TraceContext | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "has_outcome", b"has_outcome", "has_state", b"has_state", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_pause_points", b"group_pause_points", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "group_unordered", b"group_unordered", "has_outcome", b"has_outcome", "has_state", b"has_state", "held", b"held", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
 
 global___Run = Run
 
@@ -533,12 +553,15 @@ class Slot(google.protobuf.message.Message):
     HAS_STATE_FIELD_NUMBER: builtins.int
     ATTEMPT_FIELD_NUMBER: builtins.int
     BEAT_FIELD_NUMBER: builtins.int
+    ORDER_FIELD_NUMBER: builtins.int
     done: builtins.bool
     failed: builtins.bool
     has_state: builtins.bool
     attempt: builtins.int
     beat: builtins.int
     """newest lease beat of the chain's running task"""
+    order: builtins.int
+    """1 + how many chains finished before this one"""
     @property
     def result(self) -> flink_tasks._proto.values_pb2.Value: ...
     @property
@@ -556,9 +579,10 @@ class Slot(google.protobuf.message.Message):
         has_state: builtins.bool = ...,
         attempt: builtins.int = ...,
         beat: builtins.int = ...,
+        order: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "result", b"result", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "done", b"done", "error", b"error", "failed", b"failed", "has_state", b"has_state", "result", b"result", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "done", b"done", "error", b"error", "failed", b"failed", "has_state", b"has_state", "order", b"order", "result", b"result", "state", b"state"]) -> None: ...
 
 global___Slot = Slot
 
@@ -867,16 +891,21 @@ global___EntryInput = EntryInput
 
 @typing.final
 class RetryDue(google.protobuf.message.Message):
+    """A delayed (re)start of a task attempt fell due: a retry, or a countdown/eta start (attempt 1)."""
+
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: builtins.int
     ATTEMPT_FIELD_NUMBER: builtins.int
     INVOCATION_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     attempt: builtins.int
     invocation: builtins.int
     slot: builtins.int
+    expires_at_ms: builtins.int
+    """a delayed first start: fail if it cannot start by then"""
     def __init__(
         self,
         *,
@@ -884,8 +913,9 @@ class RetryDue(google.protobuf.message.Message):
         attempt: builtins.int = ...,
         invocation: builtins.int = ...,
         slot: builtins.int = ...,
+        expires_at_ms: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "invocation", b"invocation", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "expires_at_ms", b"expires_at_ms", "invocation", b"invocation", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
 
 global___RetryDue = RetryDue
 

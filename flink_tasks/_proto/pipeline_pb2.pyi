@@ -85,6 +85,11 @@ class TaskEntry(google.protobuf.message.Message):
     HAS_RETRY_POLICY_FIELD_NUMBER: builtins.int
     DISPLAY_NAME_FIELD_NUMBER: builtins.int
     TIMEOUT_S_FIELD_NUMBER: builtins.int
+    PAUSE_AFTER_FIELD_NUMBER: builtins.int
+    COUNTDOWN_MS_FIELD_NUMBER: builtins.int
+    ETA_MS_FIELD_NUMBER: builtins.int
+    EXPIRES_IN_MS_FIELD_NUMBER: builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     task_type: builtins.str
     """registered type name, e.g. "examples.multiply" """
@@ -100,6 +105,16 @@ class TaskEntry(google.protobuf.message.Message):
     display_name: builtins.str
     timeout_s: builtins.float
     """0: the worker default"""
+    pause_after: builtins.bool
+    """.wait(): the pipeline pauses when this entry completes"""
+    countdown_ms: builtins.int
+    """.set(countdown=): start this long after the entry is reached"""
+    eta_ms: builtins.int
+    """.set(eta=): start no earlier (ms since the epoch)"""
+    expires_in_ms: builtins.int
+    """.set(expires=timedelta): must start within this of being reached"""
+    expires_at_ms: builtins.int
+    """.set(expires=datetime): must start by then (ms since the epoch)"""
     @property
     def args(self) -> flink_tasks._proto.values_pb2.ValueList: ...
     @property
@@ -122,9 +137,14 @@ class TaskEntry(google.protobuf.message.Message):
         has_retry_policy: builtins.bool = ...,
         display_name: builtins.str = ...,
         timeout_s: builtins.float = ...,
+        pause_after: builtins.bool = ...,
+        countdown_ms: builtins.int = ...,
+        eta_ms: builtins.int = ...,
+        expires_in_ms: builtins.int = ...,
+        expires_at_ms: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "display_name", b"display_name", "has_args", b"has_args", "has_retry_policy", b"has_retry_policy", "kind", b"kind", "kwargs", b"kwargs", "namespace", b"namespace", "not_fruitful", b"not_fruitful", "retry_policy", b"retry_policy", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "worker_name", b"worker_name"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "countdown_ms", b"countdown_ms", "display_name", b"display_name", "eta_ms", b"eta_ms", "expires_at_ms", b"expires_at_ms", "expires_in_ms", b"expires_in_ms", "has_args", b"has_args", "has_retry_policy", b"has_retry_policy", "kind", b"kind", "kwargs", b"kwargs", "namespace", b"namespace", "not_fruitful", b"not_fruitful", "pause_after", b"pause_after", "retry_policy", b"retry_policy", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "worker_name", b"worker_name"]) -> None: ...
 
 global___TaskEntry = TaskEntry
 
@@ -138,6 +158,8 @@ class GroupEntry(google.protobuf.message.Message):
     NUM_STAGES_FIELD_NUMBER: builtins.int
     RETURN_EXCEPTIONS_FIELD_NUMBER: builtins.int
     FLATTEN_FIELD_NUMBER: builtins.int
+    PAUSE_AFTER_FIELD_NUMBER: builtins.int
+    UNORDERED_FIELD_NUMBER: builtins.int
     group_id: builtins.str
     max_parallelism: builtins.int
     """<= 0: unlimited"""
@@ -146,6 +168,10 @@ class GroupEntry(google.protobuf.message.Message):
     return_exceptions: builtins.bool
     flatten: builtins.bool
     """set by staging: each chain yields a list; the group yields their concatenation"""
+    pause_after: builtins.bool
+    """.wait(): the pipeline pauses when the group completes"""
+    unordered: builtins.bool
+    """in_parallel(ordered=False): results in completion order"""
     @property
     def chains(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___Pipeline]: ...
     def __init__(
@@ -157,8 +183,10 @@ class GroupEntry(google.protobuf.message.Message):
         num_stages: builtins.int = ...,
         return_exceptions: builtins.bool = ...,
         flatten: builtins.bool = ...,
+        pause_after: builtins.bool = ...,
+        unordered: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["chains", b"chains", "flatten", b"flatten", "group_id", b"group_id", "max_parallelism", b"max_parallelism", "num_stages", b"num_stages", "return_exceptions", b"return_exceptions"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["chains", b"chains", "flatten", b"flatten", "group_id", b"group_id", "max_parallelism", b"max_parallelism", "num_stages", b"num_stages", "pause_after", b"pause_after", "return_exceptions", b"return_exceptions", "unordered", b"unordered"]) -> None: ...
 
 global___GroupEntry = GroupEntry
 

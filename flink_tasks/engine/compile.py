@@ -72,6 +72,8 @@ def compile_group(
         max_parallelism=group.max_parallelism,
         return_exceptions=group.return_exceptions,
         flatten=group.flatten,
+        pause_after=group.pause_after,
+        unordered=group.unordered,
     )
     seen: set[str] = set()
     for position, chain in enumerate(chains):
@@ -116,6 +118,8 @@ def stage(ctx: Context, group: pipeline_pb2.GroupEntry, threshold: int) -> pipel
         max_parallelism=outer_limit,
         return_exceptions=group.return_exceptions,
         flatten=True,
+        pause_after=group.pause_after,
+        unordered=group.unordered,
     )
     base, extra = divmod(len(chains), count)
     start = 0
@@ -129,6 +133,7 @@ def stage(ctx: Context, group: pipeline_pb2.GroupEntry, threshold: int) -> pipel
                 max_parallelism=inner_limit,
                 return_exceptions=group.return_exceptions,
                 flatten=group.flatten,
+                unordered=group.unordered,
             )
         )
         staged.chains.append(stage)

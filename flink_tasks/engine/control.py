@@ -90,6 +90,7 @@ def apply_control(ctx: Context, kind: int) -> None:
     elif kind == S.ACTION_UNPAUSE:
         if run.paused:
             run.paused = False
+            run.held = False
             if not run.cancelling:
                 run.status = S.PIPELINE_STATUS_RUNNING
             ctx.state.touch_run()
@@ -104,12 +105,10 @@ def resume(ctx: Context) -> None:
     pending = list(run.pending_retries)
     del run.pending_retries[:]
     entries = ctx.definition.pipeline.entries
-    if run.cursor < len(entries):
-        entry = entries[run.cursor]
-        if not run.entry_started:
-            sequence.start_entry(ctx)
-        elif entry.WhichOneof("kind") == "group":
-            groups.pump_group(ctx)
+    if run.cursor >= len(entries) or not run.entry_started:
+        sequence.start_entry(ctx)  # held at a pause point after the last entry: finish now
+    elif entries[run.cursor].WhichOneof("kind") == "group":
+        groups.pump_group(ctx)
     for due in pending:
         retries.resend(ctx, due)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flink_tasks._proto import messages_pb2, pipeline_pb2, values_pb2
-from flink_tasks.engine import events, retries, sequence, values
+from flink_tasks.engine import events, pauses, retries, schedule, sequence, values
 from flink_tasks.engine.common import aggregate, final_error, with_state
 from flink_tasks.engine.context import Context
 
@@ -18,6 +18,10 @@ def start_group(ctx: Context, group: pipeline_pb2.GroupEntry) -> None:
     run.group_limit = group.max_parallelism
     run.group_flatten = group.flatten
     run.group_return_exceptions = group.return_exceptions
+    run.group_unordered = group.unordered
+    run.group_pause_points = any(
+        chain.entries and chain.entries[0].task.pause_after for chain in group.chains
+    )
     ctx.state.set_slots(messages_pb2.GroupSlots(slots=[messages_pb2.Slot() for _ in group.chains]))
     if not group.chains:
         finish_group(ctx)
@@ -48,15 +52,20 @@ def start_chain(ctx: Context, index: int, chain: pipeline_pb2.Pipeline) -> None:
     run = ctx.run
     head = chain.entries[0]
     if head.WhichOneof("kind") == "task":
-        args, kwargs = values.entry_args(head.task, run.input)
+        task = head.task
+        timed = schedule.is_timed(task)  # one check on the common path, which is hot
+        if timed and schedule.delay_first_start(ctx, task, slot=index + 1):
+            return
+        args, kwargs = values.entry_args(task, run.input)
         sequence.send_task(
             ctx,
-            head.task,
+            task,
             args,
             kwargs,
             run.state if run.has_state else None,
             attempt=1,
             slot=index + 1,
+            expires_at_ms=schedule.expires_at_ms(ctx, task) if timed else 0,
         )
         return
     child_id = head.child.child_id
@@ -97,6 +106,8 @@ def on_chain_result(ctx: Context, index: int, result: messages_pb2.TaskResult) -
         ):
             return
     slot.done = True
+    if run.group_unordered:
+        slot.order = run.completed + 1
     if outcome == "error":
         slot.failed = True
         error = final_error(result.error, result.attempt or 1)
@@ -109,6 +120,8 @@ def on_chain_result(ctx: Context, index: int, result: messages_pb2.TaskResult) -
         if result.has_state:
             slot.state.CopyFrom(result.state)
             slot.has_state = True
+        if result.pause_pipeline or (run.group_pause_points and chain_head_pauses(ctx, index)):
+            pauses.reach_pause_point(ctx)  # the other chains go on; no new chain starts
     ctx.state.touch_slots()
     run.running -= 1
     run.completed += 1
@@ -119,6 +132,11 @@ def on_chain_result(ctx: Context, index: int, result: messages_pb2.TaskResult) -
         pump_group(ctx)
 
 
+def chain_head_pauses(ctx: Context, index: int) -> bool:
+    chain = ctx.definition.pipeline.entries[ctx.run.cursor].group.chains[index]
+    return chain.entries[0].task.pause_after
+
+
 def finish_group(ctx: Context) -> None:
     run = ctx.run
     slots = ctx.state.slots
@@ -126,7 +144,10 @@ def finish_group(ctx: Context) -> None:
     items: list[values_pb2.Value] = []
     failures: list[values_pb2.TaskException] = []
     states: list[values_pb2.Value] = []
-    for slot in slots.slots:
+    in_result_order: Sequence[messages_pb2.Slot] = slots.slots
+    if run.group_unordered:
+        in_result_order = sorted(slots.slots, key=lambda slot: slot.order)
+    for slot in in_result_order:
         if slot.failed:
             if run.group_return_exceptions:
                 items.append(values_pb2.Value(exception=slot.error))
@@ -136,6 +157,7 @@ def finish_group(ctx: Context) -> None:
             items.extend(slot.result.list_value.items)
         else:
             items.append(slot.result)
+    for slot in slots.slots:  # states merge in declaration order, whatever the result order
         if slot.has_state:
             states.append(slot.state)
         elif run.has_state:
@@ -144,6 +166,7 @@ def finish_group(ctx: Context) -> None:
         run.state.CopyFrom(values.merge_states(states))
         run.has_state = True
     group_id = run.group_id
+    pause_after = ctx.definition.pipeline.entries[run.cursor].group.pause_after
     run.group_size = 0
     ctx.state.set_slots(None)
     if failures:
@@ -154,4 +177,6 @@ def finish_group(ctx: Context) -> None:
         ctx.state.touch_run()
         sequence.start_entry(ctx)
         return
+    if pause_after:
+        pauses.reach_pause_point(ctx)
     sequence.complete_entry(ctx, values.list_value(items))

@@ -90,4 +90,5 @@ def resend(ctx: Context, due: messages_pb2.RetryDue) -> None:
         run.state if run.has_state else None,
         attempt=due.attempt,
         slot=due.slot,
+        expires_at_ms=due.expires_at_ms,
     )

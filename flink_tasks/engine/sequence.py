@@ -6,7 +6,7 @@ import logging
 
 from flink_tasks import errors, wire
 from flink_tasks._proto import messages_pb2, pipeline_pb2, values_pb2
-from flink_tasks.engine import effects, finish, groups, retries, values
+from flink_tasks.engine import effects, finish, groups, pauses, retries, schedule, values
 from flink_tasks.engine.common import (
     FINISHED_STATUSES,
     entry_task_ids,
@@ -25,6 +25,10 @@ SEGMENT = pipeline_pb2.TaskEntry()  # a chain segment's result is handled as a p
 def start_entry(ctx: Context) -> None:
     """Start the entry at the cursor, skipping what the current outcome skips."""
     run = ctx.run
+    if pauses.holds(run):  # at a pause point: nothing after it starts, finishing included
+        run.entry_started = False
+        ctx.state.touch_run()
+        return
     entries = ctx.definition.pipeline.entries
     while True:
         if run.cursor >= len(entries):
@@ -112,7 +116,18 @@ def start_task_entry(ctx: Context, task: pipeline_pb2.TaskEntry) -> None:
     run.task_id = task.task_id
     run.attempt = 1
     run.task_beat = 0
-    send_task(ctx, task, args, kwargs, run.state if run.has_state else None, attempt=1)
+    timed = schedule.is_timed(task)
+    if timed and schedule.delay_first_start(ctx, task):
+        return
+    send_task(
+        ctx,
+        task,
+        args,
+        kwargs,
+        run.state if run.has_state else None,
+        attempt=1,
+        expires_at_ms=schedule.expires_at_ms(ctx, task) if timed else 0,
+    )
 
 
 def send_task(
@@ -124,8 +139,11 @@ def send_task(
     *,
     attempt: int,
     slot: int = 0,
+    expires_at_ms: int = 0,
 ) -> None:
     run = ctx.run
+    if expires_at_ms and schedule.expired(ctx, task, slot, expires_at_ms):
+        return
     namespace = task.namespace or wire.DEFAULT_TASK_NAMESPACE
     served = ctx.settings.served_namespaces
     if served is not None and namespace not in served:
@@ -155,6 +173,8 @@ def send_task(
         not_fruitful=task.not_fruitful,
         slot=slot,
     )
+    if expires_at_ms:
+        request.expires_at_ms = expires_at_ms
     if state is not None:
         request.state.CopyFrom(state)
         request.has_state = True
@@ -236,6 +256,8 @@ def on_task_entry_result(
         run.input.Clear()
         run.input.has_previous = True
         run.input.previous.CopyFrom(value)
+        if task.pause_after or result.pause_pipeline:
+            pauses.reach_pause_point(ctx)
     if run.finalizing and outcome == "error":
         run.outcome.Clear()
         run.outcome.error.CopyFrom(run.error)

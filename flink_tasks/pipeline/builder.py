@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flink_tasks import serialization
 from flink_tasks._proto import pipeline_pb2
 from flink_tasks.errors import PipelineDefinitionError
+from flink_tasks.pipeline import timing
 
 # the values, importable from here as before the split
 from flink_tasks.pipeline.encoding import _allows_pickle, _count, _entry_to_proto
@@ -158,7 +159,8 @@ class PipelineBuilder:
 
     def set(self, **options: Any) -> PipelineBuilder:
         """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
-        timeout) for this pipeline's last task entry."""
+        timeout) for this pipeline's last task entry, or delay its start: `countdown=timedelta`
+        and `eta=datetime` (durable), `expires=timedelta | datetime` (fail if not started by)."""
         if not self._entries or not isinstance(self._entries[-1], TaskCall):
             raise PipelineDefinitionError(
                 "set(...) applies to a task entry; this pipeline ends in a group"
@@ -168,9 +170,22 @@ class PipelineBuilder:
         }
         if unknown:
             raise PipelineDefinitionError(f"set(...) got unknown options: {sorted(unknown)}")
+        timing.check_timing(options)
         last = self._entries[-1]
         updated = replace(last, options=replace(last.options, **options))
         return self._with_entries((*self._entries[:-1], updated))
+
+    def wait(self) -> PipelineBuilder:
+        """Make this pipeline's last entry (a task or a group) a pause point: when it completes,
+        the pipeline's status becomes PAUSED and nothing after it starts until `unpause`."""
+        if not self._entries:
+            raise PipelineDefinitionError("wait() needs an entry to pause after")
+        last = self._entries[-1]
+        if isinstance(last, TaskCall) and last.kind == pipeline_pb2.ENTRY_KIND_FINALLY:
+            raise PipelineDefinitionError(
+                "wait() cannot follow finally_do(...): nothing is after it"
+            )
+        return self._with_entries((*self._entries[:-1], replace(last, pause_after=True)))
 
     def task_count(self) -> int:
         """The number of task entries, groups included."""
@@ -209,8 +224,10 @@ def in_parallel(
     max_parallelism: int | None = None,
     num_stages: int | None = None,
     return_exceptions: bool = False,
+    ordered: bool = True,
 ) -> PipelineBuilder:
-    """Run pipelines in parallel; the result is the list of their results in declaration order."""
+    """Run pipelines in parallel; the result is the list of their results in declaration order
+    (`ordered=False`: in the order they complete)."""
     chains = tuple(entries)
     for chain in chains:
         if not isinstance(chain, PipelineBuilder):
@@ -242,6 +259,7 @@ def in_parallel(
         num_stages=max(0, num_stages or 0),
         return_exceptions=return_exceptions,
         nesting=nesting,
+        ordered=ordered,
     )
     return PipelineBuilder((group,))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flink_tasks import serialization
 from flink_tasks._proto import pipeline_pb2
 from flink_tasks.errors import SerializationError
+from flink_tasks.pipeline import timing
 from flink_tasks.pipeline.entries import DEFAULT_NAMESPACE, DEFAULT_WORKER_NAME, Entry, TaskCall
 
 
@@ -51,12 +52,20 @@ def _entry_to_proto(entry: Entry, out: pipeline_pb2.Entry) -> None:
             task.display_name = options.display_name
         if options.timeout is not None:
             task.timeout_s = options.timeout.total_seconds()
+        if entry.pause_after:
+            task.pause_after = True
+        if options.countdown or options.eta or options.expires:
+            timing.timing_to_proto(task, options.countdown, options.eta, options.expires)
         return
     group = out.group
     group.group_id = entry.group_id
     group.max_parallelism = entry.max_parallelism
     group.num_stages = entry.num_stages
     group.return_exceptions = entry.return_exceptions
+    if entry.pause_after:
+        group.pause_after = True
+    if not entry.ordered:
+        group.unordered = True
     for chain in entry.chains:
         chain_out = group.chains.add()
         for chain_entry in chain.entries:

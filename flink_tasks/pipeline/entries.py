@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flink_tasks import wire
@@ -63,6 +63,9 @@ class TaskOptions:
     timeout: timedelta | None = None
     allow_pickle: bool = False
     max_memory: int | None = None  # bytes; enforced by the worker's process pool
+    countdown: timedelta | None = None  # per entry, with .set(...): see pipeline/timing.py
+    eta: datetime | None = None
+    expires: timedelta | datetime | None = None
 
 
 # read by the worker from its own registry, never sent: a pipeline entry cannot change them
@@ -79,6 +82,8 @@ class TaskCall:
     kwargs: Mapping[str, Any]
     options: TaskOptions
     kind: int = pipeline_pb2.ENTRY_KIND_TASK
+    pause_after: bool = False
+    """`.wait()`: the pipeline pauses when this entry completes."""
 
     @property
     def has_args(self) -> bool:
@@ -96,6 +101,10 @@ class Group:
     return_exceptions: bool
     nesting: int = 1
     """1 + the deepest group nested in its chains."""
+    ordered: bool = True
+    """False: results in completion order (`in_parallel(..., ordered=False)`)."""
+    pause_after: bool = False
+    """`.wait()`: the pipeline pauses when this group completes."""
 
 
 Entry = TaskCall | Group

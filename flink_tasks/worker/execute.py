@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from flink_tasks import serialization
 from flink_tasks._proto import messages_pb2, values_pb2
 from flink_tasks.context import TaskContext
-from flink_tasks.errors import NonRetryableError, SerializationError
+from flink_tasks.errors import NonRetryableError, SerializationError, TaskExpiredError
 from flink_tasks.logs import task_fields
 from flink_tasks.pipeline.builder import PipelineBuilder
 from flink_tasks.registry import FlinkTasks, TaskDefinition
@@ -160,6 +161,31 @@ def build_result(
     return result
 
 
+def expired_result(request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult | None:
+    """The failure of a task that reached its worker after it expired (`.set(expires=)`)."""
+    if not request.expires_at_ms:
+        return None
+    late_ms = int(time.time() * 1000) - request.expires_at_ms
+    if late_ms <= 0:
+        return None
+    return failure_result(
+        request,
+        TaskExpiredError(
+            f"task {request.task_type!r} ({request.task_id}) could not start before it "
+            f"expired ({late_ms} ms late)"
+        ),
+    )
+
+
+def note_context_requests(
+    definition: TaskDefinition, args: list[Any], result: messages_pb2.TaskResult
+) -> messages_pb2.TaskResult:
+    """Carry what the task asked of its pipeline through its context (a pause) in `result`."""
+    if definition.with_context and args and isinstance(args[0], TaskContext):
+        result.pause_pipeline = args[0].pause_requested
+    return result
+
+
 def execute_sync(
     tasks: FlinkTasks,
     request: messages_pb2.TaskRequest,
@@ -168,6 +194,9 @@ def execute_sync(
 ) -> messages_pb2.TaskResult:
     """Run a sync task body here (a pool child or a pool thread), inside `middleware`; never
     raises. Records logged meanwhile in this thread carry the task's ids."""
+    expired = expired_result(request)
+    if expired is not None:
+        return expired
     with _log_fields(request):
         try:
             definition = tasks.get(request.task_type)
@@ -180,7 +209,8 @@ def execute_sync(
                 )
             else:
                 output = call_sync(definition.fn, args, kwargs)
-            return build_result(definition, request, output, max_result_bytes)
+            result = build_result(definition, request, output, max_result_bytes)
+            return note_context_requests(definition, args, result)
         except BaseException as exc:  # SystemExit from a body is the body's failure, not ours
             return failure_result(request, exc)
 
@@ -193,6 +223,9 @@ async def execute_async(
 ) -> messages_pb2.TaskResult:
     """Run an async task body on the running loop, inside `middleware`; raises only
     `CancelledError` (a timeout). Records logged meanwhile in this task carry its ids."""
+    expired = expired_result(request)
+    if expired is not None:
+        return expired
     with _log_fields(request):
         try:
             definition = tasks.get(request.task_type)
@@ -207,7 +240,8 @@ async def execute_async(
                 output = await hooks.call_async(middleware, task_context(request), body)
             else:
                 output = await body()
-            return build_result(definition, request, output, max_result_bytes)
+            result = build_result(definition, request, output, max_result_bytes)
+            return note_context_requests(definition, args, result)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
