@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from concurrent.futures import Future
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flink_tasks import requests
 from flink_tasks.pipeline import PipelineBuilder
@@ -20,6 +20,8 @@ from flink_tasks_client._client_io import ClientIO
 if TYPE_CHECKING:
     from flink_tasks_client._client import FlinkTasksClient
 
+T = TypeVar("T")
+
 
 class SubmitMixin(ClientIO):
     """`FlinkTasksClient`'s submit, enqueue and wait_result methods."""
@@ -32,11 +34,11 @@ class SubmitMixin(ClientIO):
 
     def submit(
         self,
-        pipeline: PipelineBuilder,
+        pipeline: PipelineBuilder[T],
         timeout: timedelta | float | None = None,
         *,
         reuse: _reuse.Reuse | None = None,
-    ) -> Future[Any]:
+    ) -> Future[T]:
         """Submit a pipeline; the returned future completes with its result.
 
         Under the ``reuse`` policy (default ``settings.pipeline_reuse``, ``attach``) a pipeline
@@ -89,11 +91,11 @@ class SubmitMixin(ClientIO):
 
     async def submit_async(
         self,
-        pipeline: PipelineBuilder,
+        pipeline: PipelineBuilder[T],
         timeout: timedelta | float | None = None,
         *,
         reuse: _reuse.Reuse | None = None,
-    ) -> Any:
+    ) -> T:
         """Submit a pipeline and await its result.
 
         Cancelling the awaiting task stops waiting for the reply (and forgets it); the pipeline
@@ -119,11 +121,11 @@ class SubmitMixin(ClientIO):
 
     def submit_sync(
         self,
-        pipeline: PipelineBuilder,
+        pipeline: PipelineBuilder[T],
         timeout: timedelta | float | None = None,
         *,
         reuse: _reuse.Reuse | None = None,
-    ) -> Any:
+    ) -> T:
         """Submit a pipeline and block until its result; the same as ``submit(...).result()``.
 
         Do not call it from an event loop's thread: use `submit_async` there.

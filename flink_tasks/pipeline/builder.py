@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Literal, overload
 
 from flink_tasks import serialization
 from flink_tasks._proto import pipeline_pb2
-from flink_tasks.errors import PipelineDefinitionError
+from flink_tasks.errors import PipelineDefinitionError, TaskException
 from flink_tasks.pipeline import timing
 
 # the values, importable from here as before the split
@@ -29,15 +29,14 @@ from flink_tasks.pipeline.entries import TaskOptions as TaskOptions
 from flink_tasks.pipeline.entries import new_id as new_id
 from flink_tasks.pipeline.entries import new_task_id as new_task_id
 from flink_tasks.pipeline.entries import pipeline_id_problem as pipeline_id_problem
-
-if TYPE_CHECKING:
-    from flink_tasks.registry import Task
+from flink_tasks.pipeline.typed import R2, Result, Sendable, T
 
 
-class PipelineBuilder:
+class PipelineBuilder(Generic[Result]):
     """An immutable pipeline: each method returns a new pipeline; nothing runs until submitted.
 
-    `id` is the pipeline's id; it may be set before the pipeline is submitted.
+    `id` is the pipeline's id; it may be set before the pipeline is submitted. The type
+    parameter is the pipeline's result type, for type checkers (see docs/semantics.md, Typing).
     """
 
     __slots__ = ("_entries", "_initial", "_inline", "_options", "id")
@@ -78,27 +77,39 @@ class PipelineBuilder:
         """True if, run as a child, this pipeline shares its parent's state."""
         return self._inline
 
-    def _with_entries(self, entries: Sequence[Entry]) -> PipelineBuilder:
+    def _with_entries(self, entries: Sequence[Entry]) -> PipelineBuilder[Any]:
         return PipelineBuilder(
             entries, initial=self._initial, inline=self._inline, options=self._options
         )
 
+    @overload
+    def continue_with(self, continuation: PipelineBuilder[R2]) -> PipelineBuilder[R2]: ...
+
+    @overload
     def continue_with(
-        self, continuation: Task[..., Any] | PipelineBuilder, *args: Any, **kwargs: Any
-    ) -> PipelineBuilder:
+        self, continuation: Sendable[..., R2], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[R2]: ...
+
+    def continue_with(
+        self, continuation: Sendable[..., Any] | PipelineBuilder[Any], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[Any]:
         """Run `continuation` after this pipeline; it receives the previous result first."""
         return self._with_entries(
             self._entries + _entries_of(continuation, args, kwargs, "continue_with")
         )
 
-    def exceptionally(self, handler: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
+    def exceptionally(
+        self, handler: Sendable[..., R2], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[Result | R2]:
         """On error, run `handler` with the `TaskException` first; on success it is skipped."""
         call = _call_of(handler, args, kwargs, "exceptionally")
         return self._with_entries(
             (*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY))
         )
 
-    def finally_do(self, task: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
+    def finally_do(
+        self, task: Sendable[..., Any], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[Result]:
         """Run `task` last, after success, error or cancellation; it gets only its own args."""
         call = _call_of(task, args, kwargs, "finally_do")
         return self._with_entries(
@@ -107,7 +118,7 @@ class PipelineBuilder:
 
     def with_initial(
         self, args: Any = None, kwargs: Mapping[str, Any] | None = None, state: Any = _NO_STATE
-    ) -> PipelineBuilder:
+    ) -> PipelineBuilder[Result]:
         """Give the first entries leading `args`, default `kwargs` and the initial `state`.
 
         A tuple is spread into several args; any other value is one arg.
@@ -129,13 +140,13 @@ class PipelineBuilder:
             self._entries, initial=initial, inline=self._inline, options=self._options
         )
 
-    def inline(self) -> PipelineBuilder:
+    def inline(self) -> PipelineBuilder[Result]:
         """Run as a child that shares state with its parent (instead of being isolated)."""
         return PipelineBuilder(
             self._entries, initial=self._initial, inline=True, options=self._options
         )
 
-    def with_options(self, *, deadline: timedelta | None = None) -> PipelineBuilder:
+    def with_options(self, *, deadline: timedelta | None = None) -> PipelineBuilder[Result]:
         """Options of the whole pipeline.
 
         Args:
@@ -157,7 +168,7 @@ class PipelineBuilder:
             options=replace(self._options, deadline=deadline),
         )
 
-    def set(self, **options: Any) -> PipelineBuilder:
+    def set(self, **options: Any) -> PipelineBuilder[Result]:
         """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
         timeout) for this pipeline's last task entry, or delay its start: `countdown=timedelta`
         and `eta=datetime` (durable), `expires=timedelta | datetime` (fail if not started by)."""
@@ -175,7 +186,7 @@ class PipelineBuilder:
         updated = replace(last, options=replace(last.options, **options))
         return self._with_entries((*self._entries[:-1], updated))
 
-    def wait(self) -> PipelineBuilder:
+    def wait(self) -> PipelineBuilder[Result]:
         """Make this pipeline's last entry (a task or a group) a pause point: when it completes,
         the pipeline's status becomes PAUSED and nothing after it starts until `unpause`."""
         if not self._entries:
@@ -219,13 +230,44 @@ class PipelineBuilder:
         return f"PipelineBuilder(id={self.id!r}, entries={len(self._entries)})"
 
 
+@overload
 def in_parallel(
-    entries: Sequence[PipelineBuilder],
+    entries: Sequence[PipelineBuilder[T]],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    return_exceptions: Literal[False] = False,
+    ordered: bool = True,
+) -> PipelineBuilder[list[T]]: ...
+
+
+@overload
+def in_parallel(
+    entries: Sequence[PipelineBuilder[T]],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    *,
+    return_exceptions: Literal[True],
+    ordered: bool = True,
+) -> PipelineBuilder[list[T | TaskException]]: ...
+
+
+@overload
+def in_parallel(
+    entries: Sequence[PipelineBuilder[T]],
     max_parallelism: int | None = None,
     num_stages: int | None = None,
     return_exceptions: bool = False,
     ordered: bool = True,
-) -> PipelineBuilder:
+) -> PipelineBuilder[list[Any]]: ...
+
+
+def in_parallel(
+    entries: Sequence[PipelineBuilder[Any]],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    return_exceptions: bool = False,
+    ordered: bool = True,
+) -> PipelineBuilder[list[Any]]:
     """Run pipelines in parallel; the result is the list of their results in declaration order
     (`ordered=False`: in the order they complete)."""
     chains = tuple(entries)
@@ -273,7 +315,7 @@ def _is_empty_group(chain: PipelineBuilder) -> bool:
 
 
 def _call_of(
-    task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str
+    task: Sendable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str
 ) -> TaskCall:
     make_call = getattr(task, "_make_call", None)
     if make_call is None:
@@ -283,7 +325,7 @@ def _call_of(
 
 
 def _entries_of(
-    continuation: Task[..., Any] | PipelineBuilder,
+    continuation: Sendable[..., Any] | PipelineBuilder[Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     method: str,
