@@ -15,8 +15,10 @@ from flink_tasks.errors import (
     WorkerLostError,
 )
 from flink_tasks.pipeline import PipelineBuilder, in_parallel
+from flink_tasks.pipeline.refs import TaskRef
 from flink_tasks.registry import FlinkTasks, Task
 from flink_tasks.types import PipelineStatus, RetryPolicy
+from flink_tasks.value_types import register_type
 
 __version__ = "0.1.0"
 
@@ -37,7 +39,9 @@ __all__ = [
     "TaskError",
     "TaskException",
     "TaskNotFoundError",
+    "TaskRef",
     "WorkerLostError",
     "__version__",
     "in_parallel",
+    "register_type",
 ]

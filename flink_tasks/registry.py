@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from flink_tasks.errors import TaskNotFoundError
 from flink_tasks.pipeline.builder import (
@@ -17,6 +17,13 @@ from flink_tasks.pipeline.builder import (
     TaskCall,
     TaskOptions,
     new_task_id,
+)
+from flink_tasks.pipeline.refs import TaskRef, reference_options, stub_type_name
+from flink_tasks.pipeline.typed import (
+    BindTask,
+    BindWithContext,
+    BindWithContextAndState,
+    BindWithState,
 )
 from flink_tasks.types import RetryPolicy, parse_memory_size
 
@@ -55,7 +62,7 @@ class Task(Generic[P, R]):
         """The task's definition as the worker runs it."""
         return self._definition
 
-    def send(self, *args: P.args, **kwargs: P.kwargs) -> PipelineBuilder:
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> PipelineBuilder[R]:
         """Build a pipeline of this one task with these arguments; nothing runs yet."""
         return PipelineBuilder((self._make_call(args, kwargs),))
 
@@ -115,7 +122,7 @@ class FlinkTasks:
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
         max_memory: int | str | None = ...,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> BindTask: ...
 
     @overload
     def bind(
@@ -132,7 +139,7 @@ class FlinkTasks:
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
         max_memory: int | str | None = ...,
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    ) -> BindWithState: ...
 
     @overload
     def bind(
@@ -149,7 +156,7 @@ class FlinkTasks:
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
         max_memory: int | str | None = ...,
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    ) -> BindWithContext: ...
 
     @overload
     def bind(
@@ -166,7 +173,7 @@ class FlinkTasks:
         timeout: timedelta | None = ...,
         allow_pickle: bool = ...,
         max_memory: int | str | None = ...,
-    ) -> Callable[[Callable[Concatenate[Any, Any, P], R]], Task[P, R]]: ...
+    ) -> BindWithContextAndState: ...
 
     def bind(
         self,
@@ -221,6 +228,71 @@ class FlinkTasks:
             return Task(definition)
 
         return decorate
+
+    def ref(
+        self,
+        type_name: str,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        is_fruitful: bool = True,
+        namespace: str | None = None,
+        worker_name: str | None = None,
+        display_name: str | None = None,
+        timeout: timedelta | None = None,
+        allow_pickle: bool = False,
+    ) -> TaskRef[..., Any]:
+        """A task by its type name, without its code: `ref(name).send(...)` builds the entry
+        `bind` would (same type name, namespace, worker name and options). Untyped; see `stub`.
+        """
+        return TaskRef(
+            type_name,
+            reference_options(
+                namespace=namespace or self.namespace,
+                worker_name=worker_name or self.worker_name,
+                retry_policy=retry_policy,
+                is_fruitful=is_fruitful,
+                display_name=display_name,
+                timeout=timeout,
+                allow_pickle=allow_pickle,
+            ),
+        )
+
+    def stub(
+        self,
+        type_name: str | None = None,
+        *,
+        module: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        is_fruitful: bool = True,
+        namespace: str | None = None,
+        worker_name: str | None = None,
+        display_name: str | None = None,
+        timeout: timedelta | None = None,
+        allow_pickle: bool = False,
+    ) -> Callable[[Callable[P, R]], TaskRef[P, R]]:
+        """Declare a worker's task on the client side by its signature, for mypy to check.
+
+        Decorates a body-less function (``def multiply(x: int, y: int) -> int: ...``) whose
+        parameters are those `send` takes (no context or state); the body never runs. The type
+        name is `type_name`, or ``module`` + the function's name. Options are `ref`'s.
+        """
+
+        def declare(fn: Callable[P, R]) -> TaskRef[P, R]:
+            name = stub_type_name(fn, type_name, module)
+            return TaskRef(
+                name,
+                reference_options(
+                    namespace=namespace or self.namespace,
+                    worker_name=worker_name or self.worker_name,
+                    retry_policy=retry_policy,
+                    is_fruitful=is_fruitful,
+                    display_name=display_name,
+                    timeout=timeout,
+                    allow_pickle=allow_pickle,
+                ),
+            )
+
+        return declare
 
     def register(self, task: Task[Any, Any]) -> None:
         """Serve a task bound on another registry from this one as well."""

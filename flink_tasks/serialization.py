@@ -1,8 +1,10 @@
 """Python values <-> the wire `Value` tree.
 
 The default codec is closed: None, bool, int, float, str, bytes, list, tuple, dict, protobuf
-messages and `TaskException`. Decoding never runs code. Pickle is an explicit opt-in
-(`allow_pickle=True`), refused otherwise, because unpickling untrusted bytes runs arbitrary code.
+messages, `TaskException` and the types given to `flink_tasks.register_type` (by name, rebuilt by
+the receiver's own registration). Decoding never runs code the sender chose. Pickle is an
+explicit opt-in (`allow_pickle=True`), refused otherwise, because unpickling untrusted bytes runs
+arbitrary code.
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from typing import Any
 
 from google.protobuf import any_pb2, descriptor_pool, message, message_factory
 
+from flink_tasks import value_types
 from flink_tasks._proto import values_pb2
 from flink_tasks.errors import SerializationError, TaskException
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
-_SUPPORTED = "None, bool, int, float, str, bytes, list, tuple, dict, protobuf messages"
+_SUPPORTED = (
+    "None, bool, int, float, str, bytes, list, tuple, dict, protobuf messages and registered types"
+)
 
 MAX_VALUE_DEPTH = 20
-"""How deeply containers (list, tuple, dict, a `TaskException` with state) may nest in a value.
+"""How deeply containers (list, tuple, dict, a `TaskException` with state, a registered type)
+may nest in a value.
 
 The encoder and the decoder both enforce it, so a value either fails where it is encoded (in the
 client, or in the task that returns it) or arrives whole. It leaves room in protobuf's parse
-limit of 100 nested messages: a dict level costs 3 (Value, ValueMap, ValueMapEntry), so a value
-costs at most 60; the deepest envelope around one (a `get_request` reply: Reply,
-PipelineRequest, Pipeline, Entry, TaskEntry, ValueList, and 3 per nested group, at most
+limit of 100 nested messages: a dict level costs 3 (Value, ValueMap, ValueMapEntry; a registered
+type's level 2: Value, RegisteredValue), so a value costs at most 60; the deepest envelope
+around one (a `get_request` reply: Reply, PipelineRequest, Pipeline, Entry, TaskEntry, ValueList, and 3 per nested group, at most
 `flink_tasks.pipeline.builder.MAX_GROUP_NESTING` = 10 of them) costs at most 36.
 """
 
@@ -87,6 +93,10 @@ def _encode_into(out: values_pb2.Value, value: Any, allow_pickle: bool, depth: i
             _encode_into(entry.value, item, allow_pickle, depth + 1)
         if not value:
             out.dict_value.SetInParent()
+    elif (registered := value_types.for_value(value)) is not None:
+        if depth >= MAX_VALUE_DEPTH:
+            raise _too_deep("a value")
+        _encode_registered(out, registered, value, allow_pickle, depth + 1)
     elif isinstance(value, TaskException):
         out.exception.CopyFrom(_encode_exception(value, allow_pickle, depth + 1))
     elif isinstance(value, message.Message):
@@ -99,9 +109,27 @@ def _encode_into(out: values_pb2.Value, value: Any, allow_pickle: bool, depth: i
     else:
         raise SerializationError(
             f"a value of type {type(value).__module__}.{type(value).__qualname__} cannot be "
-            f"serialized: supported types are {_SUPPORTED}. Convert it, or bind the task with "
-            "allow_pickle=True if both sides trust each other."
+            f"serialized: supported types are {_SUPPORTED}. To send it, "
+            f"{value_types.unregistered_hint(value)}; or bind the task with allow_pickle=True if "
+            "both sides trust each other."
         )
+
+
+def _encode_registered(
+    out: values_pb2.Value,
+    registered: value_types.RegisteredType,
+    value: Any,
+    allow_pickle: bool,
+    depth: int,
+) -> None:
+    try:
+        plain = registered.to_value(value)
+    except Exception as err:
+        raise SerializationError(
+            f"converting a {registered.name!r} for the wire failed: {type(err).__name__}: {err}"
+        ) from err
+    out.registered.type_name = registered.name
+    _encode_into(out.registered.value, plain, allow_pickle, depth)
 
 
 def decode(value: values_pb2.Value, *, allow_pickle: bool = False) -> Any:
@@ -125,7 +153,7 @@ def _decode(value: values_pb2.Value, allow_pickle: bool, depth: int) -> Any:
         return value.str_value
     if kind == "bytes_value":
         return value.bytes_value
-    if kind in ("list_value", "tuple_value", "dict_value", "exception"):
+    if kind in ("list_value", "tuple_value", "dict_value", "exception", "registered"):
         if depth >= MAX_VALUE_DEPTH:
             raise _too_deep("a received value")
         depth += 1
@@ -140,6 +168,8 @@ def _decode(value: values_pb2.Value, allow_pickle: bool, depth: int) -> Any:
         }
     if kind == "exception":
         return _decode_exception(value.exception, allow_pickle, depth)
+    if kind == "registered":
+        return _decode_registered(value.registered, allow_pickle, depth)
     if kind == "message":
         return _unpack_any(value.message)
     if kind == "pickled":
@@ -150,6 +180,19 @@ def _decode(value: values_pb2.Value, allow_pickle: bool, depth: int) -> Any:
             )
         return pickle.loads(value.pickled)
     raise SerializationError(f"unknown value kind {kind!r}")
+
+
+def _decode_registered(value: values_pb2.RegisteredValue, allow_pickle: bool, depth: int) -> Any:
+    registered = value_types.by_name(value.type_name)
+    plain = _decode(value.value, allow_pickle, depth)
+    try:
+        return registered.from_value(plain)
+    except Exception as err:
+        raise SerializationError(
+            f"a received {value.type_name!r} does not fit the class registered here "
+            f"({registered.cls.__module__}.{registered.cls.__qualname__}): "
+            f"{type(err).__name__}: {err}"
+        ) from err
 
 
 def _unpack_any(packed: any_pb2.Any) -> message.Message:

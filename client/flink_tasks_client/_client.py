@@ -280,11 +280,11 @@ class FlinkTasksClient:
 
     def submit(
         self,
-        pipeline: PipelineBuilder,
+        pipeline: PipelineBuilder[T],
         timeout: timedelta | float | None = None,
         *,
         reuse: _reuse.Reuse | None = None,
-    ) -> Future[Any]:
+    ) -> Future[T]:
         """Submit a pipeline; the returned future completes with its result.
 
         Under the ``reuse`` policy (default ``settings.pipeline_reuse``, ``attach``) a pipeline
@@ -337,11 +337,11 @@ class FlinkTasksClient:
 
     async def submit_async(
         self,
-        pipeline: PipelineBuilder,
+        pipeline: PipelineBuilder[T],
         timeout: timedelta | float | None = None,
         *,
         reuse: _reuse.Reuse | None = None,
-    ) -> Any:
+    ) -> T:
         """Submit a pipeline and await its result.
 
         Cancelling the awaiting task stops waiting for the reply (and forgets it); the pipeline
@@ -367,11 +367,11 @@ class FlinkTasksClient:
 
     def submit_sync(
         self,
-        pipeline: PipelineBuilder,
+        pipeline: PipelineBuilder[T],
         timeout: timedelta | float | None = None,
         *,
         reuse: _reuse.Reuse | None = None,
-    ) -> Any:
+    ) -> T:
         """Submit a pipeline and block until its result; the same as ``submit(...).result()``.
 
         Do not call it from an event loop's thread: use `submit_async` there.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66link_tasks/_proto/values.proto\x12\x0e\x66link_tasks.v1\x1a\x19google/protobuf/any.proto\"\xa3\x03\n\x05Value\x12\x0e\n\x04none\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x11\n\x07\x62ig_int\x18\x04 \x01(\tH\x00\x12\x15\n\x0b\x66loat_value\x18\x05 \x01(\x01H\x00\x12\x13\n\tstr_value\x18\x06 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x07 \x01(\x0cH\x00\x12/\n\nlist_value\x18\x08 \x01(\x0b\x32\x19.flink_tasks.v1.ValueListH\x00\x12\x30\n\x0btuple_value\x18\t \x01(\x0b\x32\x19.flink_tasks.v1.ValueListH\x00\x12.\n\ndict_value\x18\n \x01(\x0b\x32\x18.flink_tasks.v1.ValueMapH\x00\x12\'\n\x07message\x18\x0b \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x32\n\texception\x18\x0c \x01(\x0b\x32\x1d.flink_tasks.v1.TaskExceptionH\x00\x12\x11\n\x07pickled\x18\r \x01(\x0cH\x00\x42\x06\n\x04kind\"1\n\tValueList\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.flink_tasks.v1.Value\":\n\x08ValueMap\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.flink_tasks.v1.ValueMapEntry\"Y\n\rValueMapEntry\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.flink_tasks.v1.Value\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.flink_tasks.v1.Value\"\xce\x01\n\rTaskException\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x65xception_type\x18\x03 \x01(\t\x12\x19\n\x11\x65xception_message\x18\x04 \x01(\t\x12\x12\n\nstacktrace\x18\x05 \x01(\t\x12$\n\x05state\x18\x06 \x01(\x0b\x32\x15.flink_tasks.v1.Value\x12\x11\n\thas_state\x18\x07 \x01(\x08\x12\x11\n\tretryable\x18\x08 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66link_tasks/_proto/values.proto\x12\x0e\x66link_tasks.v1\x1a\x19google/protobuf/any.proto\"\xda\x03\n\x05Value\x12\x0e\n\x04none\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x11\n\x07\x62ig_int\x18\x04 \x01(\tH\x00\x12\x15\n\x0b\x66loat_value\x18\x05 \x01(\x01H\x00\x12\x13\n\tstr_value\x18\x06 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x07 \x01(\x0cH\x00\x12/\n\nlist_value\x18\x08 \x01(\x0b\x32\x19.flink_tasks.v1.ValueListH\x00\x12\x30\n\x0btuple_value\x18\t \x01(\x0b\x32\x19.flink_tasks.v1.ValueListH\x00\x12.\n\ndict_value\x18\n \x01(\x0b\x32\x18.flink_tasks.v1.ValueMapH\x00\x12\'\n\x07message\x18\x0b \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x32\n\texception\x18\x0c \x01(\x0b\x32\x1d.flink_tasks.v1.TaskExceptionH\x00\x12\x11\n\x07pickled\x18\r \x01(\x0cH\x00\x12\x35\n\nregistered\x18\x14 \x01(\x0b\x32\x1f.flink_tasks.v1.RegisteredValueH\x00\x42\x06\n\x04kind\"J\n\x0fRegisteredValue\x12\x11\n\ttype_name\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.flink_tasks.v1.Value\"1\n\tValueList\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.flink_tasks.v1.Value\":\n\x08ValueMap\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.flink_tasks.v1.ValueMapEntry\"Y\n\rValueMapEntry\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.flink_tasks.v1.Value\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.flink_tasks.v1.Value\"\xce\x01\n\rTaskException\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x65xception_type\x18\x03 \x01(\t\x12\x19\n\x11\x65xception_message\x18\x04 \x01(\t\x12\x12\n\nstacktrace\x18\x05 \x01(\t\x12$\n\x05state\x18\x06 \x01(\x0b\x32\x15.flink_tasks.v1.Value\x12\x11\n\thas_state\x18\x07 \x01(\x08\x12\x11\n\tretryable\x18\x08 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flink_tasks._proto.values_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VALUE']._serialized_start=79
-  _globals['_VALUE']._serialized_end=498
-  _globals['_VALUELIST']._serialized_start=500
-  _globals['_VALUELIST']._serialized_end=549
-  _globals['_VALUEMAP']._serialized_start=551
-  _globals['_VALUEMAP']._serialized_end=609
-  _globals['_VALUEMAPENTRY']._serialized_start=611
-  _globals['_VALUEMAPENTRY']._serialized_end=700
-  _globals['_TASKEXCEPTION']._serialized_start=703
-  _globals['_TASKEXCEPTION']._serialized_end=909
+  _globals['_VALUE']._serialized_end=553
+  _globals['_REGISTEREDVALUE']._serialized_start=555
+  _globals['_REGISTEREDVALUE']._serialized_end=629
+  _globals['_VALUELIST']._serialized_start=631
+  _globals['_VALUELIST']._serialized_end=680
+  _globals['_VALUEMAP']._serialized_start=682
+  _globals['_VALUEMAP']._serialized_end=740
+  _globals['_VALUEMAPENTRY']._serialized_start=742
+  _globals['_VALUEMAPENTRY']._serialized_end=831
+  _globals['_TASKEXCEPTION']._serialized_start=834
+  _globals['_TASKEXCEPTION']._serialized_end=1040
 # @@protoc_insertion_point(module_scope)

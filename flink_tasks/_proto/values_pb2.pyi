@@ -32,6 +32,7 @@ class Value(google.protobuf.message.Message):
     MESSAGE_FIELD_NUMBER: builtins.int
     EXCEPTION_FIELD_NUMBER: builtins.int
     PICKLED_FIELD_NUMBER: builtins.int
+    REGISTERED_FIELD_NUMBER: builtins.int
     none: builtins.bool
     bool_value: builtins.bool
     int_value: builtins.int
@@ -56,6 +57,10 @@ class Value(google.protobuf.message.Message):
     def exception(self) -> global___TaskException:
         """a task failure passed as data (exceptionally, return_exceptions)"""
 
+    @property
+    def registered(self) -> global___RegisteredValue:
+        """a type given to flink_tasks.register_type"""
+
     def __init__(
         self,
         *,
@@ -72,12 +77,38 @@ class Value(google.protobuf.message.Message):
         message: google.protobuf.any_pb2.Any | None = ...,
         exception: global___TaskException | None = ...,
         pickled: builtins.bytes = ...,
+        registered: global___RegisteredValue | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["big_int", b"big_int", "bool_value", b"bool_value", "bytes_value", b"bytes_value", "dict_value", b"dict_value", "exception", b"exception", "float_value", b"float_value", "int_value", b"int_value", "kind", b"kind", "list_value", b"list_value", "message", b"message", "none", b"none", "pickled", b"pickled", "str_value", b"str_value", "tuple_value", b"tuple_value"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["big_int", b"big_int", "bool_value", b"bool_value", "bytes_value", b"bytes_value", "dict_value", b"dict_value", "exception", b"exception", "float_value", b"float_value", "int_value", b"int_value", "kind", b"kind", "list_value", b"list_value", "message", b"message", "none", b"none", "pickled", b"pickled", "str_value", b"str_value", "tuple_value", b"tuple_value"]) -> None: ...
-    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["none", "bool_value", "int_value", "big_int", "float_value", "str_value", "bytes_value", "list_value", "tuple_value", "dict_value", "message", "exception", "pickled"] | None: ...
+    def HasField(self, field_name: typing.Literal["big_int", b"big_int", "bool_value", b"bool_value", "bytes_value", b"bytes_value", "dict_value", b"dict_value", "exception", b"exception", "float_value", b"float_value", "int_value", b"int_value", "kind", b"kind", "list_value", b"list_value", "message", b"message", "none", b"none", "pickled", b"pickled", "registered", b"registered", "str_value", b"str_value", "tuple_value", b"tuple_value"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["big_int", b"big_int", "bool_value", b"bool_value", "bytes_value", b"bytes_value", "dict_value", b"dict_value", "exception", b"exception", "float_value", b"float_value", "int_value", b"int_value", "kind", b"kind", "list_value", b"list_value", "message", b"message", "none", b"none", "pickled", b"pickled", "registered", b"registered", "str_value", b"str_value", "tuple_value", b"tuple_value"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["none", "bool_value", "int_value", "big_int", "float_value", "str_value", "bytes_value", "list_value", "tuple_value", "dict_value", "message", "exception", "pickled", "registered"] | None: ...
 
 global___Value = Value
+
+@typing.final
+class RegisteredValue(google.protobuf.message.Message):
+    """A value of a registered type (a dataclass, a pydantic model, a class with converters): its
+    stable name and its plain form. Decoding looks the name up in the receiver's registry and
+    never runs code the sender chose.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TYPE_NAME_FIELD_NUMBER: builtins.int
+    VALUE_FIELD_NUMBER: builtins.int
+    type_name: builtins.str
+    @property
+    def value(self) -> global___Value: ...
+    def __init__(
+        self,
+        *,
+        type_name: builtins.str = ...,
+        value: global___Value | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["value", b"value"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["type_name", b"type_name", "value", b"value"]) -> None: ...
+
+global___RegisteredValue = RegisteredValue
 
 @typing.final
 class ValueList(google.protobuf.message.Message):

@@ -6,15 +6,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Literal, overload
 
 from flink_tasks import serialization, wire
 from flink_tasks._proto import pipeline_pb2
-from flink_tasks.errors import PipelineDefinitionError, SerializationError
+from flink_tasks.errors import PipelineDefinitionError, SerializationError, TaskException
+from flink_tasks.pipeline.typed import R2, Result, Sendable, T
 from flink_tasks.types import RetryPolicy
-
-if TYPE_CHECKING:
-    from flink_tasks.registry import Task
 
 _NO_STATE: Any = object()
 # Task entries leave these out on the wire; the engine reads empty as the default.
@@ -126,10 +124,11 @@ class Initial:
         return self.state is not _NO_STATE
 
 
-class PipelineBuilder:
+class PipelineBuilder(Generic[Result]):
     """An immutable pipeline: each method returns a new pipeline; nothing runs until submitted.
 
-    `id` is the pipeline's id; it may be set before the pipeline is submitted.
+    `id` is the pipeline's id; it may be set before the pipeline is submitted. The type
+    parameter is the pipeline's result type, for type checkers (see docs/semantics.md, Typing).
     """
 
     __slots__ = ("_entries", "_initial", "_inline", "_options", "id")
@@ -170,27 +169,39 @@ class PipelineBuilder:
         """True if, run as a child, this pipeline shares its parent's state."""
         return self._inline
 
-    def _with_entries(self, entries: Sequence[Entry]) -> PipelineBuilder:
+    def _with_entries(self, entries: Sequence[Entry]) -> PipelineBuilder[Any]:
         return PipelineBuilder(
             entries, initial=self._initial, inline=self._inline, options=self._options
         )
 
+    @overload
+    def continue_with(self, continuation: PipelineBuilder[R2]) -> PipelineBuilder[R2]: ...
+
+    @overload
     def continue_with(
-        self, continuation: Task[..., Any] | PipelineBuilder, *args: Any, **kwargs: Any
-    ) -> PipelineBuilder:
+        self, continuation: Sendable[..., R2], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[R2]: ...
+
+    def continue_with(
+        self, continuation: Sendable[..., Any] | PipelineBuilder[Any], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[Any]:
         """Run `continuation` after this pipeline; it receives the previous result first."""
         return self._with_entries(
             self._entries + _entries_of(continuation, args, kwargs, "continue_with")
         )
 
-    def exceptionally(self, handler: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
+    def exceptionally(
+        self, handler: Sendable[..., R2], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[Result | R2]:
         """On error, run `handler` with the `TaskException` first; on success it is skipped."""
         call = _call_of(handler, args, kwargs, "exceptionally")
         return self._with_entries(
             (*self._entries, replace(call, kind=pipeline_pb2.ENTRY_KIND_EXCEPTIONALLY))
         )
 
-    def finally_do(self, task: Task[..., Any], *args: Any, **kwargs: Any) -> PipelineBuilder:
+    def finally_do(
+        self, task: Sendable[..., Any], *args: Any, **kwargs: Any
+    ) -> PipelineBuilder[Result]:
         """Run `task` last, after success, error or cancellation; it gets only its own args."""
         call = _call_of(task, args, kwargs, "finally_do")
         return self._with_entries(
@@ -199,7 +210,7 @@ class PipelineBuilder:
 
     def with_initial(
         self, args: Any = None, kwargs: Mapping[str, Any] | None = None, state: Any = _NO_STATE
-    ) -> PipelineBuilder:
+    ) -> PipelineBuilder[Result]:
         """Give the first entries leading `args`, default `kwargs` and the initial `state`.
 
         A tuple is spread into several args; any other value is one arg.
@@ -221,13 +232,13 @@ class PipelineBuilder:
             self._entries, initial=initial, inline=self._inline, options=self._options
         )
 
-    def inline(self) -> PipelineBuilder:
+    def inline(self) -> PipelineBuilder[Result]:
         """Run as a child that shares state with its parent (instead of being isolated)."""
         return PipelineBuilder(
             self._entries, initial=self._initial, inline=True, options=self._options
         )
 
-    def with_options(self, *, deadline: timedelta | None = None) -> PipelineBuilder:
+    def with_options(self, *, deadline: timedelta | None = None) -> PipelineBuilder[Result]:
         """Options of the whole pipeline.
 
         Args:
@@ -249,7 +260,7 @@ class PipelineBuilder:
             options=replace(self._options, deadline=deadline),
         )
 
-    def set(self, **options: Any) -> PipelineBuilder:
+    def set(self, **options: Any) -> PipelineBuilder[Result]:
         """Override bind options (retry_policy, is_fruitful, namespace, worker_name, display_name,
         timeout) for this pipeline's last task entry."""
         if not self._entries or not isinstance(self._entries[-1], TaskCall):
@@ -297,12 +308,40 @@ class PipelineBuilder:
         return f"PipelineBuilder(id={self.id!r}, entries={len(self._entries)})"
 
 
+@overload
 def in_parallel(
-    entries: Sequence[PipelineBuilder],
+    entries: Sequence[PipelineBuilder[T]],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    return_exceptions: Literal[False] = False,
+) -> PipelineBuilder[list[T]]: ...
+
+
+@overload
+def in_parallel(
+    entries: Sequence[PipelineBuilder[T]],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    *,
+    return_exceptions: Literal[True],
+) -> PipelineBuilder[list[T | TaskException]]: ...
+
+
+@overload
+def in_parallel(
+    entries: Sequence[PipelineBuilder[T]],
     max_parallelism: int | None = None,
     num_stages: int | None = None,
     return_exceptions: bool = False,
-) -> PipelineBuilder:
+) -> PipelineBuilder[list[Any]]: ...
+
+
+def in_parallel(
+    entries: Sequence[PipelineBuilder[Any]],
+    max_parallelism: int | None = None,
+    num_stages: int | None = None,
+    return_exceptions: bool = False,
+) -> PipelineBuilder[list[Any]]:
     """Run pipelines in parallel; the result is the list of their results in declaration order."""
     chains = tuple(entries)
     for chain in chains:
@@ -348,7 +387,7 @@ def _is_empty_group(chain: PipelineBuilder) -> bool:
 
 
 def _call_of(
-    task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str
+    task: Sendable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], method: str
 ) -> TaskCall:
     make_call = getattr(task, "_make_call", None)
     if make_call is None:
@@ -358,7 +397,7 @@ def _call_of(
 
 
 def _entries_of(
-    continuation: Task[..., Any] | PipelineBuilder,
+    continuation: Sendable[..., Any] | PipelineBuilder[Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     method: str,

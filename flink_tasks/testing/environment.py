@@ -9,7 +9,7 @@ from collections import defaultdict
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from flink_tasks import replies, wire
 from flink_tasks._proto import events_pb2, messages_pb2
@@ -21,6 +21,8 @@ from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
 from flink_tasks.types import PipelineStatus
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.task_runner import WorkerHooks
+
+T = TypeVar("T")
 
 _REPLY_TOPIC = "in-process.replies"
 _EVENTS_TOPIC = "in-process.events"
@@ -275,14 +277,15 @@ class PipelineEnvironment:
         return list(events.get(pipeline_id, []))
 
     async def submit_async(
-        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
-    ) -> Any:
+        self, pipeline: PipelineBuilder[T], timeout: timedelta | float | None = None
+    ) -> T:
         """Run a pipeline and return its result (or raise its `TaskError`)."""
-        return await self.client.submit_async(pipeline, timeout)
+        result: T = await self.client.submit_async(pipeline, timeout)
+        return result
 
     def submit(
-        self, pipeline: PipelineBuilder, timeout: timedelta | float | None = None
-    ) -> concurrent.futures.Future[Any]:
+        self, pipeline: PipelineBuilder[T], timeout: timedelta | float | None = None
+    ) -> concurrent.futures.Future[T]:
         """Start a pipeline; the future completes with its result."""
         return self.client.submit(pipeline, timeout)
 

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "flink_tasks.logs": 0,
     "flink_tasks.context": 0,
     "flink_tasks.serialization": 0,
+    "flink_tasks.value_types": 0,
     # what users build and what replies mean
     "flink_tasks.pipeline": 1,
     "flink_tasks.registry": 1,
@@ -54,6 +55,7 @@ THIRD_PARTY_FORBIDDEN: dict[str, tuple[str, ...]] = {
     "flink_tasks.types": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.config": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.serialization": ("aiohttp", "kafka", "statefun"),
+    "flink_tasks.value_types": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.pipeline": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.registry": ("aiohttp", "kafka", "statefun"),
     "flink_tasks.replies": ("aiohttp", "kafka", "statefun"),
