@@ -279,7 +279,7 @@ class FlinkTasks:
 
         def declare(fn: Callable[P, R]) -> TaskRef[P, R]:
             name = stub_type_name(fn, type_name, module)
-            return TaskRef(
+            reference: TaskRef[P, R] = TaskRef(
                 name,
                 reference_options(
                     namespace=namespace or self.namespace,
@@ -291,6 +291,8 @@ class FlinkTasks:
                     allow_pickle=allow_pickle,
                 ),
             )
+            functools.update_wrapper(reference, fn)  # its name and docstring, for help()
+            return reference
 
         return declare
 

@@ -33,8 +33,9 @@ The encoder and the decoder both enforce it, so a value either fails where it is
 client, or in the task that returns it) or arrives whole. It leaves room in protobuf's parse
 limit of 100 nested messages: a dict level costs 3 (Value, ValueMap, ValueMapEntry; a registered
 type's level 2: Value, RegisteredValue), so a value costs at most 60; the deepest envelope
-around one (a `get_request` reply: Reply, PipelineRequest, Pipeline, Entry, TaskEntry, ValueList, and 3 per nested group, at most
-`flink_tasks.pipeline.builder.MAX_GROUP_NESTING` = 10 of them) costs at most 36.
+around one (a `get_request` reply: Reply, PipelineRequest, Pipeline, Entry, TaskEntry,
+ValueList, and 3 per nested group, at most `flink_tasks.pipeline.builder.MAX_GROUP_NESTING` = 10
+of them) costs at most 36.
 """
 
 

@@ -87,9 +87,9 @@ def stub_type_name(fn: Callable[..., Any], type_name: str | None, module: str | 
     if type_name:
         return type_name
     if module:
-        return f"{module}.{fn.__qualname__}"
+        return f"{module}.{fn.__name__}"
     raise ValueError(
-        f"stub(...) of {fn.__qualname__} needs the worker's type name, e.g. "
-        f"stub('myapp.tasks.{fn.__qualname__}') or stub(module='myapp.tasks'): the stub's own "
+        f"stub(...) of {fn.__name__} needs the worker's type name, e.g. "
+        f"stub('myapp.tasks.{fn.__name__}') or stub(module='myapp.tasks'): the stub's own "
         "module is not the worker's"
     )
