@@ -178,9 +178,9 @@ def test_register_type_refuses_ambiguity() -> None:
     class Other:
         x: int
 
-    with pytest.raises(ValueError, match="'geo.Point' is already registered"):
+    with pytest.raises(ValueError, match=r"'geo\.Point' is already registered"):
         register_type(Other, name="geo.Point")
-    with pytest.raises(ValueError, match="already registered as 'geo.Point'"):
+    with pytest.raises(ValueError, match=r"already registered as 'geo\.Point'"):
         register_type(w.Point, name="elsewhere.Point")
     assert register_type(w.Point, name="geo.Point") is w.Point  # again: nothing changes
 
