@@ -35,6 +35,7 @@ from flink_tasks.errors import (
 )
 from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.types import PipelineStatus
+from flink_tasks_client import submit_task
 from flink_tasks_client.settings import ClientSettings
 
 if TYPE_CHECKING:
@@ -127,7 +128,8 @@ def register(subparsers: Subparsers) -> None:
         "callable taking no arguments that returns one (e.g. examples.seed:fan_in). Prints the "
         "result as JSON on stdout, or the error on stderr. The current directory is importable.",
     )
-    submit.add_argument("pipeline", metavar="MODULE:PIPELINE")
+    submit.add_argument("pipeline", metavar="MODULE:PIPELINE", nargs="?")
+    submit_task.add_arguments(submit)
     submit.add_argument("--id", dest="pipeline_id", help="the pipeline id (default: a new UUID)")
     submit.add_argument(
         "--reuse",
@@ -356,8 +358,12 @@ def _run(
 
 def cmd_submit(args: argparse.Namespace) -> int:
     try:
-        pipeline = load_pipeline(args.pipeline)
-    except UsageError as err:
+        if submit_task.wants_task(args):
+            pipeline = submit_task.task_pipeline(args)
+        else:
+            submit_task.check_pipeline_options(args)
+            pipeline = load_pipeline(args.pipeline)
+    except (UsageError, submit_task.TaskArgumentsError) as err:
         _error(str(err))
         return EXIT_USAGE
     if args.pipeline_id:
