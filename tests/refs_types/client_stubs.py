@@ -30,6 +30,13 @@ class Order(pydantic.BaseModel):
     points: list[Point] = []
 
 
+@dataclasses.dataclass
+class Unregistered:
+    """Never registered: sending it must fail here, before anything is sent."""
+
+    value: int
+
+
 register_type(Point, name="geo.Point")
 register_type(Order, name="shop.Order")
 

@@ -105,3 +105,8 @@ def make_unregistered(value: int) -> Unregistered:
 def type_names(*values: Any) -> list[str]:
     """What the worker received, as its own class names."""
     return [f"{type(v).__module__}.{type(v).__qualname__}" for v in values]
+
+
+@tasks.bind()
+def celsius(degrees: float) -> Celsius:
+    return Celsius(degrees)
