@@ -1,46 +1,57 @@
-"""`task.send(...)` is checked against the task's signature by mypy (ParamSpec)."""
+"""Typed pipelines (issue 14 item 6): mypy is run on tests/typing/typed_pipelines.py and must
+report exactly the revealed types (`# R: ...`) and error codes (`# E: ...`) marked there."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-SNIPPET = textwrap.dedent(
-    """
-    from typing import Any
-    from flink_tasks import FlinkTasks
+import pytest
 
-    tasks = FlinkTasks()
-
-    @tasks.bind()
-    def multiply(x: int, y: int) -> int:
-        return x * y
-
-    @tasks.bind(with_state=True)
-    def add_state(state: Any, x: int) -> tuple[Any, int]:
-        return state, x
-
-    multiply.send(3, 2)
-    add_state.send(1)
-    multiply.send("three", 2)  # line 17: wrong type
-    multiply.send(1, 2, 3)     # line 18: too many arguments
-    add_state.send(1, 2)       # line 19: the state is not passed by the caller
-    """
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "tests" / "typing" / "typed_pipelines.py"
+MARK = re.compile(r"#\s*(R|E): (.+)$")
+OUTPUT = re.compile(
+    r"^(?P<file>[^:]+):(?P<line>\d+): (?P<kind>note|error): "
+    r"(?:Revealed type is \"(?P<revealed>.+)\"|(?P<message>.*?)(?:  \[(?P<code>[a-z-]+)\])?)$"
 )
 
 
-def test_wrong_calls_to_send_are_type_errors(tmp_path: Path) -> None:
-    source = tmp_path / "pipelines_under_check.py"
-    source.write_text(SNIPPET)
-    run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(source)],
+def _short(revealed: str) -> str:
+    for prefix in ("builtins.", "flink_tasks.pipeline.builder.", "flink_tasks.errors."):
+        revealed = revealed.replace(prefix, "")
+    return revealed
+
+
+def _expected() -> set[tuple[int, str, str]]:
+    out = set()
+    for number, line in enumerate(SAMPLE.read_text().splitlines(), start=1):
+        match = MARK.search(line)
+        if match:
+            out.add((number, match.group(1), match.group(2).strip()))
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_mypy_checks_what_the_sample_says() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", str(SAMPLE)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=580,
         check=False,
     )
-    errors = [line for line in run.stdout.splitlines() if ": error:" in line]
-    lines = sorted({int(line.split(":")[1]) for line in errors})
-    assert lines == [17, 18, 19], run.stdout
-    assert 'incompatible type "str"; expected "int"' in run.stdout
+    found = set()
+    for line in done.stdout.splitlines():
+        match = OUTPUT.match(line)
+        if match is None or not match.group("file").endswith("typed_pipelines.py"):
+            continue
+        number = int(match.group("line"))
+        if match.group("revealed") is not None:
+            found.add((number, "R", _short(match.group("revealed"))))
+        elif match.group("kind") == "error":
+            found.add((number, "E", match.group("code") or match.group("message")))
+    assert found == _expected(), done.stdout
