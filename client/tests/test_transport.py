@@ -399,7 +399,7 @@ async def test_events_of_one_pipeline(
 
         # Read from the beginning: the events of a pipeline that already ran.
         replayed = [e async for e in client.events(pipeline.id, from_beginning=True)]
-        assert [e.WhichOneof("event") for e in replayed] == kinds
+        assert [e.kind for e in replayed] == kinds
 
 
 async def test_events_timeout(settings: ClientSettings, stand_in: PipelineFunctionStandIn) -> None:
@@ -411,7 +411,7 @@ async def test_events_timeout(settings: ClientSettings, stand_in: PipelineFuncti
                 client.submit(pipeline)
                 async for event in events:
                     seen.append(event)
-        assert [e.WhichOneof("event") for e in seen] == ["pipeline_created", "status_changed"]
+        assert [e.kind for e in seen] == ["pipeline_created", "status_changed"]
 
 
 # --- exactly-once egress: read_committed ------------------------------------------------------
