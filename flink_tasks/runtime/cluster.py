@@ -57,6 +57,9 @@ def cluster_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
         # a killed TaskManager is noticed within seconds (its RPC connection is refused), not
         # after the default 50 s heartbeat timeout
         "heartbeat.interval": "2000",
+        # a job stopped with a savepoint leaves the JobManager up (its REST API reports where
+        # the savepoint is); the launcher stops it and starts the job again from the savepoint
+        "execution.shutdown-on-application-finish": "false",
         "heartbeat.timeout": "15000",
     }
 
