@@ -220,9 +220,10 @@ class LocalRuntime:
             self._write_state(state)
         return seconds
 
-    def kill_taskmanager(self, index: int) -> None:
-        """``kill -9`` TaskManager ``index`` (1-based) of the cluster mode."""
-        self.statefun.taskmanagers.kill(index)
+    def kill_taskmanager(self, index: int) -> list[int]:
+        """``kill -9`` the JVM of TaskManager ``index`` (1-based) of the cluster mode; it starts
+        again by itself, as a pod's container does. Returns the pids killed."""
+        return self.statefun.taskmanagers.kill(index)
 
     def restart_taskmanager(self, index: int) -> int:
         """Start TaskManager ``index`` again (as Kubernetes restarts a pod); returns its pid."""

@@ -7,7 +7,6 @@ tests at parallelism 2 first, the rescale to 3 last (test_rescale.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -44,7 +43,6 @@ def cluster_settings(
         taskmanagers=2,
         parallelism=2,
         delivery_semantic="exactly-once",
-        call_timeout=timedelta(minutes=2),
         extra_function_namespaces=tuple(tasks.namespaces),
     )
     settings.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -53,9 +53,7 @@ async def test_rescale_2_to_3_and_a_new_worker_with_pipelines_in_flight(
 ) -> None:
     assert sorted(subtask_placement(cluster).values()) == ["taskmanager-1", "taskmanager-2"]
     pipelines = [sum_of_squares(40, offset=1000 * k, max_parallelism=2) for k in range(6)]
-    expected = {
-        p.id: expected_sum_of_squares(40, offset=1000 * k) for k, p in enumerate(pipelines)
-    }
+    expected = {p.id: expected_sum_of_squares(40, offset=1000 * k) for k, p in enumerate(pipelines)}
     assert cluster.settings.replies_partitions == 1  # what final_replies relies on
     reader = ReplyReader(
         cluster.bootstrap_servers, cluster.settings.replies_topic, read_committed=True
