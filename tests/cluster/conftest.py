@@ -7,6 +7,7 @@ tests at parallelism 2 first, the rescale to 3 last (test_rescale.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def cluster_settings(
         taskmanagers=2,
         parallelism=2,
         delivery_semantic="exactly-once",
+        # four JVMs on two cores: a busy machine needs more than the default 3 min to start them
+        statefun_start_timeout=timedelta(minutes=6),
         extra_function_namespaces=tuple(tasks.namespaces),
     )
     settings.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ async def local_env(cluster: LocalRuntime) -> AsyncIterator[PipelineEnvironment]
         action_topic=settings.actions_topic,
         reply_topic=settings.replies_topic,
         events_topic=settings.events_topic,
-        default_timeout=timedelta(seconds=120),
+        # tests/conftest.py's 2 min, with room for four JVMs on a busy 2-core machine
+        default_timeout=timedelta(minutes=5),
         read_committed=True,
         pipeline_reuse="allow",
     )
