@@ -25,14 +25,14 @@ def register_rescale_commands(
     )
     add_run_dir(savepoint)
     savepoint.add_argument(
-        "--stop", action="store_true", help="stop the job once the savepoint is written"
+        "--stop", action="store_true", help="cancel the job once the savepoint is written"
     )
     savepoint.set_defaults(handler=lambda args: _savepoint(args, settings_from_args))
 
     again = actions.add_parser(
         "rescale",
-        help="stop the job with a savepoint and start it from it at a new parallelism",
-        description="Stop-with-savepoint, then start the job again from that savepoint with "
+        help="take a savepoint, stop the job and start it from it at a new parallelism",
+        description="A savepoint, the job cancelled, then started again from that savepoint with "
         "--parallelism (and in cluster mode --taskmanagers). Kafka and the workers keep "
         "running; pipelines in flight carry on. The same parallelism restarts the job on the "
         "installed flink-tasks and the current settings (an upgrade). Workers are upgraded "
