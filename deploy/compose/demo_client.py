@@ -4,7 +4,7 @@ Settings come from FLINK_TASKS_* variables (deploy/compose/settings.env: bootstr
 read_committed, timeouts). Exit code 0 when every example gave its expected result.
 Run outside compose against the published port with, e.g.:
 
-    FLINK_TASKS_BOOTSTRAP_SERVERS=localhost:29092 FLINK_TASKS_READ_COMMITTED=true \\
+    FLINK_TASKS_BOOTSTRAP_SERVERS=localhost:19092 FLINK_TASKS_READ_COMMITTED=true \\
         python deploy/compose/demo_client.py
 """
 

@@ -129,6 +129,10 @@ def register_local(subparsers: Subparsers) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=cmd_local_status)
 
+    from flink_tasks.runtime.rescale_cli import register_rescale_commands
+
+    register_rescale_commands(actions, _add_run_dir, settings_from_args)
+
 
 def endpoint_arg(text: str) -> str:
     """``NAMESPACE=URL``, checked (argparse shows the ValueError's message)."""

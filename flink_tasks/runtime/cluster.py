@@ -10,8 +10,11 @@ Flink's network stack, RocksDB state and checkpoints in a directory all of them 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 
 from flink_tasks.runtime.configs import statefun_dirs
@@ -54,9 +57,16 @@ def cluster_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
         "taskmanager.memory.jvm-overhead.max": "192m",
         "taskmanager.rpc.port": "0",
         "taskmanager.data.port": "0",
+        # a task that does not finish cancelling ends its TaskManager after this (Flink's
+        # default is 180 s); keep_running starts it again, as Kubernetes restarts the pod. A
+        # StateFun task cancelled while its checkpoint logs the feedback loop never finishes.
+        "task.cancellation.timeout": "30000",
         # a killed TaskManager is noticed within seconds (its RPC connection is refused), not
         # after the default 50 s heartbeat timeout
         "heartbeat.interval": "2000",
+        # a job stopped with a savepoint leaves the JobManager up (its REST API reports where
+        # the savepoint is); the launcher stops it and starts the job again from the savepoint
+        "execution.shutdown-on-application-finish": "false",
         "heartbeat.timeout": "15000",
     }
 
@@ -83,6 +93,11 @@ class TaskManagers:
         log_file = self.processes[index - 1].log_file
         log4j = self.settings.deploy_dir / "statefun" / "log4j2.properties"
         return [
+            # started again whenever it exits, as a pod's container is
+            sys.executable,
+            "-m",
+            "flink_tasks.runtime.keep_running",
+            "--",
             java.executable,
             *java.flink_flags,
             f"-Xms{FRAMEWORK_HEAP_MB + TASK_HEAP_MB}m",
@@ -121,9 +136,21 @@ class TaskManagers:
             self.command(java, classpath, index), cwd=self.settings.run_dir, rotate_log=False
         )
 
-    def kill(self, index: int) -> None:
-        """``kill -9`` TaskManager ``index`` (1-based)."""
-        self.processes[index - 1].stop(kill=True)
+    def kill(self, index: int) -> list[int]:
+        """``kill -9`` the JVM of TaskManager ``index`` (1-based), as a container crashes: it is
+        started again by keep_running. Returns the pids killed."""
+        keeper = self.processes[index - 1].pid
+        if keeper is None:
+            return []
+        children = Path(f"/proc/{keeper}/task/{keeper}/children")
+        try:
+            pids = [int(p) for p in children.read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
 
     def check_alive(self, what: str) -> None:
         for proc in self.processes:

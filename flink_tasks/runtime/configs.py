@@ -93,9 +93,17 @@ def render_kafka_log4j_properties() -> str:
     )
 
 
+#: Upper bound of the job's parallelism over its whole life: keyed state is split into this many
+#: key groups when the job first starts, and a savepoint restores only at a parallelism up to it.
+#: 128 is what Flink picks by itself below parallelism 86, so state written before it was set
+#: explicitly restores unchanged.
+MAX_PARALLELISM = 128
+
+
 def job_flink_conf(settings: LocalRuntimeSettings) -> dict[str, str | int]:
-    """What every StateFun job of ours runs with: checkpoints, latency, restarts."""
+    """What every StateFun job of ours runs with: checkpoints, latency, restarts, rescaling."""
     return {
+        "pipeline.max-parallelism": MAX_PARALLELISM,
         "execution.checkpointing.interval": format_duration(settings.checkpoint_interval),
         "execution.buffer-timeout": format_duration(settings.buffer_timeout),
         "execution.checkpointing.mode": "EXACTLY_ONCE",

@@ -202,9 +202,28 @@ class LocalRuntime:
         self.started.add("statefun")
         return seconds
 
-    def kill_taskmanager(self, index: int) -> None:
-        """``kill -9`` TaskManager ``index`` (1-based) of the cluster mode."""
-        self.statefun.taskmanagers.kill(index)
+    def restart_statefun_from(self, savepoint: Path, settings: LocalRuntimeSettings) -> float:
+        """Stop StateFun (a job stopped with a savepoint has ended its JVMs' work) and start it
+        with `settings` (e.g. another parallelism), restored from `savepoint`; Kafka keeps
+        running. Returns seconds to ready (see flink_tasks.runtime.rescale)."""
+        with self._lock():
+            self.statefun.stop()
+            self.settings = settings
+            self.statefun = StatefunJob(settings)
+            seconds = self.statefun.start(
+                self.java(for_flink=True), savepoint=savepoint, rotate_log=False
+            )
+            self.started.add("statefun")
+            state = self._read_state()
+            state.update(identity=settings.identity(), settings=settings.recorded())
+            state["statefun_ready_seconds"] = round(seconds, 2)
+            self._write_state(state)
+        return seconds
+
+    def kill_taskmanager(self, index: int) -> list[int]:
+        """``kill -9`` the JVM of TaskManager ``index`` (1-based) of the cluster mode; it starts
+        again by itself, as a pod's container does. Returns the pids killed."""
+        return self.statefun.taskmanagers.kill(index)
 
     def restart_taskmanager(self, index: int) -> int:
         """Start TaskManager ``index`` again (as Kubernetes restarts a pod); returns its pid."""

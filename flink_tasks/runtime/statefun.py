@@ -143,8 +143,10 @@ class StatefunJob:
         *,
         from_checkpoint: bool = False,
         rotate_log: bool = True,
+        savepoint: Path | None = None,
     ) -> float:
-        """Start the JVM and wait until the job runs (and, if configured, has checkpointed).
+        """Start the JVM and wait until the job runs (and, if configured, has checkpointed),
+        restored from `savepoint` if given.
 
         Returns the seconds from JVM start to ready.
         """
@@ -152,6 +154,7 @@ class StatefunJob:
         classpath = self.classpath()
         self.write_configs()
         restore_from = latest_checkpoint(self.dirs["checkpoints"]) if from_checkpoint else None
+        restore_from = savepoint or restore_from
         if from_checkpoint and restore_from is None:
             log.warning("no retained checkpoint in %s; starting fresh", self.dirs["checkpoints"])
         if restore_from is not None:

@@ -81,7 +81,7 @@ def _wait_for_statefun_job(url: str, timeout: float) -> None:
 
 @pytest.fixture(scope="session")
 def compose_env(flink_env_name: str) -> Iterator[object]:
-    """docker-compose.yml up (kafka, topics, worker, StateFun), a client on localhost:29092."""
+    """docker-compose.yml up (kafka, topics, worker, StateFun), a client on localhost:19092."""
     if flink_env_name != "compose":
         pytest.skip("compose acceptance tests run with --flink-env=compose (Docker needed)")
     reason = docker_unavailable_reason()
@@ -99,10 +99,10 @@ def compose_env(flink_env_name: str) -> Iterator[object]:
     )
     compose.start()
     try:
-        _wait_for_statefun_job("http://localhost:8081", timeout=300)
+        _wait_for_statefun_job("http://localhost:18081", timeout=300)
         env = read_env_file(ROOT / "deploy" / "compose" / "settings.env")
         settings = ClientSettings.from_env(
-            environ=env, bootstrap_servers="localhost:29092", default_timeout=timedelta(minutes=2)
+            environ=env, bootstrap_servers="localhost:19092", default_timeout=timedelta(minutes=2)
         )
         client = FlinkTasksClient(settings=settings)
         client.wait_ready()
