@@ -323,18 +323,17 @@ class Worker:
         outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
 
     async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
-        m, task_type = self.metrics, request.task_type
+        series = self.metrics.task_series(request.task_type)
         if request.attempt > 1:
-            m.task_retries.labels(task_type).inc()
-        in_progress = m.tasks_in_progress.labels(task_type)
-        in_progress.inc()
+            series.retries.inc()
+        series.in_progress.inc()
         started = time.perf_counter()
         try:
             result = await self.runner.run(request)
         finally:
-            in_progress.dec()
-        outcome = "failed" if result.WhichOneof("outcome") == "error" else "succeeded"
-        m.task_duration.labels(task_type, outcome).observe(time.perf_counter() - started)
+            series.in_progress.dec()
+        duration = series.failed if result.WhichOneof("outcome") == "error" else series.succeeded
+        duration.observe(time.perf_counter() - started)
         return result
 
     async def drain(self, timeout: float) -> None:

@@ -14,6 +14,8 @@ conventions; docs/observability.md lists them.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -39,10 +41,34 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_DIR_VAR) or None
 
 
+@dataclass(frozen=True)
+class TaskSeries:
+    """The labelled series one task type updates per attempt (looked up once per type: a
+    ``labels()`` call takes a lock and builds its key, on every task otherwise)."""
+
+    in_progress: Any
+    retries: Any
+    succeeded: Any
+    failed: Any
+
+
 class Metrics:
     """The worker's metric families; label values are documented on each."""
 
+    def task_series(self, task_type: str) -> TaskSeries:
+        """The series of `task_type` (cached)."""
+        series = self._task_series.get(task_type)
+        if series is None:
+            series = self._task_series[task_type] = TaskSeries(
+                in_progress=self.tasks_in_progress.labels(task_type),
+                retries=self.task_retries.labels(task_type),
+                succeeded=self.task_duration.labels(task_type, "succeeded"),
+                failed=self.task_duration.labels(task_type, "failed"),
+            )
+        return series
+
     def __init__(self) -> None:
+        self._task_series: dict[str, TaskSeries] = {}
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.task_duration = Histogram(
             "flink_tasks_task_duration_seconds",
