@@ -27,9 +27,11 @@ SESSION_RUNTIME = frozenset({"local_env", "local_runtime"})
 def _rank(path: Path, uses_session_runtime: bool) -> int:
     if HERE not in path.parents:
         return 4  # client/tests: a Kafka broker of their own, for the rest of the session
-    if uses_session_runtime:
+    part = path.relative_to(HERE).parts[0]
+    # tests/cluster overrides `local_env` with its own cluster: it is not a session-runtime user
+    if uses_session_runtime and part != "cluster":
         return 3
-    return {"unit": 0, "inprocess": 1}.get(path.relative_to(HERE).parts[0], 2)
+    return {"unit": 0, "inprocess": 1}.get(part, 2)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
