@@ -78,7 +78,7 @@ def test_unparsable_and_wrong_type_records(
     ]
     for i, (topic, value) in enumerate(records):
         producer.send(topic, key=f"bad-{i}".encode(), value=value).get(timeout=30)
-    unparsable = _wait_rejected(stack, "unparsable", unparsable_before + 4)
+    unparsable = _wait_rejected(stack, "unparsable", unparsable_before + 5)
     egress = _wait_rejected(stack, "egress_topic", egress_before + 1)
     invalid = _wait_rejected(stack, "invalid_request", invalid_before + 1)
     record_result(
