@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -135,6 +136,9 @@ class Worker:
         if self.lease_ms < 300:
             raise ValueError("lease must be at least 300 ms (heartbeats go every third of it)")
         self._attempts = RunningAttempts()
+        # one labelled counter per message type, looked up once: labels() costs a lock and a
+        # tuple key per call, on the hottest path of the pipeline function
+        self._message_counters: dict[str, Any] = {}
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
@@ -195,7 +199,11 @@ class Worker:
         for effect in effects:
             self._apply(effect, outbox)
         self._observe_run(before, state, outbox)
-        m.pipeline_messages.labels(invocation.typename.rpartition("/")[2]).inc()
+        counter = self._message_counters.get(invocation.typename)
+        if counter is None:
+            counter = m.pipeline_messages.labels(invocation.typename.rpartition("/")[2])
+            self._message_counters[invocation.typename] = counter
+        counter.inc()
 
     def _end_batch(self, state: AddressState, outbox: Outbox) -> None:
         _write_back(state, outbox)
