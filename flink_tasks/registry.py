@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from flink_tasks.errors import TaskNotFoundError
 from flink_tasks.pipeline.builder import (
@@ -278,14 +278,15 @@ class FlinkTasks:
         """
 
         def declare(fn: Callable[P, R]) -> TaskRef[P, R]:
-            name = stub_type_name(fn, type_name, module)
-            reference: TaskRef[P, R] = TaskRef(
-                name,
-                reference_options(
-                    namespace=namespace or self.namespace,
-                    worker_name=worker_name or self.worker_name,
+            # ref's untyped reference, typed by the declared signature
+            reference = cast(
+                "TaskRef[P, R]",
+                self.ref(
+                    stub_type_name(fn, type_name, module),
                     retry_policy=retry_policy,
                     is_fruitful=is_fruitful,
+                    namespace=namespace,
+                    worker_name=worker_name,
                     display_name=display_name,
                     timeout=timeout,
                     allow_pickle=allow_pickle,
