@@ -137,3 +137,29 @@ def configure_from_env() -> None:
         return
     level = logging.getLevelName(os.environ.get(LOG_LEVEL_VAR, "INFO"))
     configure(level if isinstance(level, int) else logging.INFO, log_format)  # type: ignore[arg-type]
+
+
+class KafkaCloseRaceFilter(logging.Filter):
+    """Drops kafka-python's traceback for a read on a transport closed meanwhile.
+
+    kafka-python 3.0.12 closes a transport from the closing thread while its I/O thread may be
+    waking to read it; the read then finds no socket and logs "Error receiving network data" at
+    ERROR with an `AttributeError`, although nothing was lost (the close was ours). Only that
+    record is dropped: a transport with its socket still open logs as before.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        transport = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        closed = transport is not None and getattr(transport, "_sock", "") is None
+        return not (closed and isinstance(exc, AttributeError))
+
+
+_KAFKA_TRANSPORT_LOGGER = logging.getLogger("kafka.net.transport")
+_kafka_close_race_filter = KafkaCloseRaceFilter()
+
+
+def quiet_kafka_close_race() -> None:
+    """Install `KafkaCloseRaceFilter` on kafka-python's transport logger (idempotent)."""
+    if _kafka_close_race_filter not in _KAFKA_TRANSPORT_LOGGER.filters:
+        _KAFKA_TRANSPORT_LOGGER.addFilter(_kafka_close_race_filter)

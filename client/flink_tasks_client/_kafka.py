@@ -14,9 +14,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 
 from flink_tasks.errors import TransportError
+from flink_tasks.logs import quiet_kafka_close_race
 from flink_tasks_client.settings import RECORD_HEADROOM_BYTES, ClientSettings
 
 logger = logging.getLogger(__name__)
+quiet_kafka_close_race()  # kafka-python's benign close race would log a traceback
 
 
 def _ms(seconds: float) -> int:

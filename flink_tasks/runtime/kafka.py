@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from flink_tasks.logs import quiet_kafka_close_race
 from flink_tasks.runtime import kafka_secure
 from flink_tasks.runtime.configs import (
     kafka_dirs,
@@ -189,6 +190,7 @@ class KafkaBroker:
     def admin(self, timeout_ms: int = 5000) -> Any:
         from kafka.admin import KafkaAdminClient
 
+        quiet_kafka_close_race()
         with _quiet():
             return KafkaAdminClient(
                 bootstrap_servers=self.settings.bootstrap_servers,

@@ -14,7 +14,10 @@ import threading
 import time
 from typing import Any, Protocol
 
+from flink_tasks.logs import quiet_kafka_close_race
+
 logger = logging.getLogger(__name__)
+quiet_kafka_close_race()  # kafka-python's benign close race would log a traceback
 
 
 class ReportSink(Protocol):

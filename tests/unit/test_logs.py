@@ -72,3 +72,44 @@ async def test_a_task_body_logs_with_its_ids(records: _Records, task: object) ->
     [record] = records.records
     assert (record.pipeline_id, record.root_pipeline_id) == (pipeline.id, pipeline.id)  # type: ignore[attr-defined]
     assert (record.task_id, record.task_type) == (entry.task_id, entry.task_type)  # type: ignore[attr-defined]
+
+
+class _Net:
+    """What a kafka-python transport asks of its event loop when it closes."""
+
+    def unregister_event(self, sock: object, events: int) -> None:
+        pass
+
+    def cancel(self, task: object) -> None:
+        pass
+
+
+def test_a_read_racing_our_close_logs_nothing_but_a_real_read_error_still_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kafka-python 3.0.12 reads a transport its close emptied meanwhile (the demo's stop printed
+    that traceback); that record is dropped, a read failing on an open socket is still logged."""
+    import socket
+
+    from kafka.net.transport import KafkaTCPTransport
+
+    logs.quiet_kafka_close_race()
+    logs.quiet_kafka_close_race()  # idempotent
+    assert logging.getLogger("kafka.net.transport").filters.count(logs._kafka_close_race_filter) == 1
+    caplog.set_level(logging.ERROR, logger="kafka.net.transport")
+
+    ours, theirs = socket.socketpair()
+    transport = KafkaTCPTransport(_Net(), ours)
+    transport.close()
+    _, err = transport._sock_recv()
+    assert err is not None  # the read still fails: only its log record goes
+    assert [r for r in caplog.records if r.name == "kafka.net.transport"] == []
+
+    theirs.close()
+    broken, other = socket.socketpair()
+    broken.close()  # an open transport over a dead socket: a real error
+    other.close()
+    failing = KafkaTCPTransport(_Net(), broken)
+    _, err = failing._sock_recv()
+    assert err is not None
+    assert [r.levelno for r in caplog.records if r.name == "kafka.net.transport"] == [logging.ERROR]
