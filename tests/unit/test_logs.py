@@ -95,7 +95,8 @@ def test_a_read_racing_our_close_logs_nothing_but_a_real_read_error_still_does(
 
     logs.quiet_kafka_close_race()
     logs.quiet_kafka_close_race()  # idempotent
-    assert logging.getLogger("kafka.net.transport").filters.count(logs._kafka_close_race_filter) == 1
+    transport_logger = logging.getLogger("kafka.net.transport")
+    assert transport_logger.filters.count(logs._kafka_close_race_filter) == 1
     caplog.set_level(logging.ERROR, logger="kafka.net.transport")
 
     ours, theirs = socket.socketpair()
