@@ -16,6 +16,7 @@ from flink_tasks.engine.common import (
     with_state,
 )
 from flink_tasks.engine.context import Context
+from flink_tasks.engine.task_request import task_request
 
 logger = logging.getLogger(__name__)
 
@@ -159,30 +160,19 @@ def send_task(
         )
         ctx.send(ctx.address_id, result)
         return
-    request = messages_pb2.TaskRequest(
-        task_id=task.task_id,
-        task_type=task.task_type,
-        args=args,
-        kwargs=kwargs,
-        reply_id=ctx.address_id,
-        attempt=attempt,
-        timeout_s=task.timeout_s,
+    request = task_request(
+        task,
+        args,
+        kwargs,
         pipeline_id=ctx.address_id,
         root_pipeline_id=run.root_pipeline_id,
+        attempt=attempt,
+        state=state,
         invocation=run.invocation,
-        not_fruitful=task.not_fruitful,
         slot=slot,
+        expires_at_ms=expires_at_ms,
+        trace_context=run.trace_context if run.HasField("trace_context") else None,
     )
-    if expires_at_ms:
-        request.expires_at_ms = expires_at_ms
-    if state is not None:
-        request.state.CopyFrom(state)
-        request.has_state = True
-    if task.has_retry_policy:
-        request.retry_policy.CopyFrom(task.retry_policy)
-        request.has_retry_policy = True
-    if run.HasField("trace_context"):
-        request.trace_context.CopyFrom(run.trace_context)
     ctx.effects.append(
         effects.SendTask(
             namespace,

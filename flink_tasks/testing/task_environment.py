@@ -12,12 +12,12 @@ says).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from flink_tasks import serialization
 from flink_tasks._proto import messages_pb2, pipeline_pb2
+from flink_tasks.engine.task_request import task_request
 from flink_tasks.errors import TaskError
 from flink_tasks.records import SubmittedPipeline, submitted_pipeline
 from flink_tasks.registry import FlinkTasks, Task
@@ -108,24 +108,17 @@ class TaskEnvironment:
         """The `TaskRequest` the pipeline function would send for this call."""
         entry = task.send(*args, **kwargs).to_proto().entries[0].task
         allow_pickle = task.definition.options.allow_pickle
-        request = messages_pb2.TaskRequest(
-            task_id=uuid.uuid4().hex[:20],
-            task_type=entry.task_type,
-            args=entry.args,
-            kwargs=entry.kwargs,
-            attempt=attempt,
-            timeout_s=entry.timeout_s,
+        return task_request(
+            entry,
+            entry.args,
+            entry.kwargs,
             pipeline_id=self.pipeline_id,
             root_pipeline_id=self.pipeline_id,
-            not_fruitful=entry.not_fruitful,
+            attempt=attempt,
+            state=None
+            if state is _NO_STATE
+            else serialization.encode(state, allow_pickle=allow_pickle),
         )
-        if entry.has_retry_policy:
-            request.retry_policy.CopyFrom(entry.retry_policy)
-            request.has_retry_policy = True
-        if state is not _NO_STATE:
-            request.state.CopyFrom(serialization.encode(state, allow_pickle=allow_pickle))
-            request.has_state = True
-        return request
 
     def _outcome(self, task: Task[..., Any], result: messages_pb2.TaskResult) -> TaskOutcome:
         allow_pickle = task.definition.options.allow_pickle

@@ -49,20 +49,6 @@ def client_for(runtime: LocalRuntime) -> Any:
     )
 
 
-def final_reply_counts(reader: ReplyReader, pipeline_ids: list[str]) -> dict[str, int]:
-    """Copies of each pipeline's final reply (result or error) the reader has seen; the replies
-    to the client's status lookups (``reuse="attach"``) are not counted."""
-    log = reader.snapshot()
-    return {
-        p: sum(
-            log.by_reply_id[reply_id]
-            for reply_id, reply in log.replies.items()
-            if reply.pipeline_id == p and reply.WhichOneof("outcome") in ("result", "error")
-        )
-        for p in pipeline_ids
-    }
-
-
 async def final_replies(
     client: Any, reader: ReplyReader, pipeline_ids: list[str]
 ) -> dict[str, int]:
@@ -72,7 +58,7 @@ async def final_replies(
     marker = sum_of_squares(2, offset=7)
     assert await client.submit_async(marker) == expected_sum_of_squares(2, offset=7)
     deadline = time.monotonic() + 60
-    while final_reply_counts(reader, [marker.id])[marker.id] < 1:
+    while reader.final_reply_counts([marker.id])[marker.id] < 1:
         assert time.monotonic() < deadline, "the reply reader did not see the marker's reply"
         await asyncio.sleep(0.1)
-    return final_reply_counts(reader, pipeline_ids)
+    return reader.final_reply_counts(pipeline_ids)

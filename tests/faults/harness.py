@@ -401,6 +401,19 @@ class ReplyReader:
                 dict(self.log.replies),
             )
 
+    def final_reply_counts(self, pipeline_ids: list[str]) -> dict[str, int]:
+        """Copies of each pipeline's final reply (result or error) seen so far; the replies to
+        status lookups (the client's ``reuse="attach"``) are not counted."""
+        log = self.snapshot()
+        return {
+            p: sum(
+                log.by_reply_id[reply_id]
+                for reply_id, reply in log.replies.items()
+                if reply.pipeline_id == p and reply.WhichOneof("outcome") in ("result", "error")
+            )
+            for p in pipeline_ids
+        }
+
     def wait_for(self, pipeline_ids: list[str], timeout: float) -> ReplyLog:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -105,23 +105,13 @@ def _start_broker(stack: FaultStack) -> float:
 def _assert_one_reply_each(reader: ReplyReader, pipeline_ids: list[str]) -> None:
     """Exactly one final reply (result or error) per pipeline on the reply topic; the replies
     to the status lookups of ``reuse="attach"`` are not counted."""
-
-    def final_replies() -> dict[str, int]:
-        log = reader.snapshot()
-        return {
-            p: sum(
-                log.by_reply_id[reply_id]
-                for reply_id, reply in log.replies.items()
-                if reply.pipeline_id == p and reply.WhichOneof("outcome") in ("result", "error")
-            )
-            for p in pipeline_ids
-        }
-
     # the raw reader may see the status lookups' replies before the final ones
     deadline = time.monotonic() + 30
-    while min(final_replies().values()) < 1 and time.monotonic() < deadline:
+    while min(reader.final_reply_counts(pipeline_ids).values()) < 1:
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.1)
-    assert final_replies() == dict.fromkeys(pipeline_ids, 1)
+    assert reader.final_reply_counts(pipeline_ids) == dict.fromkeys(pipeline_ids, 1)
 
 
 def test_two_broker_kills_in_a_row(

@@ -7,10 +7,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from flink_tasks import (
+    PipelineBuilder,
     PipelineCancelledError,
     PipelineDefinitionError,
     PipelineStatus,
@@ -121,16 +123,57 @@ async def test_unordered_group_costs_what_an_ordered_one_costs_per_result() -> N
 # ---------------------------------------------------------------- pause points
 
 
-async def test_wait_pauses_after_a_task_and_unpause_continues(env: PipelineEnvironment) -> None:
+@pytest.mark.parametrize(
+    ("build", "result", "recorded"),
+    [
+        pytest.param(
+            lambda: t.echo.send(1)
+            .wait()
+            .continue_with(t.record, "after")
+            .continue_with(t.echo, "x"),
+            (None, "x"),
+            [(1, "after")],
+            id="after_a_task",
+        ),
+        pytest.param(
+            lambda: in_parallel([t.echo.send(1), t.echo.send(2)])
+            .wait()
+            .continue_with(t.record, "after"),
+            None,
+            [([1, 2], "after")],
+            id="after_a_group",
+        ),
+        pytest.param(
+            lambda: in_parallel([t.echo.send(i) for i in range(250)])
+            .wait()
+            .continue_with(t.record, "after"),
+            None,
+            [(list(range(250)), "after")],
+            id="after_a_large_staged_group",
+        ),
+        pytest.param(
+            lambda: t.pause_after_me.send(5).continue_with(t.record, "after"),
+            None,
+            [(5, "after")],
+            id="asked_for_by_the_task_through_its_context",
+        ),
+    ],
+)
+async def test_a_pause_point_holds_what_follows_and_unpause_continues(
+    env: PipelineEnvironment,
+    build: Callable[[], PipelineBuilder[Any]],
+    result: Any,
+    recorded: list[Any],
+) -> None:
     t.recorded.clear()
-    pipeline = t.echo.send(1).wait().continue_with(t.record, "after").continue_with(t.echo, "x")
+    pipeline = build()
     future = asyncio.ensure_future(env.submit_async(pipeline))
     await _wait_for_status(env, pipeline.id, PipelineStatus.PAUSED)
     await _settled(env)
     assert t.recorded == [] and not future.done()
     assert await env.unpause(pipeline.id) == PipelineStatus.RUNNING
-    assert await future == (None, "x")
-    assert t.recorded == [(1, "after")]
+    assert await future == result
+    assert t.recorded == recorded
 
 
 async def test_wait_after_the_last_entry_holds_the_result(env: PipelineEnvironment) -> None:
@@ -142,32 +185,6 @@ async def test_wait_after_the_last_entry_holds_the_result(env: PipelineEnvironme
     await env.unpause(pipeline.id)
     assert await future == 7
     assert await env.get_status(pipeline.id) == PipelineStatus.COMPLETED
-
-
-async def test_wait_after_a_group(env: PipelineEnvironment) -> None:
-    t.recorded.clear()
-    group = in_parallel([t.echo.send(1), t.echo.send(2)]).wait()
-    pipeline = group.continue_with(t.record, "after")
-    future = asyncio.ensure_future(env.submit_async(pipeline))
-    await _wait_for_status(env, pipeline.id, PipelineStatus.PAUSED)
-    await _settled(env)
-    assert t.recorded == []
-    await env.unpause(pipeline.id)
-    assert await future is None
-    assert t.recorded == [([1, 2], "after")]
-
-
-async def test_wait_after_a_large_staged_group(env: PipelineEnvironment) -> None:
-    t.recorded.clear()
-    group = in_parallel([t.echo.send(i) for i in range(250)]).wait()
-    pipeline = group.continue_with(t.record, "after")
-    future = asyncio.ensure_future(env.submit_async(pipeline))
-    await _wait_for_status(env, pipeline.id, PipelineStatus.PAUSED)
-    await _settled(env)
-    assert t.recorded == []
-    await env.unpause(pipeline.id)
-    await future
-    assert t.recorded == [(list(range(250)), "after")]
 
 
 async def test_wait_inside_a_nested_pipeline_pauses_the_whole_pipeline(
@@ -199,18 +216,6 @@ async def test_a_pause_point_in_a_group_lets_running_chains_finish_and_starts_no
     assert t.concurrency_probe()[1] == [] and not future.done()  # ... and no new chain starts
     await env.unpause(pipeline.id)
     assert await future == [1, 2, 3]
-
-
-async def test_a_task_asks_for_the_pause_through_its_context(env: PipelineEnvironment) -> None:
-    t.recorded.clear()
-    pipeline = t.pause_after_me.send(5).continue_with(t.record, "after")
-    future = asyncio.ensure_future(env.submit_async(pipeline))
-    await _wait_for_status(env, pipeline.id, PipelineStatus.PAUSED)
-    await _settled(env)
-    assert t.recorded == []
-    await env.unpause(pipeline.id)
-    assert await future is None
-    assert t.recorded == [(5, "after")]
 
 
 async def test_cancel_at_a_pause_point_runs_finally(env: PipelineEnvironment) -> None:

@@ -23,9 +23,11 @@ from flink_tasks import (
 from flink_tasks._proto import pipeline_pb2, values_pb2
 from flink_tasks.testing import PipelineEnvironment
 from flink_tasks.value_types import unregister_type
+from tests.refs_types import shared_types as shared
 from tests.refs_types import worker_tasks as w
 
 M = w.MODULE
+T = shared.__name__
 
 
 @pytest.fixture
@@ -123,22 +125,22 @@ async def test_refs_run_in_a_worker(env: PipelineEnvironment) -> None:
 
 
 def test_registered_types_round_trip_as_themselves_and_are_never_pickled() -> None:
-    order = w.Order(sku="a1", quantity=2, points=[w.Point(1, 2, "p")])
-    value = {"p": [w.Point(1, 2), (w.Celsius(20.5),)], "o": order}
+    order = shared.Order(sku="a1", quantity=2, points=[shared.Point(1, 2, "p")])
+    value = {"p": [shared.Point(1, 2), (w.Celsius(20.5),)], "o": order}
     encoded = serialization.encode(value)
     assert b"geo.Point" in encoded.SerializeToString()
     assert "pickled" not in str(encoded)
     decoded = serialization.decode(encoded)
     assert decoded == value
-    assert type(decoded["p"][0]) is w.Point and type(decoded["o"]) is w.Order
-    assert type(decoded["o"].points[0]) is w.Point
+    assert type(decoded["p"][0]) is shared.Point and type(decoded["o"]) is shared.Order
+    assert type(decoded["o"].points[0]) is shared.Point
 
 
 def test_an_unregistered_type_is_refused_at_the_sender_with_the_fix() -> None:
     with pytest.raises(SerializationError) as caught:
-        w.type_names.send(w.Unregistered(1)).to_proto()
+        w.type_names.send(shared.Unregistered(1)).to_proto()
     message = str(caught.value)
-    assert f"{M}.Unregistered cannot be serialized" in message
+    assert f"{T}.Unregistered cannot be serialized" in message
     assert "flink_tasks.register_type(Unregistered)" in message
     assert "the client and the worker" in message
 
@@ -181,8 +183,8 @@ def test_register_type_refuses_ambiguity() -> None:
     with pytest.raises(ValueError, match=r"'geo\.Point' is already registered"):
         register_type(Other, name="geo.Point")
     with pytest.raises(ValueError, match=r"already registered as 'geo\.Point'"):
-        register_type(w.Point, name="elsewhere.Point")
-    assert register_type(w.Point, name="geo.Point") is w.Point  # again: nothing changes
+        register_type(shared.Point, name="elsewhere.Point")
+    assert register_type(shared.Point, name="geo.Point") is shared.Point  # again: nothing changes
 
     class Plain:
         pass
@@ -192,25 +194,25 @@ def test_register_type_refuses_ambiguity() -> None:
 
 
 async def test_own_types_in_args_results_and_state(env: PipelineEnvironment) -> None:
-    moved = await env.submit_async(w.move.send(w.Point(1, 2, "a"), 10, dy=1))
-    assert moved == w.Point(11, 3, "a") and type(moved) is w.Point
-    order = w.Order(sku="a1", quantity=2, points=[w.Point(0, 0)])
+    moved = await env.submit_async(w.move.send(shared.Point(1, 2, "a"), 10, dy=1))
+    assert moved == shared.Point(11, 3, "a") and type(moved) is shared.Point
+    order = shared.Order(sku="a1", quantity=2, points=[shared.Point(0, 0)])
     filled = await env.submit_async(w.fill.send(order, 3))
-    assert filled == w.Order(sku="a1", quantity=5, points=[w.Point(0, 0)])
+    assert filled == shared.Order(sku="a1", quantity=5, points=[shared.Point(0, 0)])
     assert await env.submit_async(w.warm.send(w.Celsius(20.0))) == w.Celsius(21.0)
-    received = await env.submit_async(w.type_names.send(w.Point(0, 0), order, w.Celsius(1)))
-    assert received == [f"{M}.Point", f"{M}.Order", f"{M}.Celsius"]
+    received = await env.submit_async(w.type_names.send(shared.Point(0, 0), order, w.Celsius(1)))
+    assert received == [f"{T}.Point", f"{T}.Order", f"{M}.Celsius"]
     # state: the initial state, a task's new state, and a registered previous value in between
     stateful = (
         w.remember.send("order", order)
-        .continue_with(w.remember, "point", w.Point(5, 5))
+        .continue_with(w.remember, "point", shared.Point(5, 5))
         .continue_with(w.read_state)
         .with_initial(state={"start": w.Celsius(0.5)})
     )
     assert await env.submit_async(stateful) == {
         "start": w.Celsius(0.5),
         "order": order,
-        "point": w.Point(5, 5),
+        "point": shared.Point(5, 5),
     }
 
 

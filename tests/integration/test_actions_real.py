@@ -22,9 +22,12 @@ from flink_tasks_client import (
 
 from flink_tasks import PipelineBuilder
 from flink_tasks._proto import messages_pb2
+from flink_tasks.engine import effects as fx
+from flink_tasks.engine import step as engine_step
 from flink_tasks.errors import ALREADY_RUNNING_ERROR, CANCELLED_ERROR
 from flink_tasks.records import SubmittedPipeline
 from flink_tasks.testing import PipelineEnvironment
+from flink_tasks.worker import functions as worker_functions
 from tests import pipelines as t
 
 pytestmark = pytest.mark.integration
@@ -68,6 +71,47 @@ def started_tasks(local_env: PipelineEnvironment) -> Iterator[StartedTasks]:
         yield recorder
     finally:
         hooks.remove(recorder)
+
+
+class PipelineSteps:
+    """A spy on the worker's pipeline function: each task result an address's engine step applied,
+    with the effects that step returned (the real `step` runs; nothing is replaced)."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str, list[fx.Effect]]] = []
+
+    def spy(self, real: Any) -> Any:
+        def step(address_id: str, state: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+            effects = real(address_id, state, message, *args, **kwargs)
+            result = _task_result_in(message)
+            if result is not None:
+                self.results.append((address_id, result.task_id, list(effects)))
+            return effects
+
+        return step
+
+    def effects_of_result(self, address_id: str, task_id: str) -> list[fx.Effect] | None:
+        """The effects of the step that applied `task_id`'s result at `address_id`, if any."""
+        for address, task, effects in self.results:
+            if (address, task) == (address_id, task_id):
+                return effects
+        return None
+
+
+def _task_result_in(message: object) -> messages_pb2.TaskResult | None:
+    # a result comes inline, or from the task-reports topic when the task outlived inline_wait
+    if isinstance(message, messages_pb2.TaskResult):
+        return message
+    if isinstance(message, messages_pb2.WorkerReport) and message.HasField("result"):
+        return message.result
+    return None
+
+
+@pytest.fixture
+def pipeline_steps(monkeypatch: pytest.MonkeyPatch) -> PipelineSteps:
+    steps = PipelineSteps()
+    monkeypatch.setattr(worker_functions, "step", steps.spy(engine_step))
+    return steps
 
 
 @pytest.fixture
@@ -140,17 +184,25 @@ async def test_a_failed_pipeline_keeps_its_error(client: FlinkTasksClient) -> No
 
 
 async def test_pause_holds_the_next_task_and_unpause_sends_it(
-    client: FlinkTasksClient, started_tasks: StartedTasks
+    client: FlinkTasksClient, started_tasks: StartedTasks, pipeline_steps: PipelineSteps
 ) -> None:
     pipeline, gate = _gated_two_steps()
+    first_task_id = pipeline.entries[0].task_id  # type: ignore[union-attr]
     future = asyncio.wrap_future(client.submit(pipeline))
     await _until(lambda: started_tasks.of(pipeline.id), "the first task to start")
     assert await client.pause(pipeline.id) == PipelineStatus.PAUSED
     assert await client.get_status(pipeline.id) == PipelineStatus.PAUSED
-    # the running task finishes (and its result is kept) but the next one is held
+    # the running task finishes and its result is kept, but the next task is held: the engine
+    # applied the result that would have started it, and that step sent no task
     gate.set()
-    await _until(lambda: started_tasks.finished_of(pipeline.id), "the first task to finish")
-    await asyncio.sleep(1.0)  # a window in which the held task must not start
+    await _until(
+        lambda: pipeline_steps.effects_of_result(pipeline.id, first_task_id) is not None,
+        "the pipeline to apply the first task's result",
+    )
+    held = pipeline_steps.effects_of_result(pipeline.id, first_task_id)
+    assert held is not None
+    assert [e for e in held if isinstance(e, fx.SendTask)] == []
+    assert started_tasks.finished_of(pipeline.id) == 1
     assert started_tasks.of(pipeline.id) == [t.at_gate.type_name]
     assert await client.get_status(pipeline.id) == PipelineStatus.PAUSED
     assert not future.done()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.harness import PROJECT_ROOT, FaultStack, fault_stack
+from tests.refs_types import shared_types as shared
 from tests.refs_types import worker_tasks as w
 
 pytestmark = [
@@ -25,6 +26,7 @@ pytestmark = [
 ]
 
 M = w.MODULE
+T = shared.__name__  # the types both sides import (not the task code)
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +72,27 @@ def test_a_client_without_the_worker_code_submits_by_name_and_own_types_cross(
     done = _run(stack, "-m", "tests.refs_types.client_main")
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
-    stubs = "tests.refs_types.client_stubs"
     assert out.pop("worker_module_imported") is False
     assert out.pop("arithmetic") == 50
-    assert out.pop("moved") == [f"{stubs}.Point", 11, 3, "a"]
+    assert out.pop("moved") == [f"{T}.Point", 11, 3, "a"]
     assert out.pop("filled") == [
-        f"{stubs}.Order",
+        f"{T}.Order",
         {"sku": "a1", "quantity": 5, "points": [{"x": 0, "y": 1, "label": ""}]},
-        f"{stubs}.Point",
+        f"{T}.Point",
     ]
     assert out.pop("state") == {
         "order": [
-            f"{stubs}.Order",
+            f"{T}.Order",
             "Order(sku='a1', quantity=2, points=[Point(x=0, y=1, label='')])",
         ],
-        "point": [f"{stubs}.Point", "Point(x=5, y=5, label='')"],
+        "point": [f"{T}.Point", "Point(x=5, y=5, label='')"],
     }
     unregistered = out.pop("unregistered_argument")
-    assert f"{stubs}.Unregistered cannot be serialized" in unregistered
+    assert f"{T}.Unregistered cannot be serialized" in unregistered
     assert "flink_tasks.register_type(Unregistered)" in unregistered
     exception_type, message = out.pop("unregistered_result")
     assert exception_type == "flink_tasks.SerializationError"
-    assert f"{M}.Unregistered cannot be serialized" in message
+    assert f"{T}.Unregistered cannot be serialized" in message
     assert "register_type(Unregistered)" in message
     unknown = out.pop("unknown_here")
     assert "'weather.Celsius', which is not registered in this process" in unknown
@@ -99,9 +100,9 @@ def test_a_client_without_the_worker_code_submits_by_name_and_own_types_cross(
 
 
 def test_own_types_reach_the_worker_as_its_own_classes(stack: FaultStack) -> None:
-    order = w.Order(sku="b2", quantity=1, points=[w.Point(3, 4)])
-    names = stack.client.submit_sync(w.type_names.send(w.Point(0, 0), order, w.Celsius(1.5)))
-    assert names == [f"{M}.Point", f"{M}.Order", f"{M}.Celsius"]
+    order = shared.Order(sku="b2", quantity=1, points=[shared.Point(3, 4)])
+    names = stack.client.submit_sync(w.type_names.send(shared.Point(0, 0), order, w.Celsius(1.5)))
+    assert names == [f"{T}.Point", f"{T}.Order", f"{M}.Celsius"]
     stateful = (
         w.remember.send("celsius", w.Celsius(-4.0))
         .continue_with(w.read_state)

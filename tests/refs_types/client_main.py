@@ -11,6 +11,7 @@ from typing import Any
 from flink_tasks_client import ClientSettings, FlinkTasksClient, SerializationError, TaskError
 
 from tests.refs_types import client_stubs as stubs
+from tests.refs_types.shared_types import Order, Point, Unregistered
 
 
 def _kind(value: Any) -> str:
@@ -23,19 +24,19 @@ def main() -> int:
         # typed stubs and untyped refs in one pipeline: (6 * 7) + 8
         result: int = client.submit_sync(stubs.multiply.send(6, 7).continue_with(stubs.add, 8))
         out["arithmetic"] = result
-        moved = client.submit_sync(stubs.move.send(stubs.Point(1, 2, "a"), 10, dy=1))
+        moved = client.submit_sync(stubs.move.send(Point(1, 2, "a"), 10, dy=1))
         out["moved"] = [_kind(moved), moved.x, moved.y, moved.label]
-        order = stubs.Order(sku="a1", quantity=2, points=[stubs.Point(0, 1)])
+        order = Order(sku="a1", quantity=2, points=[Point(0, 1)])
         filled = client.submit_sync(stubs.fill.send(order, 3))
         out["filled"] = [_kind(filled), filled.model_dump(), _kind(filled.points[0])]
         state = client.submit_sync(
-            stubs.remember.send("point", stubs.Point(5, 5))
+            stubs.remember.send("point", Point(5, 5))
             .continue_with(stubs.read_state)
             .with_initial(state={"order": order})
         )
         out["state"] = {key: [_kind(value), repr(value)] for key, value in sorted(state.items())}
         try:
-            stubs.move.send(stubs.Unregistered(1), 1).to_proto()  # type: ignore[arg-type]
+            stubs.move.send(Unregistered(1), 1).to_proto()  # type: ignore[arg-type]
         except SerializationError as err:
             out["unregistered_argument"] = str(err)
         try:

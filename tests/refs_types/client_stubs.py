@@ -1,44 +1,18 @@
-"""The client's side: stubs of the worker's tasks by name, and its own copies of the types.
+"""The client's side: stubs of the worker's tasks by name.
 
-Imports nothing of `worker_tasks`: the names (`geo.Point`, `shop.Order`, the task type names)
-are the whole contract between the two.
+Imports nothing of `worker_tasks`: the task type names, and the types of `shared_types` by their
+registered names (`geo.Point`, `shop.Order`), are the whole contract between the two.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import pydantic
-
-from flink_tasks import FlinkTasks, TaskRef, register_type
+from flink_tasks import FlinkTasks, TaskRef
+from tests.refs_types.shared_types import Order, Point
 
 WORKER_MODULE = "tests.refs_types.worker_tasks"
 tasks = FlinkTasks()
-
-
-@dataclasses.dataclass(frozen=True)
-class Point:
-    x: int
-    y: int
-    label: str = ""
-
-
-class Order(pydantic.BaseModel):
-    sku: str
-    quantity: int
-    points: list[Point] = []
-
-
-@dataclasses.dataclass
-class Unregistered:
-    """Never registered: sending it must fail here, before anything is sent."""
-
-    value: int
-
-
-register_type(Point, name="geo.Point")
-register_type(Order, name="shop.Order")
 
 
 @tasks.stub(module=WORKER_MODULE)

@@ -1,33 +1,18 @@
 """The worker's side of the task-reference and own-type tests: tasks and the types they take.
 
-Clients in these tests never import this module: they use `client_stubs` (stubs by name and their
-own copies of the types, registered under the same names).
+Clients in these tests never import this module: they use `client_stubs` (stubs by name) and the
+types of `shared_types`; `Celsius` is registered here only (a client cannot rebuild it).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import pydantic
-
 from flink_tasks import FlinkTasks, register_type
+from tests.refs_types.shared_types import Order, Point, Unregistered
 
 tasks = FlinkTasks()
 MODULE = __name__
-
-
-@dataclasses.dataclass(frozen=True)
-class Point:
-    x: int
-    y: int
-    label: str = ""
-
-
-class Order(pydantic.BaseModel):
-    sku: str
-    quantity: int
-    points: list[Point] = []
 
 
 class Celsius:
@@ -43,13 +28,6 @@ class Celsius:
         return f"Celsius({self.degrees})"
 
 
-@dataclasses.dataclass
-class Unregistered:
-    value: int
-
-
-register_type(Point, name="geo.Point")
-register_type(Order, name="shop.Order")
 register_type(Celsius, name="weather.Celsius", to_value=lambda c: c.degrees, from_value=Celsius)
 
 
