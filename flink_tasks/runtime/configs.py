@@ -181,6 +181,8 @@ def render_flink_conf(settings: LocalRuntimeSettings, module_yaml: Path) -> str:
         "state.backend.rocksdb.timer-service.factory": "ROCKSDB",
         "state.backend.incremental": "true",
         "state.backend.rocksdb.localdir": str(dirs["rocksdb"]),
+        # RocksDB's own LOG files land in logs/ (tens of MB a run at INFO); warnings are enough
+        "state.backend.rocksdb.log.level": "WARN_LEVEL",
         "state.checkpoints.dir": dirs["checkpoints"].resolve().as_uri(),
         "state.savepoints.dir": (dirs["base"] / "savepoints").resolve().as_uri(),
         "io.tmp.dirs": str(dirs["tmp"]),

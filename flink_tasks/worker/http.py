@@ -14,6 +14,10 @@ logger = logging.getLogger(__name__)
 
 # StateFun's payload_max_bytes default is 32 MiB; accept at least that (aiohttp's default is 1 MiB).
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# StateFun keeps up to 1,024 connections to an endpoint (its pool_size) and, after a worker
+# restart, opens them all at once: a listen queue that short (aiohttp's default is 128) drops
+# the SYNs, the connects time out and every waiting request fails and retries.
+LISTEN_BACKLOG = 1024
 WORKER_KEY = web.AppKey("worker", Worker)
 
 

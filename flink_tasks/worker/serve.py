@@ -38,7 +38,7 @@ from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings
 from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
 from flink_tasks.worker.hooks import load_hooks
-from flink_tasks.worker.http import create_app
+from flink_tasks.worker.http import LISTEN_BACKLOG, create_app
 from flink_tasks.worker.reports import KafkaReportSink
 
 # the supervisor's names, importable from here as before the split
@@ -174,6 +174,7 @@ async def serve_async(
         options.port,
         reuse_address=True,
         reuse_port=options.reuse_port or None,
+        backlog=LISTEN_BACKLOG,
     )
     try:
         await site.start()

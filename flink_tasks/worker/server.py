@@ -7,7 +7,7 @@ from types import TracebackType
 from aiohttp import web
 
 from flink_tasks.worker.functions import Worker
-from flink_tasks.worker.http import create_app
+from flink_tasks.worker.http import LISTEN_BACKLOG, create_app
 
 
 class WorkerServer:
@@ -28,7 +28,7 @@ class WorkerServer:
         """Start listening."""
         runner = web.AppRunner(create_app(self.worker), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as err:

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from flink_tasks import FlinkTasks
 from flink_tasks.worker import Worker
-from flink_tasks.worker.http import create_app
+from flink_tasks.worker.http import LISTEN_BACKLOG, create_app
 from flink_tasks.worker.serve import report_sink
 from tests.faults.fault_tasks import tasks as fault_tasks
 from tests.faults.long_tasks import tasks as long_tasks
@@ -80,7 +80,7 @@ async def serve(host: str, port: int, egress_topics: list[str]) -> None:
     worker = Worker(ALL_TASKS, egress_topics=egress_topics, reports=report_sink())
     runner = web.AppRunner(build_app(worker), access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
     logging.getLogger(__name__).info("fault-suite worker serving on %s:%d", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
