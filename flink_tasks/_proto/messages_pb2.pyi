@@ -685,19 +685,27 @@ class WorkerReport(google.protobuf.message.Message):
 
     RUNNING_FIELD_NUMBER: builtins.int
     RESULT_FIELD_NUMBER: builtins.int
+    LEASE_CHECK_FIELD_NUMBER: builtins.int
     @property
     def running(self) -> global___TaskRunning: ...
     @property
     def result(self) -> global___TaskResult: ...
+    @property
+    def lease_check(self) -> global___TaskDeadline:
+        """A lease fell due: the pipeline function sends this through the task-reports topic, keyed
+        like the worker's reports, so it arrives after every report written before it.
+        """
+
     def __init__(
         self,
         *,
         running: global___TaskRunning | None = ...,
         result: global___TaskResult | None = ...,
+        lease_check: global___TaskDeadline | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["kind", b"kind", "result", b"result", "running", b"running"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["kind", b"kind", "result", b"result", "running", b"running"]) -> None: ...
-    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["running", "result"] | None: ...
+    def HasField(self, field_name: typing.Literal["kind", b"kind", "lease_check", b"lease_check", "result", b"result", "running", b"running"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["kind", b"kind", "lease_check", b"lease_check", "result", b"result", "running", b"running"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["kind", b"kind"]) -> typing.Literal["running", "result", "lease_check"] | None: ...
 
 global___WorkerReport = WorkerReport
 

@@ -44,4 +44,13 @@ class EmitEvent:
     event: events_pb2.PipelineEvent
 
 
-Effect = SendTask | SendPipelineMessage | SendReply | EmitEvent
+@dataclass(frozen=True)
+class CheckLease:
+    """Send `deadline` back to `pipeline_id` the way workers' reports travel (the task-reports
+    topic, keyed by the address): it arrives after every report written before it."""
+
+    pipeline_id: str
+    deadline: messages_pb2.TaskDeadline
+
+
+Effect = SendTask | SendPipelineMessage | SendReply | EmitEvent | CheckLease

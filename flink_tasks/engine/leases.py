@@ -1,5 +1,13 @@
-"""Leases of long tasks: a worker's `TaskRunning` beat arms a durable deadline; a deadline
-with no newer beat fails the attempt as `WorkerLostError`."""
+"""Leases of long tasks: a worker's `TaskRunning` beat arms a durable deadline; a deadline with
+no newer beat is checked through the task-reports topic, and fails the attempt as
+`WorkerLostError` only if it comes back with still no newer beat.
+
+Why the round trip: beats travel on the task-reports topic through StateFun's Kafka ingress,
+which StateFun stops reading while its calls to the workers are at their limit, so under load a
+live worker's beats can be minutes late while the deadline's timer fires on time. The check is
+keyed like the beats, so it is read after every beat written before it: a live worker's beat
+renews the lease first, a dead worker's never comes. The deadline is re-armed meanwhile, so a
+check lost on the way is sent again."""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import logging
 
 from flink_tasks import errors
 from flink_tasks._proto import messages_pb2, pipeline_pb2
-from flink_tasks.engine import sequence
+from flink_tasks.engine import effects, sequence
 from flink_tasks.engine.common import FINISHED_STATUSES, task_exception
 from flink_tasks.engine.context import Context
 from flink_tasks.types import type_name_of
@@ -85,15 +93,29 @@ def on_task_running(ctx: Context, running: messages_pb2.TaskRunning) -> None:
 
 
 def on_task_deadline(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
-    """No newer beat within the lease: the worker is gone; the attempt fails as lost."""
-    found = running_task(
-        ctx, deadline.task_id, deadline.attempt, deadline.invocation, deadline.slot
-    )
-    if found is None:
+    """No newer beat within the lease: check through the reports' path (and re-arm)."""
+    if _still_due(ctx, deadline) is None:
         return
-    task, record = found
-    beat = record.task_beat if isinstance(record, messages_pb2.Run) else record.beat
-    if beat != deadline.beat:
+    logger.info(
+        "task %s (attempt %d) at %s sent no word for %g s: checking behind its reports",
+        deadline.task_id,
+        deadline.attempt,
+        ctx.address_id,
+        deadline.lease_ms / 1000,
+    )
+    ctx.effects.append(effects.CheckLease(ctx.address_id, deadline))
+    ctx.send(
+        ctx.address_id,
+        messages_pb2.PipelineMessage(task_deadline=deadline),
+        delay_ms=max(1, deadline.lease_ms),
+    )
+
+
+def on_task_lease_check(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
+    """The check came back behind every report written before it, and still no newer beat:
+    the worker is gone; the attempt fails as lost."""
+    task = _still_due(ctx, deadline)
+    if task is None:
         return
     failure = task_exception(
         deadline.task_id,
@@ -122,3 +144,15 @@ def on_task_deadline(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
             slot=deadline.slot,
         ),
     )
+
+
+def _still_due(ctx: Context, deadline: messages_pb2.TaskDeadline) -> pipeline_pb2.TaskEntry | None:
+    """The task, if the deadline's attempt still runs here with no beat newer than its own."""
+    found = running_task(
+        ctx, deadline.task_id, deadline.attempt, deadline.invocation, deadline.slot
+    )
+    if found is None:
+        return None
+    task, record = found
+    beat = record.task_beat if isinstance(record, messages_pb2.Run) else record.beat
+    return task if beat == deadline.beat else None

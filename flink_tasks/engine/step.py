@@ -64,6 +64,7 @@ HANDLERS: dict[str, Handler] = {
     "store_request": finish.on_store_request,
     "get_request": finish.on_get_request,
     "task_deadline": leases.on_task_deadline,
+    "task_lease_check": leases.on_task_lease_check,
     "deadline_due": deadlines.on_deadline_due,
     "progress_check": deadlines.on_progress_check,
     "progress_beat": deadlines.on_progress_beat,

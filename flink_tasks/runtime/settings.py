@@ -157,7 +157,11 @@ class LocalRuntimeSettings:
     # every other one at worker_url (env: FLINK_TASKS_ENDPOINTS=gpu=http://gpu:8000,io=...)
     endpoints: tuple[str, ...] = ()
     call_timeout: timedelta = timedelta(minutes=10)
-    connect_timeout: timedelta = timedelta(seconds=10)
+    # StateFun uses this also as how long a call may wait for one of its 1,024 connections to a
+    # worker; a call that waits longer fails and retries with a doubling back-off (minutes after
+    # a dozen tries). A big fan-out queues thousands of calls: 10 s made them fail and back off
+    # (100 x 1,000 tasks: 248 s), 2 minutes lets them wait their turn (197 s, no failed call).
+    connect_timeout: timedelta = timedelta(minutes=2)
     payload_max_bytes: int = 32 * 1024 * 1024
     max_batch_requests: int = 1000
 

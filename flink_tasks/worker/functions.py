@@ -271,6 +271,12 @@ class Worker:
                 outbox.egress(effect.topic, effect.key, effect.reply.SerializeToString())
         elif isinstance(effect, fx.EmitEvent) and self._egress_allowed(effect.topic, effect.key):
             outbox.egress(effect.topic, effect.key, effect.event.SerializeToString())
+        elif isinstance(effect, fx.CheckLease):
+            check = messages_pb2.WorkerReport(lease_check=effect.deadline).SerializeToString()
+            if self.reports is not None:
+                self.reports.send(effect.pipeline_id, check)
+            else:  # no reports topic: no task of this worker is ever leased
+                outbox.send(wire.PIPELINE_FUNCTION, effect.pipeline_id, wire.WORKER_REPORT, check)
 
     def _egress_allowed(self, topic: str, key: str) -> bool:
         if self.egress_topics is None or topic in self.egress_topics:

@@ -87,6 +87,22 @@ class DoublingSink(SilentSink):
         self.inner.send(pipeline_id, report)
 
 
+class LateSink(SilentSink):
+    """Delivers every report in order, but `delay` seconds late: the task-reports topic read
+    behind a backlog (StateFun stops reading its ingress while its calls are at their limit)."""
+
+    def __init__(self, inner: ReportSink, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.checks = 0
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        if messages_pb2.WorkerReport.FromString(report).HasField("lease_check"):
+            self.checks += 1
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.delay, self.inner.send, pipeline_id, report)
+
+
 def _long_env(**options: Any) -> Any:
     return PipelineEnvironment.in_process(
         tasks,
@@ -141,6 +157,19 @@ async def test_results_delivered_twice_are_applied_once() -> None:
         )
         # each application appends once: a duplicate would repeat a label
         assert await env.submit_async(pipeline) == ["a", "b", "c"]
+        assert replies[pipeline.id] == 1
+
+
+async def test_a_live_worker_whose_reports_come_late_is_not_taken_for_lost() -> None:
+    """Beats and the result arrive 1.5 s late, the lease is 0.6 s: the lease falls due, but its
+    check travels the same late path and arrives after them, so the task is not failed."""
+    async with _long_env() as env:
+        replies = _count_replies(env)
+        sink = LateSink(env.worker.reports, delay=1.5)  # type: ignore[arg-type]
+        env.worker.reports = sink  # type: ignore[union-attr]
+        pipeline = never_retried.send(1.0)
+        assert await env.submit_async(pipeline) == "done"
+        assert sink.checks >= 1  # the lease did fall due (the old rule failed the task here)
         assert replies[pipeline.id] == 1
 
 

@@ -133,6 +133,8 @@ def summarise(effect: fx.Effect) -> Summary:
         if kind == "tasks_skipped":
             return ("event", "skipped", list(event.tasks_skipped.task_ids))
         return ("event", kind)
+    if isinstance(effect, fx.CheckLease):
+        return ("check_lease", effect.pipeline_id, effect.deadline.task_id, effect.deadline.beat)
     message = effect.message
     if isinstance(message, messages_pb2.TaskResult):
         return ("send", effect.pipeline_id, "task_result", effect.delay_ms)

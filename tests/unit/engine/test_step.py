@@ -255,11 +255,25 @@ CASES = [
         run={"task_beat": 1},
     ),
     Case(
-        "a deadline with no newer beat fails the attempt as lost",
+        "a deadline with no newer beat is checked behind the worker's reports, and re-armed",
         pm(
             task_deadline=S.TaskDeadline(
                 task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000
             )
+        ),
+        [("check_lease", P, "a", 1), ("send", P, "task_deadline", 3000)],
+        prelude=[
+            TWO_TASKS,
+            S.WorkerReport(
+                running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
+            ),
+        ],
+        run={"task_beat": 1},
+    ),
+    Case(
+        "a lease check back with still no newer beat fails the attempt as lost",
+        S.WorkerReport(
+            lease_check=S.TaskDeadline(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
         ),
         [
             ("event", "skipped", ["b"]),
@@ -278,7 +292,34 @@ CASES = [
             S.WorkerReport(
                 running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
             ),
+            pm(
+                task_deadline=S.TaskDeadline(
+                    task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000
+                )
+            ),
         ],
+    ),
+    Case(
+        "a lease check overtaken by a late beat written before it is ignored (a live worker)",
+        S.WorkerReport(
+            lease_check=S.TaskDeadline(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
+        ),
+        [],
+        prelude=[
+            TWO_TASKS,
+            S.WorkerReport(
+                running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
+            ),
+            pm(
+                task_deadline=S.TaskDeadline(
+                    task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000
+                )
+            ),
+            S.WorkerReport(
+                running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=2, lease_ms=3000)
+            ),
+        ],
+        run={"task_beat": 2},
     ),
     Case(
         "a deadline overtaken by a newer beat is ignored",
