@@ -1,10 +1,10 @@
 """Fixtures of the fault-injection suite. Every runtime here is isolated: its own run dir under
 pytest's tmp dir and its own ports in 61000-62999; everything is stopped at the end.
 
-Two runtimes are shared by several modules (package scope): `stack` (at-least-once) and
-`eo_stack` (exactly-once). The modules that use one run next to each other, and each shared
-runtime is stopped right after the last test that uses it, so no idle runtime competes for the
-CPU with the scenarios after it."""
+Three runtimes are shared by several modules (package scope): `stack` (at-least-once),
+`eo_stack` (exactly-once) and `observed_stack` (metrics, traces, the dashboard). The modules
+that use one run next to each other, and each shared runtime is stopped right after the last
+test that uses it, so no idle runtime competes for the CPU with the scenarios after it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import RESULTS, FaultStack, fault_stack
+from tests.faults.harness import RESULTS, FaultStack, ObservedStack, fault_stack
+from tests.faults.trace_export import SPAN_DIR_VAR
 
 HERE = os.path.dirname(__file__)
 
@@ -32,7 +33,7 @@ _KAFKA_WARNINGS = (
 )
 
 #: the package-scoped runtimes, in the order their modules run (then the other modules)
-SHARED_STACKS = ("eo_stack", "stack")
+SHARED_STACKS = ("eo_stack", "stack", "observed_stack")
 _started: dict[str, FaultStack] = {}
 
 
@@ -104,6 +105,26 @@ def eo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     """The shared exactly-once runtime (test_01's StateFun/Kafka kills, test_12_client's broker
     outages): each scenario leaves it running and uses pipeline ids of its own."""
     yield from _shared("eo_stack", tmp_path_factory, 61100, delivery_semantic="exactly-once")
+
+
+@pytest.fixture(scope="package")
+def observed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedStack]:
+    """Two worker processes of one slot each, with tracing, the span-exporting hooks, the
+    multi-process Prometheus directory and Flink's metrics reporter."""
+    tmp = tmp_path_factory.mktemp("faults-observed")
+    metrics, spans = tmp / "prometheus", tmp / "spans"
+    spans.mkdir()
+    with fault_stack(
+        tmp,
+        61800,
+        serve_workers=2,
+        serve_args=("--pool-size", "1", "--tracing", "--hooks", "tests.faults.trace_export:hooks"),
+        serve_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics), SPAN_DIR_VAR: str(spans)},
+        flink_metrics=True,
+    ) as s:
+        _started["observed_stack"] = s
+        yield ObservedStack(s, metrics, spans)
+        _started.pop("observed_stack", None)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -574,3 +574,15 @@ RESULTS: list[dict[str, Any]] = []
 def record_result(**row: Any) -> None:
     """A row of the reliability table (printed at the end of the session, see conftest)."""
     RESULTS.append(row)
+
+
+@dataclass(frozen=True)
+class ObservedStack:
+    """The shared runtime of the observability scenarios (test_13 metrics, test_15 traces and
+    the dashboard): `serve --workers 2 --pool-size 1 --tracing` with span-exporting hooks."""
+
+    stack: FaultStack
+    metrics_dir: Path
+    """PROMETHEUS_MULTIPROC_DIR of the worker processes."""
+    spans_dir: Path
+    """Where the hooks write the workers' spans."""

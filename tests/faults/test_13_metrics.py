@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,27 +21,12 @@ from flink_tasks import TaskError, in_parallel
 from flink_tasks.types import PipelineStatus
 from tests.faults import fault_tasks as ft
 from tests.faults import long_tasks as lt
-from tests.faults.harness import FaultStack, fault_stack, job_health
+from tests.faults.harness import ObservedStack, job_health
 from tests.unit.test_dashboard import dashboard_queries, declared_worker_metrics, metric_names
 
 pytestmark = [pytest.mark.integration]
 
 FANOUT, GOOD, BAD = 20, 3, 2
-
-
-@pytest.fixture(scope="module")
-def metrics_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FaultStack, Path]]:
-    tmp = tmp_path_factory.mktemp("faults-metrics")
-    multiproc = tmp / "prometheus"
-    with fault_stack(
-        tmp,
-        61800,
-        serve_workers=2,
-        serve_args=("--pool-size", "1"),
-        serve_env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
-        flink_metrics=True,
-    ) as stack:
-        yield stack, multiproc
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -71,8 +55,8 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
     return found
 
 
-def test_two_processes_one_scrape_exact_counts(metrics_stack: tuple[FaultStack, Path]) -> None:
-    stack, multiproc = metrics_stack
+def test_two_processes_one_scrape_exact_counts(observed_stack: ObservedStack) -> None:
+    stack, multiproc = observed_stack.stack, observed_stack.metrics_dir
     before = job_health(stack.runtime)
     fan_outs = [
         in_parallel([lt.quick.send(i) for i in range(FANOUT)]).continue_with(ft.total)
@@ -134,8 +118,8 @@ def test_two_processes_one_scrape_exact_counts(metrics_stack: tuple[FaultStack, 
     assert after.jid == before.jid and after.restarts == before.restarts == 0
 
 
-def test_list_finds_exactly_the_failed_pipelines(metrics_stack: tuple[FaultStack, Path]) -> None:
-    stack, _ = metrics_stack
+def test_list_finds_exactly_the_failed_pipelines(observed_stack: ObservedStack) -> None:
+    stack = observed_stack.stack
     settings = stack.client.settings
     hour = timedelta(hours=1)
 
@@ -192,8 +176,8 @@ def per_process(directory: Path, pid: int) -> dict[str, float]:
     return parse_exposition(generate_latest(registry).decode())
 
 
-def test_flink_reporter_shows_checkpoints(metrics_stack: tuple[FaultStack, Path]) -> None:
-    stack, _ = metrics_stack
+def test_flink_reporter_shows_checkpoints(observed_stack: ObservedStack) -> None:
+    stack = observed_stack.stack
     url = f"http://127.0.0.1:{stack.settings.metrics_port}/metrics"
     deadline = time.monotonic() + 60
     while True:
@@ -222,9 +206,9 @@ def test_flink_reporter_shows_checkpoints(metrics_stack: tuple[FaultStack, Path]
 
 
 def test_every_dashboard_query_names_a_served_metric(
-    metrics_stack: tuple[FaultStack, Path],
+    observed_stack: ObservedStack,
 ) -> None:
-    stack, _ = metrics_stack
+    stack = observed_stack.stack
     flink = {
         key.partition("{")[0]
         for key in scrape(f"http://127.0.0.1:{stack.settings.metrics_port}/metrics")

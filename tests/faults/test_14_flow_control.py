@@ -1,5 +1,5 @@
 """Unordered groups, pause points and delayed starts on the real runtime (Kafka + StateFun + a
-worker process), on one runtime of their own shared by the module:
+worker process), on the shared fault runtime (`stack`):
 
 - an unordered group of 1,000 with `max_parallelism=10` returns every result once;
 - a pause point inside a nested pipeline, one after a group and one a task asks for through its
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from flink_tasks import PipelineCancelledError, PipelineStatus, in_parallel
 from tests import pipelines as t
 from tests.faults import fault_tasks as f
-from tests.faults.harness import FaultStack, fault_stack
+from tests.faults.harness import FaultStack
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,27 +31,21 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path_factory.mktemp("faults-flow-control"), 61700) as s:
-        yield s
-
-
 @pytest.mark.timeout(900)  # 1,000 tasks 10 at a time: minutes on a busy 2-core box
-def test_unordered_group_of_1000_returns_every_result_once(flow_stack: FaultStack) -> None:
+def test_unordered_group_of_1000_returns_every_result_once(stack: FaultStack) -> None:
     tag = f"un{time.monotonic_ns()}"
     chains = [f.square.send(i, 0.0, tag) for i in range(1000)]
     pipeline = in_parallel(chains, max_parallelism=10, ordered=False)
-    result = flow_stack.client.submit(pipeline, timeout=timedelta(minutes=14)).result()
+    result = stack.client.submit(pipeline, timeout=timedelta(minutes=14)).result()
     assert Counter(result) == Counter(i * i for i in range(1000))
-    runs = flow_stack.worker.executions("square")
+    runs = stack.worker.executions("square")
     assert len([k for k in runs if k.startswith(f"{tag}:")]) == 1000
 
 
 def test_pause_points_in_a_nested_pipeline_after_a_group_and_from_a_task(
-    flow_stack: FaultStack,
+    stack: FaultStack,
 ) -> None:
-    client, worker = flow_stack.client, flow_stack.worker
+    client, worker = stack.client, stack.worker
     tag = f"pp{time.monotonic_ns()}"
 
     def ran(label: str) -> int:
@@ -85,8 +79,7 @@ def test_pause_points_in_a_nested_pipeline_after_a_group_and_from_a_task(
     assert future.result(timeout=60) == 16
 
 
-def test_countdown_survives_a_statefun_restart(flow_stack: FaultStack) -> None:
-    stack = flow_stack
+def test_countdown_survives_a_statefun_restart(stack: FaultStack) -> None:
     tag = f"cd{time.monotonic_ns()}"
     countdown = timedelta(seconds=20)
     timed = t.started_at.send().set(countdown=countdown)
@@ -103,8 +96,8 @@ def test_countdown_survives_a_statefun_restart(flow_stack: FaultStack) -> None:
     assert stack.worker.executions("square")[f"{tag}:7"] == 1
 
 
-def test_pause_and_cancel_while_waiting_on_a_countdown(flow_stack: FaultStack) -> None:
-    client, worker = flow_stack.client, flow_stack.worker
+def test_pause_and_cancel_while_waiting_on_a_countdown(stack: FaultStack) -> None:
+    client, worker = stack.client, stack.worker
     tag = f"cw{time.monotonic_ns()}"
     countdown = timedelta(seconds=4)
     paused = f.square.send(5, 0.0, f"{tag}p").set(countdown=countdown)

@@ -27,8 +27,8 @@ from flink_tasks.errors import PipelineCancelledError
 from flink_tasks.types import PipelineStatus
 from tests.faults import fault_tasks as ft
 from tests.faults import long_tasks as lt
-from tests.faults.harness import FaultStack, fault_stack
-from tests.faults.trace_export import SPAN_DIR_VAR, hex_id, memory_exporter, read_spans
+from tests.faults.harness import ObservedStack
+from tests.faults.trace_export import hex_id, memory_exporter, read_spans
 
 pytestmark = [
     pytest.mark.integration,
@@ -54,21 +54,6 @@ CHROMIUM_FLAGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def observed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FaultStack, Path]]:
-    tmp = tmp_path_factory.mktemp("faults-observe")
-    spans = tmp / "spans"
-    spans.mkdir()
-    with fault_stack(
-        tmp,
-        61900,
-        serve_workers=2,
-        serve_args=("--pool-size", "1", "--tracing", "--hooks", "tests.faults.trace_export:hooks"),
-        serve_env={SPAN_DIR_VAR: str(spans)},
-    ) as stack:
-        yield stack, spans
-
-
 def spans_of_trace(folder: Path, trace_id: str, count: int) -> list[dict[str, Any]]:
     """The worker spans of `trace_id`, once `count` of them are written (or 15 s passed)."""
     deadline = time.monotonic() + 15
@@ -79,8 +64,8 @@ def spans_of_trace(folder: Path, trace_id: str, count: int) -> list[dict[str, An
         time.sleep(0.1)
 
 
-def test_a_submit_and_its_tasks_are_one_trace(observed_stack: tuple[FaultStack, Path]) -> None:
-    stack, folder = observed_stack
+def test_a_submit_and_its_tasks_are_one_trace(observed_stack: ObservedStack) -> None:
+    stack, folder = observed_stack.stack, observed_stack.spans_dir
     exporter = memory_exporter()
     client = stack.new_client(tracing=True)
     try:
@@ -161,9 +146,9 @@ def get_json(url: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def dashboard(observed_stack: tuple[FaultStack, Path]) -> Iterator[str]:
+def dashboard(observed_stack: ObservedStack) -> Iterator[str]:
     """`flink-tasks dashboard` (as ``python -m``) on this runtime; its base URL."""
-    stack, _ = observed_stack
+    stack = observed_stack.stack
     s = stack.settings
     port = free_port()
     log = (stack.worker.log_file.parent / "dashboard.log").open("w")
@@ -260,12 +245,12 @@ def click(driver: Any, selector: str) -> None:
 
 
 def test_b_dashboard_in_a_browser(
-    observed_stack: tuple[FaultStack, Path], dashboard: str, browser: Any, tmp_path: Path
+    observed_stack: ObservedStack, dashboard: str, browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    stack, _ = observed_stack
+    stack = observed_stack.stack
     client = stack.client
     started = time.monotonic()
     marks: dict[str, float] = {}
