@@ -13,12 +13,12 @@ from flink_tasks_client import FlinkTasksClient
 
 from flink_tasks.runtime import LocalRuntime
 from flink_tasks.testing import PipelineEnvironment
-from tests.acceptance.test_seed_pipelines import test_seed_example  # collected again, here
+from tests.acceptance.test_seed_pipelines import (  # collected again, here
+    test_seed_example,
+    test_seed_ten_thousand_tasks_in_ten_stages_with_initial_args,
+)
 
-# Not the 10,000-task example: on this cluster (one `serve` process, 2 pool children, exactly-once
-# egress) it did not finish within its 10 min in two runs on a machine at load 30-50, with the
-# job healthy throughout (no restart); the cause is not found yet. It runs on the MiniCluster.
-__all__ = ["test_seed_example"]
+__all__ = ["test_seed_example", "test_seed_ten_thousand_tasks_in_ten_stages_with_initial_args"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
