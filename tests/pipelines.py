@@ -167,6 +167,12 @@ def child_with_state(state: Any, _previous: Any, inline: bool) -> tuple[Any, Pip
     return state, child.inline() if inline else child
 
 
+@tasks.bind()
+def orchestrate_probe(index: int, seconds: float) -> PipelineBuilder:
+    """Returns a child pipeline: a probe for `seconds`, then a record of "after"."""
+    return probe.send(index, seconds).continue_with(record, "after")
+
+
 # ---- side-effect probes (tests serve tasks in their own process, so they can look)
 
 recorded: list[Any] = []

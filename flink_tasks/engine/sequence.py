@@ -195,8 +195,7 @@ def on_task_result(ctx: Context, result: messages_pb2.TaskResult) -> None:
         return
     if run.cancelling and not run.finalizing:
         return  # results of running tasks are ignored once cancelled
-    if result.task_id in run.active_children:
-        run.active_children.remove(result.task_id)
+    _forget_child(run, result.task_id)
     if result.slot > 0:
         # a chain of the running group: no need to look at the definition
         if run.entry_started and result.slot <= run.group_size:
@@ -274,7 +273,7 @@ def start_orchestrated_child(
     """A task returned a pipeline: run it as a child whose result becomes the task's result."""
     run = ctx.run
     pipeline = result.pipeline
-    child_id = ctx.new_child_id(run)
+    child_id = f"{ctx.new_child_id(run)}.{result.task_id}"
     start = messages_pb2.ChildStart(
         parent_id=ctx.address_id,
         root_pipeline_id=run.root_pipeline_id,
@@ -299,9 +298,21 @@ def start_orchestrated_child(
     elif pipeline.initial.has_state:
         start.state.CopyFrom(pipeline.initial.state)
         start.has_state = True
-    run.active_children.append(result.task_id)
+    # the child's address, so that pause, unpause and cancel reach it; its result comes back
+    # under the task's id, which the address ends with (see `_forget_child`)
+    run.active_children.append(child_id)
     ctx.state.touch_run()
     ctx.send(child_id, messages_pb2.PipelineMessage(start_child=start))
+
+
+def _forget_child(run: messages_pb2.Run, entry_id: str) -> None:
+    """A child's result came: it no longer takes control messages. A child is listed by its
+    address, which is its entry id, or (a pipeline a task returned) ends with `.` + the task id."""
+    suffix = f".{entry_id}"
+    for child in run.active_children:
+        if child == entry_id or child.endswith(suffix):
+            run.active_children.remove(child)
+            return
 
 
 def on_child_result(ctx: Context, result: messages_pb2.TaskResult) -> None:

@@ -590,6 +590,21 @@ async def test_cancel_reaches_child_pipelines(env: PipelineEnvironment) -> None:
     assert starts == [0]
 
 
+async def test_cancel_reaches_a_pipeline_a_task_returned(env: PipelineEnvironment) -> None:
+    from flink_tasks import PipelineCancelledError
+
+    t.reset_concurrency_probe()
+    t.recorded.clear()
+    pipeline = t.orchestrate_probe.send(0, 0.3)
+    future = asyncio.ensure_future(env.submit_async(pipeline))
+    await _until(lambda: t.concurrency_probe()[1] == [0])  # the child's first task runs
+    await env.cancel(pipeline.id)
+    with pytest.raises(PipelineCancelledError):
+        await future
+    await _settled(env)  # the child's probe ended; its next task may not start
+    assert t.recorded == []
+
+
 async def test_actions_on_finished_pipelines_are_errors(env: PipelineEnvironment) -> None:
     from flink_tasks import ActionError, PipelineStatus
 
