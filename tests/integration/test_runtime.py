@@ -214,7 +214,7 @@ def test_module_yaml_has_the_three_components() -> None:
     assert text.count("kind: io.statefun.endpoints.v2/http") == 2
     assert 'functions: "flink_tasks/*"' in text and 'functions: "other/*"' in text
     assert "http://127.0.0.1:18000/statefun/{function.name}" in text
-    assert "call: 10min" in text and "connect: 10s" in text
+    assert "call: 10min" in text and "connect: 2min" in text
     assert "payload_max_bytes: 33554432" in text and "maxNumBatchRequests: 1000" in text
     assert "id: flink_tasks/ingress" in text and "consumerGroupId: flink-tasks" in text
     assert f"valueType: {PIPELINE_REQUEST_TYPE}" in text
