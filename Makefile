@@ -47,7 +47,7 @@ test: install proto-check lint typecheck
 	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration" tests client/tests $(PYTEST_ARGS)
 
 # Start Kafka + StateFun + a worker, run the example pipelines, print their results, stop.
 demo: install

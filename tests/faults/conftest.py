@@ -1,10 +1,11 @@
 """Fixtures of the fault-injection suite. Every runtime here is isolated: its own run dir under
 pytest's tmp dir and its own ports in 61000-62999; everything is stopped at the end.
 
-Three runtimes are shared by several modules (package scope): `stack` (at-least-once),
-`eo_stack` (exactly-once) and `observed_stack` (metrics, traces, the dashboard). The modules
-that use one run next to each other, and each shared runtime is stopped right after the last
-test that uses it, so no idle runtime competes for the CPU with the scenarios after it."""
+Four runtimes are shared by several modules (package scope): `stack` (at-least-once),
+`eo_stack` (exactly-once), `observed_stack` (metrics, traces, the dashboard) and
+`secured_stack` (SASL_SSL with ACLs). The modules that use one run next to each other, and each
+shared runtime is stopped right after the last test that uses it, so no idle runtime competes
+for the CPU with the scenarios after it."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ _KAFKA_WARNINGS = (
 )
 
 #: the package-scoped runtimes, in the order their modules run (then the other modules)
-SHARED_STACKS = ("eo_stack", "stack", "observed_stack")
+SHARED_STACKS = ("eo_stack", "stack", "observed_stack", "secured_stack")
 _started: dict[str, FaultStack] = {}
 
 
@@ -125,6 +126,15 @@ def observed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observe
         _started["observed_stack"] = s
         yield ObservedStack(s, metrics, spans)
         _started.pop("observed_stack", None)
+
+
+@pytest.fixture(scope="package")
+def secured_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    """Kafka with SASL_SSL (SCRAM and mutual TLS) and ACLs per role (test_12_secured,
+    test_12_acls)."""
+    yield from _shared(
+        "secured_stack", tmp_path_factory, 61500, kafka_security="sasl_ssl", kafka_acls=True
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

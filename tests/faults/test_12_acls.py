@@ -10,30 +10,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from flink_tasks.errors import PipelineCancelledError, TransportError
 from flink_tasks.types import PipelineStatus
 from tests.faults import fault_tasks as ft
-from tests.faults.harness import FaultStack, fault_stack, record_result
+from tests.faults.harness import FaultStack, record_result
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def authorized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    with fault_stack(
-        tmp_path_factory.mktemp("faults-acls"), 61600, kafka_security="sasl_ssl", kafka_acls=True
-    ) as s:
-        yield s
-
-
-def test_operator_cancels_submitter_cannot(authorized: FaultStack) -> None:
-    operator = authorized.new_client(role="operator")
+def test_operator_cancels_submitter_cannot(secured_stack: FaultStack) -> None:
+    operator = secured_stack.new_client(role="operator")
     # without write access to the actions topic a submitter cannot look ids up: reuse="allow"
-    submitter = authorized.new_client(role="submitter", pipeline_reuse="allow")
+    submitter = secured_stack.new_client(role="submitter", pipeline_reuse="allow")
     try:
         assert submitter.submit_sync(ft.square.send(9), timeout=120) == 81
         pipeline = ft.slow.send(60.0, "never")

@@ -13,7 +13,6 @@ import dataclasses
 import gc
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from flink_tasks_client import FlinkTasksClient
 
 from flink_tasks.errors import TransportError
 from flink_tasks.runtime.kafka_secure import role_security
-from tests.faults.harness import FaultStack, fault_stack, record_result
+from tests.faults.harness import FaultStack, record_result
 from tests.faults.workload import fan_out
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,16 +30,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLEAR_ERROR_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    with fault_stack(
-        tmp_path_factory.mktemp("faults-secured"), 61500, kafka_security="sasl_ssl"
-    ) as s:
-        yield s
-
-
-def test_module_yaml_and_broker_are_secured(secured: FaultStack) -> None:
-    s = secured.settings
+def test_module_yaml_and_broker_are_secured(secured_stack: FaultStack) -> None:
+    s = secured_stack.settings
     module_yaml = (s.run_dir / "statefun" / "conf" / "module.yaml").read_text()
     assert module_yaml.count("- security.protocol: SASL_SSL\n") == 2  # ingress and egress
     password = role_security(s, "statefun").kafka_python_options()["sasl_plain_password"]
@@ -57,12 +48,12 @@ def _submit(client: Any, tag: str) -> float:
     return time.monotonic() - started
 
 
-def test_pipeline_over_sasl_ssl(secured: FaultStack) -> None:
-    scram_512_s = _submit(secured.client, "sec512")
-    mtls = secured.new_client(
-        **_fields(role_security(secured.settings, "operator", mutual_tls=True))
+def test_pipeline_over_sasl_ssl(secured_stack: FaultStack) -> None:
+    scram_512_s = _submit(secured_stack.client, "sec512")
+    mtls = secured_stack.new_client(
+        **_fields(role_security(secured_stack.settings, "operator", mutual_tls=True))
     )
-    sha256 = secured.new_client(sasl_mechanism="SCRAM-SHA-256")
+    sha256 = secured_stack.new_client(sasl_mechanism="SCRAM-SHA-256")
     try:
         mtls_s = _submit(mtls, "secmtls")
         sha256_s = _submit(sha256, "sec256")
@@ -96,12 +87,12 @@ def _fails_clearly(stack: FaultStack, match: str, **options: Any) -> float:
 
 
 def test_wrong_password_and_untrusted_certificate(
-    secured: FaultStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    secured_stack: FaultStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password")
     wrong_s = _fails_clearly(
-        secured, "refused the client's credentials", sasl_password_file=str(wrong)
+        secured_stack, "refused the client's credentials", sasl_password_file=str(wrong)
     )
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -110,7 +101,9 @@ def test_wrong_password_and_untrusted_certificate(
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     untrusted_s = _fails_clearly(
-        secured, "is not signed by a CA in ssl_cafile", ssl_cafile=str(tmp_path / "other-ca.pem")
+        secured_stack,
+        "is not signed by a CA in ssl_cafile",
+        ssl_cafile=str(tmp_path / "other-ca.pem"),
     )
     # kafka-python 3.0.12 leaves the socket of every refused attempt unclosed, reachable from
     # the exceptions in its log records (which pytest keeps): drop the records and collect the
