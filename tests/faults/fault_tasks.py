@@ -150,6 +150,20 @@ def deep_result(depth: int) -> Any:
     return nested(depth)
 
 
+@tasks.bind(timeout=timedelta(minutes=2))
+async def wait_for_file(path: str, value: Any) -> Any:
+    """Returns `value` once `path` exists: a test's signal to the worker process."""
+    while not os.path.exists(path):
+        await asyncio.sleep(0.05)
+    return value
+
+
+@tasks.bind()
+def spawn_until_file(path: str, value: Any) -> Any:
+    """An orchestrator whose child runs until the test creates `path`."""
+    return wait_for_file.send(path, value)
+
+
 @tasks.bind()
 def spawn_slow(seconds: float, value: Any) -> Any:
     """An orchestrator whose child (at `<root>:<random>`) runs `slow` for `seconds`."""

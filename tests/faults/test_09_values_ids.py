@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_too_deep_result_is_a_task_error(stack: FaultStack) -> None:
         assert (log.by_pipeline[pipeline.id], log.by_pipeline[handled.id]) == (1, 1)
 
 
-async def test_child_id_hijack_is_refused(stack: FaultStack) -> None:
+async def test_child_id_hijack_is_refused(stack: FaultStack, tmp_path: Path) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
@@ -95,7 +96,9 @@ async def test_child_id_hijack_is_refused(stack: FaultStack) -> None:
             "child-id hijack",
             f"{INVALID_REQUEST_ERROR} to the requester; parent completed correctly",
         ) as case:
-            parent = ft.spawn_slow.send(6.0, "parent's").continue_with(ft.safe_echo)
+            # the child runs until the refusal was checked (however late the request is read)
+            release = tmp_path / "release"
+            parent = ft.spawn_until_file.send(str(release), "parent's").continue_with(ft.safe_echo)
             future = stack.client.submit(parent, timeout=120)
             child_id = ""
             async for event in stack.client.events(parent.id, from_beginning=True, timeout=60):
@@ -122,6 +125,7 @@ async def test_child_id_hijack_is_refused(stack: FaultStack) -> None:
             refusal = log.replies[reply_id]
             assert refusal.error.exception_type == INVALID_REQUEST_ERROR
             assert "belongs to a child pipeline" in refusal.error.exception_message
+            release.touch()
             assert future.result(timeout=60) == repr("parent's")
             log = case.reader.wait_for([parent.id], 10)
             assert (log.by_pipeline[parent.id], log.by_pipeline[child_id]) == (1, 1)
