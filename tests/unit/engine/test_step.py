@@ -57,6 +57,16 @@ class Case:
 TWO_TASKS = request(task("a", 1), task("b"))
 RETRIED = request(task("a", 1, retry_for=["builtins.ValueError"], max_retries=1, delay_ms=500))
 
+
+# attempt "a" of TWO_TASKS holds a lease (beat 1, 3 s) that has fallen due once
+LEASE_FELL_DUE = [
+    TWO_TASKS,
+    S.WorkerReport(
+        running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
+    ),
+    pm(task_deadline=S.TaskDeadline(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)),
+]
+
 CASES = [
     # ---------------------------------------------------------------- submission
     Case(
@@ -288,15 +298,7 @@ CASES = [
             EXPIRE,
         ],
         prelude=[
-            TWO_TASKS,
-            S.WorkerReport(
-                running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
-            ),
-            pm(
-                task_deadline=S.TaskDeadline(
-                    task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000
-                )
-            ),
+            *LEASE_FELL_DUE,
         ],
     ),
     Case(
@@ -306,15 +308,7 @@ CASES = [
         ),
         [],
         prelude=[
-            TWO_TASKS,
-            S.WorkerReport(
-                running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
-            ),
-            pm(
-                task_deadline=S.TaskDeadline(
-                    task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000
-                )
-            ),
+            *LEASE_FELL_DUE,
             S.WorkerReport(
                 running=S.TaskRunning(task_id="a", attempt=1, invocation=1, beat=2, lease_ms=3000)
             ),
