@@ -38,3 +38,11 @@ async def long_retried(key: str, seconds: float) -> str:
 @tasks.bind()
 def quick(x: int) -> int:
     return x * x
+
+
+@tasks.bind()
+async def square_slowly(x: int) -> int:
+    """`quick`, but slow enough for a fan-out's calls to overlap and so open several
+    connections (which the kernel spreads over `serve --workers N`'s processes)."""
+    await asyncio.sleep(0.2)
+    return x * x
