@@ -3,12 +3,20 @@
 The order of a whole run: unit and in-process tests first (the fastest failures), then the
 modules with runtimes of their own, then those on the session runtime (``local_env``,
 ``local_runtime``) next to each other, so that runtime is not idle beside the others, and the
-client's tests last."""
+client's tests last.
+
+`make test` runs two lanes at once (pytest-xdist, `--dist loadgroup`): the fault-injection
+package in one, everything else in the other. Most of a fault scenario's time is an outage or a
+long task being waited out, which leaves a core free for the other lane; the two lanes share no
+runtime and no ports (tests/faults/harness.py: 61000-62999)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flink_tasks_client import FlinkTasksClient
@@ -16,11 +24,13 @@ from flink_tasks_client import FlinkTasksClient
 from examples.seed import tasks as seed_tasks
 from flink_tasks import FlinkTasks
 from flink_tasks.testing import PipelineEnvironment
+from tests.faults.harness import RESULTS
 from tests.pipelines import tasks as test_tasks
 
 ALL_TASKS = FlinkTasks().include(test_tasks).include(seed_tasks)
 
 HERE = Path(__file__).resolve().parent
+FAULTS = HERE / "faults"
 SESSION_RUNTIME = frozenset({"local_env", "local_runtime"})
 
 
@@ -41,6 +51,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             SESSION_RUNTIME & set(getattr(item, "fixturenames", ()))
         )
     items.sort(key=lambda item: _rank(item.path, uses[item.path]))  # stable: modules stay whole
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_lane(item.path)))
+
+
+def _lane(path: Path) -> str:
+    return "faults" if FAULTS in path.parents else "main"
+
+
+# The fault scenarios' results table is printed by the process that prints the summary: under
+# xdist the lanes' workers hand their rows to it when they end.
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_results"] = list(RESULTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    RESULTS.extend(node.workeroutput.get("fault_results", []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not RESULTS:
+        return
+    terminalreporter.section("fault-injection results")
+    for row in RESULTS:
+        terminalreporter.write_line(json.dumps(row, sort_keys=True))
+    out = os.environ.get("FLINK_TASKS_FAULTS_REPORT")
+    if out:
+        with open(out, "w") as fh:
+            json.dump(RESULTS, fh, indent=2, sort_keys=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.faults.harness import RESULTS, FaultStack, ObservedStack, fault_stack
+from tests.faults.harness import FaultStack, ObservedStack, fault_stack
 from tests.faults.trace_export import SPAN_DIR_VAR
 
 HERE = os.path.dirname(__file__)
@@ -135,15 +134,3 @@ def secured_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultSta
     yield from _shared(
         "secured_stack", tmp_path_factory, 61500, kafka_security="sasl_ssl", kafka_acls=True
     )
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS:
-        return
-    terminalreporter.section("fault-injection results")
-    for row in RESULTS:
-        terminalreporter.write_line(json.dumps(row, sort_keys=True))
-    out = os.environ.get("FLINK_TASKS_FAULTS_REPORT")
-    if out:
-        with open(out, "w") as fh:
-            json.dump(RESULTS, fh, indent=2, sort_keys=True)

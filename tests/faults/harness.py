@@ -313,7 +313,7 @@ class JobHealth:
 
 def job_health(runtime: LocalRuntime) -> JobHealth:
     """The job's state, its restart count (`numRestarts`) and last root exception."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:  # the metric appears a few seconds after the job starts
         status = runtime.job_status()
         assert status is not None, "the Flink REST API lists no job"

@@ -140,7 +140,7 @@ def test_actions_are_read_only_from_the_configured_topic(stack: FaultStack) -> N
         admin.close()
     pipeline = ft.slow.send(3.0, "untouched")
     future = stack.client.submit(pipeline, timeout=60)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while stack.client.get_status_sync(pipeline.id) != PipelineStatus.RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.1)

@@ -106,7 +106,7 @@ def _assert_one_reply_each(reader: ReplyReader, pipeline_ids: list[str]) -> None
     """Exactly one final reply (result or error) per pipeline on the reply topic; the replies
     to the status lookups of ``reuse="attach"`` are not counted."""
     # the raw reader may see the status lookups' replies before the final ones
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while min(reader.final_reply_counts(pipeline_ids).values()) < 1:
         if time.monotonic() > deadline:
             break

@@ -74,7 +74,7 @@ def test_two_processes_one_scrape_exact_counts(observed_stack: ObservedStack) ->
     quick, add_up = lt.quick.type_name, ft.total.type_name
     unser, hang = ft.unserializable_result.type_name, ft.hang_retried.type_name
     # the last pipeline-function batches may still be on their way: wait for the counts
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:
         samples = scrape(url)
         finished = total(samples, "flink_tasks_pipeline_duration_seconds_count", level="root")
@@ -139,7 +139,7 @@ def test_list_finds_exactly_the_failed_pipelines(observed_stack: ObservedStack) 
     bad_ids, ok_ids = {p.id for p in bad}, {p.id for p in ok}
 
     # the reply and the event travel on different topics: wait until the events are read
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     failed = ids(status=PipelineStatus.FAILED, since=hour)
     while not bad_ids <= failed and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -192,7 +192,7 @@ def test_flink_reporter_shows_checkpoints(observed_stack: ObservedStack) -> None
     # checkpoints triggered while the job's tasks were still starting count as failed
     # ("Failed to trigger checkpoint ... not running"); none fail once it runs
     failed = total(samples, "flink_jobmanager_job_numberOfFailedCheckpoints")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while True:  # two more checkpoints of the running job
         later = scrape(url)
         done = total(later, "flink_jobmanager_job_numberOfCompletedCheckpoints")

@@ -56,8 +56,8 @@ CHROMIUM_FLAGS = (
 
 
 def spans_of_trace(folder: Path, trace_id: str, count: int) -> list[dict[str, Any]]:
-    """The worker spans of `trace_id`, once `count` of them are written (or 15 s passed)."""
-    deadline = time.monotonic() + 15
+    """The worker spans of `trace_id`, once `count` of them are written (or 60 s passed)."""
+    deadline = time.monotonic() + 60
     while True:
         found = [s for s in read_spans(folder) if s["context"]["trace_id"] == trace_id]  # type: ignore[index]
         if len(found) >= count or time.monotonic() > deadline:
