@@ -5,10 +5,10 @@ modules with runtimes of their own, then those on the session runtime (``local_e
 ``local_runtime``) next to each other, so that runtime is not idle beside the others, and the
 client's tests last.
 
-`make test` runs two lanes at once (pytest-xdist, `--dist loadgroup`): the fault-injection
-package in one, everything else in the other. Most of a fault scenario's time is an outage or a
-long task being waited out, which leaves a core free for the other lane; the two lanes share no
-runtime and no ports (tests/faults/harness.py: 61000-62999)."""
+`make test TEST_LANES=2` runs two lanes at once (pytest-xdist, `--dist loadgroup`): the
+fault-injection package in one, everything else in the other. Most of a fault scenario's time
+is an outage or a long task being waited out, which leaves a core free for the other lane; the
+two lanes share no runtime and no ports (tests/faults/harness.py: 61000-62999)."""
 
 from __future__ import annotations
 
