@@ -162,4 +162,6 @@ def merge_b5(parts: list[dict[str, Any]]) -> dict[str, Any]:
         **latency_summary(latencies),
         "latencies_ms": [round(x, 3) for x in latencies],
         "per_client_wall_s": [part["last_result"] - part["first_submit"] for part in parts],
+        # how long each process took to hand all its pipelines over (submit calls only)
+        "per_client_submit_s": [part["last_submit"] - part["first_submit"] for part in parts],
     }

@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": _percentile(latencies, 99),
             "mean_ms": statistics.fmean(latencies),
             "min_ms": min(latencies),
+            "latencies_ms": [round(x, 3) for x in latencies],  # for the CDF plot
         }
         print(f"B2 celery: p50 {out['b2']['p50_ms']:.1f} ms", flush=True)
 
