@@ -163,7 +163,7 @@ def main() -> None:
         from bench import report
 
         saved = json.loads((Path(args.work_dir) / "all.json").read_text())
-        report.write(saved, Path(args.results), HERE / "b3_scale.png")
+        report.write(saved, Path(args.results), Path(args.results).with_name("b3_scale.png"))
         return
     only = set(args.only.split(","))
     work = Path(args.work_dir)
@@ -336,9 +336,9 @@ def main() -> None:
     (work / "all.json").write_text(json.dumps(results, indent=1))
     from bench import report
 
-    report.write(results, Path(args.results), HERE / "b3_scale.png")
+    report.write(results, Path(args.results), Path(args.results).with_name("b3_scale.png"))
     print(
-        f"wrote {args.results} and {HERE / 'b3_scale.png'} in {results['total_s'] / 60:.1f} min",
+        f"wrote {args.results} and its plots in {results['total_s'] / 60:.1f} min",
         flush=True,
     )
 
