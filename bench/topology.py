@@ -138,13 +138,40 @@ class Topology:
         return parts, self.sampler.peaks()
 
 
-def run_phases(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
-    work = set(args.only.split(","))
-    # B5 first: the new bench, and its Celery peer runs next in `bench.run`
-    if "b5" in work:
+def _b1(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    (part,), memory = top.run("b1", [top.spec("b1")])
+    results["b1"] = {**part, "memory": memory}
+    log.warning("B1 topology: %s", {k: round(v["median_tasks_per_s"]) for k, v in part.items()})
+
+
+def _b2(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    (part,), memory = top.run("b2", [top.spec("b2")])
+    results["b2"] = {**part, "memory": memory}
+    log.warning(
+        "B2 topology: p50 %.1f p95 %.1f p99 %.1f ms", part["p50_ms"], part["p95_ms"], part["p99_ms"]
+    )
+
+
+def _b3(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    results.setdefault("b3", {})
+    for n in args.b3_sizes:
+        (part,), memory = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n])])
+        for key, row in part.items():
+            results["b3"][key] = {**row, "memory": memory}
+            log.warning(
+                "B3 topology %s: %.2f s, %.0f us/child",
+                key,
+                row["median_wall_s"],
+                row["us_per_child"],
+            )
+        _save(args, results)
+
+
+def _b5(policies: str) -> Any:
+    def phase(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
         results.setdefault("b5", {})
         per_client = args.b5_n // args.b5_clients
-        for reuse in args.b5_reuse.split(","):
+        for reuse in policies.split(","):
             specs = [
                 top.spec(
                     "b5", n=per_client, offset=i * per_client, warmup=args.b5_warmup, reuse=reuse
@@ -167,34 +194,21 @@ def run_phases(top: Topology, args: argparse.Namespace, results: dict[str, Any])
             )
             _save(args, results)
 
-    if "b1" in work:
-        (part,), memory = top.run("b1", [top.spec("b1")])
-        results["b1"] = {**part, "memory": memory}
-        log.warning("B1 topology: %s", {k: round(v["median_tasks_per_s"]) for k, v in part.items()})
+    return phase
+
+
+def run_phases(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The phases in the order `--only` names them."""
+    phases = {
+        "b1": _b1,
+        "b2": _b2,
+        "b3": _b3,
+        "b5": _b5(args.b5_reuse),
+        "b5-extra": _b5(args.b5_extra_reuse),
+    }
+    for name in args.only.split(","):
+        phases[name](top, args, results)
         _save(args, results)
-    if "b2" in work:
-        (part,), memory = top.run("b2", [top.spec("b2")])
-        results["b2"] = {**part, "memory": memory}
-        log.warning(
-            "B2 topology: p50 %.1f p95 %.1f p99 %.1f ms",
-            part["p50_ms"],
-            part["p95_ms"],
-            part["p99_ms"],
-        )
-        _save(args, results)
-    if "b3" in work:
-        results.setdefault("b3", {})
-        for n in args.b3_sizes:
-            (part,), memory = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n])])
-            for key, row in part.items():
-                results["b3"][key] = {**row, "memory": memory}
-                log.warning(
-                    "B3 topology %s: %.2f s, %.0f us/child",
-                    key,
-                    row["median_wall_s"],
-                    row["us_per_child"],
-                )
-            _save(args, results)
 
 
 def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -211,7 +225,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--log-dir", default=str(ROOT / "bench" / "out"))
     realtime.add_runtime_options(parser)
-    parser.add_argument("--only", default="b1,b2,b3,b5", help="comma list of b1,b2,b3,b5")
+    parser.add_argument(
+        "--only",
+        default="b5,b1,b2,b3,b5-extra",
+        help="comma list of b1,b2,b3,b5,b5-extra, run in this order",
+    )
     parser.add_argument("--workers", type=int, default=2, help="serve --workers")
     parser.add_argument(
         "--pool",
@@ -241,8 +259,14 @@ def main() -> None:
     parser.add_argument("--b5-warmup", type=int, default=20, help="pipelines per client before GO")
     parser.add_argument(
         "--b5-reuse",
-        default="attach,allow",
-        help="B5 once per pipeline_reuse policy (attach: the client's default)",
+        default="allow",
+        help="phase b5: once per pipeline_reuse policy listed (allow: no lookup, as apply_async)",
+    )
+    parser.add_argument(
+        "--b5-extra-reuse",
+        default="attach",
+        help="phase b5-extra: the same with these policies (attach: the client's default, "
+        "a status lookup per submit)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
