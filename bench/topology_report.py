@@ -88,6 +88,9 @@ def section(results: dict[str, Any]) -> list[str]:
         "processes too (`bench/peers/celery_topology.py`)."
     )
     add("")
+    if results.get("topology_note"):
+        add(f"Note: {results['topology_note']}")
+        add("")
     add("| bench | shape | flink-tasks | Celery, same run | flink-tasks / Celery | target | |")
     add("|---|---|---|---|---|---|---|")
     # B5
