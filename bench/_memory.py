@@ -1,8 +1,9 @@
 """Memory figures of the users'-topology benchmarks, sampled while a phase runs.
 
 - worker RSS: the sum of VmRSS over every process in `serve`'s session (supervisor, worker
-  processes, their fork servers and pool children), from /proc, every 0.25 s; forked children
-  share pages, so the sum counts shared pages once per process (an upper bound);
+  processes, their fork servers and pool children), from /proc, every second (each sample scans
+  all of /proc: at 4 a second that cost ~5% of a core on a busy machine); forked children share
+  pages, so the sum counts shared pages once per process (an upper bound);
 - JVM: the StateFun JVM's RSS from /proc, and the heap used as Flink's REST API reports it
   (`/taskmanagers/<id>/metrics?get=Status.JVM.Memory.Heap.Used`, summed over TaskManagers;
   Flink refreshes these at most every `metrics.fetcher.update-interval`, 10 s by default, so a
@@ -118,8 +119,8 @@ class MemorySampler:
 
     def _run(self) -> None:
         tick = 0
-        while not self._stop.wait(0.25):
-            self._sample(slow=tick % 4 == 0)
+        while not self._stop.wait(1.0):
+            self._sample(slow=tick % 2 == 0)
             tick += 1
 
     def _sample(self, slow: bool) -> None:
