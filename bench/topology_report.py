@@ -27,6 +27,10 @@ def _ok(flag: bool | None) -> str:
     return "—" if flag is None else ("met" if flag else "**missed**")
 
 
+def _x(ratio: float | None, what: str = "") -> str:
+    return "—" if ratio is None else f"{ratio:,.2f}×{what}"
+
+
 def _mib(x: int | None) -> str:
     return "—" if not x else f"{x / MIB:,.0f} MiB"
 
@@ -104,11 +108,11 @@ def section(results: dict[str, Any]) -> list[str]:
         ratio = row["tasks_per_s"] / cb5["tasks_per_s"] if cb5 else None
         add(
             f"| B5 throughput | {shape} | {_fmt(row['tasks_per_s'])} tasks/s ({_fmt(row['wall_s'], 1)} s) | "
-            f"{_fmt(cb5['tasks_per_s']) + ' tasks/s' if cb5 else '—'} | {_fmt(ratio, 2)}× | ≥ 3× Celery | {_ok(ratio >= 3 if ratio else None)} |"
+            f"{_fmt(cb5['tasks_per_s']) + ' tasks/s' if cb5 else '—'} | {_x(ratio)} | ≥ 3× Celery | {_ok(ratio >= 3 if ratio else None)} |"
         )
         p99_ratio = row["p99_ms"] / cb5["p99_ms"] if cb5 else None
         add(
-            f"| B5 submit-to-result latency | same run | {_lat(row)} | {_lat(cb5)} | {_fmt(p99_ratio, 2)}× (p99) | p99 ≤ Celery's | "
+            f"| B5 submit-to-result latency | same run | {_lat(row)} | {_lat(cb5)} | {_x(p99_ratio, ' (p99)')} | p99 ≤ Celery's | "
             f"{_ok(p99_ratio <= 1 if p99_ratio else None)} |"
         )
     # B1
@@ -124,7 +128,7 @@ def section(results: dict[str, Any]) -> list[str]:
             target = "≥ 6× Celery" if source == "topology" else "(extra row)"
             add(
                 f"| B1 fan-out, {source} | in_parallel of 1,000, max_parallelism={label}, median of {len(rates)} | {_fmt(rate)} tasks/s | "
-                f"{_fmt(c_rate) + ' tasks/s' if c_rate else '—'} | {_fmt(ratio, 2)}× | {target} | "
+                f"{_fmt(c_rate) + ' tasks/s' if c_rate else '—'} | {_x(ratio)} | {target} | "
                 f"{_ok(ratio >= 6 if ratio and source == 'topology' else None)} |"
             )
     # B2
@@ -137,7 +141,7 @@ def section(results: dict[str, Any]) -> list[str]:
         topo = source == "topology"
         add(
             f"| B2 chain latency, {source} | 10-step continue_with, {b2['runs']} runs one after another | {_lat(b2)} | {_lat(cb2)} | "
-            f"{_fmt(p50, 2)}× (p50), {_fmt(p99, 2)}× (p99) | {'p50 ≤ 0.7×, p99 ≤ 1×' if topo else '(extra row)'} | "
+            f"{_x(p50, ' (p50)')}, {_x(p99, ' (p99)')} | {'p50 ≤ 0.7×, p99 ≤ 1×' if topo else '(extra row)'} | "
             f"{_ok(p50 <= 0.7 and p99 <= 1 if topo and p50 and p99 else None)} |"
         )
     # B3

@@ -239,6 +239,11 @@ def main() -> None:
     )
     parser.add_argument("--b3-big-reps", type=int, default=1)
     args = parser.parse_args()
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # bench.run's step timeout: run()'s clean-up stops redis
+
+    signal.signal(signal.SIGTERM, terminate)
     results = run(args)
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=1)
