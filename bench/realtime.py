@@ -119,6 +119,7 @@ async def b2(env: PipelineEnvironment, args: argparse.Namespace, label: str) -> 
         "p99_ms": percentile(latencies, 99),
         "mean_ms": statistics.fmean(latencies),
         "min_ms": min(latencies),
+        "latencies_ms": [round(x, 3) for x in latencies],  # for the CDF plot
     }
     log.warning(
         "B2 flink-tasks %s: p50 %.1f ms p95 %.1f ms p99 %.1f ms",

@@ -202,6 +202,12 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
         "pipeline state for every message, so its cost per task grows with N: it is run at N = 1,000 with fewer repetitions "
         f"({sft.get('reps', '?')}, no warm-up), and flink-tasks is run at the same N for the ratio."
     )
+    from bench import topology_report
+
+    cdf_png = png_path.with_name("latency_cdf.png")
+    if topology_report.cdf_plot(results, cdf_png):
+        results["cdf_png"] = str(cdf_png)
+    lines += ["", *topology_report.section(results)]
     profile = Path(results.get("profile_file", ""))
     if profile.is_file():
         add("")

@@ -7,7 +7,11 @@ Steps (each a subprocess writing JSON into --work-dir, default bench/out/):
   3. B4 statefun-tasks 0.9.93 (its own venv);
   4. B1/B2/B3 flink-tasks on the real local runtime (own run dir and ports);
   5. B1/B2/B3 Celery + Redis (own redis port, worker subprocess);
-then bench/results.md and bench/b3_scale.png (bench.report). Every process started is stopped.
+  6. "topology": B1/B2/B3/B5 with `flink-tasks serve --workers 2` and clients in their own
+     processes (bench.topology; same ports as step 4, which has stopped by then);
+  7. "celery-b5": B5 on Celery from 4 client processes (bench.peers.celery_topology);
+then bench/results.md, bench/b3_scale.png and bench/latency_cdf.png (bench.report). Every process
+started is stopped.
 """
 
 from __future__ import annotations
@@ -84,7 +88,11 @@ def _step(
             code = -1
     took = time.monotonic() - t0
     for line in log_path.read_text(errors="replace").splitlines():
-        if line.startswith(("B1", "B2", "B3", "B4")) or " bench.realtime " in line:
+        if (
+            line.startswith(("B1", "B2", "B3", "B4", "B5"))
+            or " bench.realtime " in line
+            or (" bench.topology " in line)
+        ):
             print("   " + line, flush=True)
     if not out.exists():
         print(f"   {name} FAILED (exit {code}); see {log_path}", flush=True)
@@ -106,7 +114,9 @@ def main() -> None:
         "--report-only", action="store_true", help="re-render from --work-dir/all.json"
     )
     parser.add_argument(
-        "--only", default="b4,sft,realtime,celery", help="comma list of b4,sft,realtime,celery"
+        "--only",
+        default="b4,sft,realtime,celery,topology,celery-b5",
+        help="comma list of b4,sft,realtime,celery,topology,celery-b5",
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--run-dir", default="/tmp/ft-bench-rt")
@@ -117,6 +127,19 @@ def main() -> None:
     parser.add_argument("--redis-port", type=int, default=21379)
     parser.add_argument("--b3-sizes", default="1000,10000,100000")
     parser.add_argument("--b2-runs", type=int, default=200)
+    parser.add_argument(
+        "--b5-n", type=int, default=10_000, help="B5 pipelines (tasks), all clients"
+    )
+    parser.add_argument("--b5-clients", type=int, default=4, help="B5 client processes")
+    parser.add_argument(
+        "--topology-workers", type=int, default=2, help="serve --workers (topology)"
+    )
+    parser.add_argument(
+        "--topology-pool",
+        choices=["process", "thread"],
+        default="process",
+        help="serve --pool in the topology step (serve's default: process)",
+    )
     parser.add_argument(
         "--pool",
         choices=["thread", "process"],
@@ -140,7 +163,7 @@ def main() -> None:
         from bench import report
 
         saved = json.loads((Path(args.work_dir) / "all.json").read_text())
-        report.write(saved, Path(args.results), HERE / "b3_scale.png")
+        report.write(saved, Path(args.results), Path(args.results).with_name("b3_scale.png"))
         return
     only = set(args.only.split(","))
     work = Path(args.work_dir)
@@ -156,6 +179,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": _machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
     }
     py = sys.executable
     peer_env = {"PYTHONPATH": str(ROOT)}
@@ -269,15 +293,52 @@ def main() -> None:
             1200,
             env=peer_env,
         )
+    if "topology" in only:
+        results["topology"] = _step(
+            "topology-flink-tasks",
+            [
+                *(py, "-m", "bench.topology", "--out", str(work / "topology.json")),
+                *("--log-dir", str(work), "--run-dir", args.run_dir),
+                *("--kafka-port", str(args.kafka_port)),
+                *("--kafka-controller-port", str(args.kafka_controller_port)),
+                *("--rest-port", str(args.rest_port), "--worker-port", str(args.worker_port)),
+                *("--reps", str(args.reps), "--b3-sizes", args.b3_sizes),
+                *("--b2-runs", str(args.b2_runs), "--b5-n", str(args.b5_n)),
+                *("--b5-clients", str(args.b5_clients), "--workers", str(args.topology_workers)),
+                *("--pool", args.topology_pool),
+                *(
+                    ("--buffer-timeout-ms", str(args.buffer_timeout_ms))
+                    if args.buffer_timeout_ms is not None
+                    else ()
+                ),
+            ],
+            work / "topology.json",
+            work,
+            2400,
+        )
+    if "celery-b5" in only:
+        results["celery_b5"] = _step(
+            "celery-b5",
+            [
+                *(str(VENVS / "celery" / "bin" / "python"), "-m", "bench.peers.celery_topology"),
+                *("--out", str(work / "celery_b5.json"), "--log-dir", str(work)),
+                *("--redis-port", str(args.redis_port), "--n", str(args.b5_n)),
+                *("--clients", str(args.b5_clients)),
+            ],
+            work / "celery_b5.json",
+            work,
+            1200,
+            env=peer_env,
+        )
     results["profile_file"] = str(work / "profile.fanout-10000.txt")
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results["total_s"] = time.monotonic() - started
     (work / "all.json").write_text(json.dumps(results, indent=1))
     from bench import report
 
-    report.write(results, Path(args.results), HERE / "b3_scale.png")
+    report.write(results, Path(args.results), Path(args.results).with_name("b3_scale.png"))
     print(
-        f"wrote {args.results} and {HERE / 'b3_scale.png'} in {results['total_s'] / 60:.1f} min",
+        f"wrote {args.results} and its plots in {results['total_s'] / 60:.1f} min",
         flush=True,
     )
 

@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": _percentile(latencies, 99),
             "mean_ms": statistics.fmean(latencies),
             "min_ms": min(latencies),
+            "latencies_ms": [round(x, 3) for x in latencies],  # for the CDF plot
         }
         print(f"B2 celery: p50 {out['b2']['p50_ms']:.1f} ms", flush=True)
 
@@ -238,6 +239,11 @@ def main() -> None:
     )
     parser.add_argument("--b3-big-reps", type=int, default=1)
     args = parser.parse_args()
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # bench.run's step timeout: run()'s clean-up stops redis
+
+    signal.signal(signal.SIGTERM, terminate)
     results = run(args)
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=1)

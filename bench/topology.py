@@ -1,0 +1,303 @@
+"""B1, B2, B3 and B5 in the topology users run (issue 16): `flink-tasks serve --workers 2` as the
+worker, every client its own OS process with its own `FlinkTasksClient`, the local Kafka +
+StateFun (`LocalRuntime`) with its own run dir and ports.
+
+  B1: fan-out of 1,000 tasks, tasks/s (one client process);
+  B2: 10-step chain, submit-to-result latency one run after another (one client process);
+  B3: orchestrator fan-out + count per size (one client process per size);
+  B5: 10,000 single-task pipelines from 4 client processes at once, throughput from the first
+      submit to the last result, latency p50/p95/p99 over every pipeline; once per client
+      `pipeline_reuse` policy (`attach`, the client's default, looks the id up before sending).
+Every phase records the peak worker RSS (sum over serve's processes), the StateFun JVM's RSS and
+heap used, and the checkpoint size (bench._memory). Every process started is stopped at the end,
+also on failure, SIGTERM or Ctrl-C.
+
+Run: python -m bench.topology --out FILE [options]; see --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import _clients, realtime
+from bench import tasks as bench_tasks
+from bench._memory import MemorySampler
+from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime.workers import WorkerProcesses
+
+log = logging.getLogger("bench.topology")
+ROOT = Path(__file__).resolve().parent.parent
+SERVE_TARGET = "bench.tasks:tasks"
+
+
+def _settings(args: argparse.Namespace) -> LocalRuntimeSettings:
+    realtime._set_buffer_timeout(args.buffer_timeout_ms)
+    settings = realtime.settings_for(args, "at-least-once", args.checkpoint_ms, "topology")
+    namespaces = set(settings.extra_function_namespaces) | set(bench_tasks.tasks.namespaces)
+    return settings.replace(extra_function_namespaces=tuple(sorted(namespaces)))
+
+
+def _worker_env(settings: LocalRuntimeSettings) -> dict[str, str]:
+    return {
+        "FLINK_TASKS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "FLINK_TASKS_TASK_REPORTS_TOPIC": settings.task_reports_topic,
+        "FLINK_TASKS_EGRESS_TOPICS": f"{settings.replies_topic},{settings.events_topic}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Topology:
+    """The runtime, `serve --workers N` and the memory sampler; phases run client processes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.settings = _settings(args)
+        self.log_dir = Path(args.log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.workers = WorkerProcesses(
+            SERVE_TARGET,
+            port=self.settings.worker_port,
+            workers=args.workers,
+            log_file=self.log_dir / "topology-serve.log",
+            cwd=ROOT,
+            extra_args=("--pool", args.pool),
+            env=_worker_env(self.settings),
+        )
+        self.runtime = LocalRuntime(self.settings)
+        self.sampler: MemorySampler | None = None
+
+    def start(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.workers.start(timeout=120)
+        self.runtime.start()
+        status = self.runtime.status()
+        job = self.runtime.job_status()
+        jvm_pids = [
+            pid for pid in (status.statefun.pid, *status.taskmanagers.values()) if pid is not None
+        ]
+        assert self.workers.proc is not None
+        self.sampler = MemorySampler(
+            self.workers.proc.pid, jvm_pids, self.runtime.rest_url, job.jid if job else None
+        ).start()
+        return {
+            "startup_s": time.perf_counter() - t0,
+            "serve_command": " ".join(self.workers.command()[1:]),
+            "worker_pids": sorted(self.workers.worker_pids()),
+        }
+
+    def stop(self) -> None:
+        try:
+            if self.sampler is not None:
+                self.sampler.stop()
+        finally:
+            try:
+                self.workers.stop()
+            finally:
+                self.runtime.stop(force=True)
+
+    def spec(self, mode: str, **extra: Any) -> dict[str, Any]:
+        s, a = self.settings, self.args
+        return {
+            "mode": mode,
+            "bootstrap_servers": s.bootstrap_servers,
+            "requests_topic": s.requests_topic,
+            "actions_topic": s.actions_topic,
+            "replies_topic": s.replies_topic,
+            "events_topic": s.events_topic,
+            "timeout": a.timeout,
+            "reuse": a.reuse,
+            "reps": a.reps,
+            "b1_n": a.b1_n,
+            "b2_steps": a.b2_steps,
+            "b2_runs": a.b2_runs,
+            "b2_warmup": a.b2_warmup,
+            **extra,
+        }
+
+    def run(self, name: str, specs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
+        """Client processes for `specs`, released together; their results and the memory peaks."""
+        assert self.sampler is not None
+        self.sampler.window()
+        parts = _clients.run_clients(
+            [sys.executable, "-m", "bench.topology_client"],
+            specs,
+            self.log_dir,
+            f"topology-{name}",
+            cwd=ROOT,
+            run_timeout=self.args.timeout + 120,
+        )
+        return parts, self.sampler.peaks()
+
+
+def _b1(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    (part,), memory = top.run("b1", [top.spec("b1")])
+    results["b1"] = {**part, "memory": memory}
+    log.warning("B1 topology: %s", {k: round(v["median_tasks_per_s"]) for k, v in part.items()})
+
+
+def _b2(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    (part,), memory = top.run("b2", [top.spec("b2")])
+    results["b2"] = {**part, "memory": memory}
+    log.warning(
+        "B2 topology: p50 %.1f p95 %.1f p99 %.1f ms", part["p50_ms"], part["p95_ms"], part["p99_ms"]
+    )
+
+
+def _b3(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    results.setdefault("b3", {})
+    for n in args.b3_sizes:
+        (part,), memory = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n])])
+        for key, row in part.items():
+            results["b3"][key] = {**row, "memory": memory}
+            log.warning(
+                "B3 topology %s: %.2f s, %.0f us/child",
+                key,
+                row["median_wall_s"],
+                row["us_per_child"],
+            )
+        _save(args, results)
+
+
+def _b5(policies: str) -> Any:
+    def phase(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+        results.setdefault("b5", {})
+        per_client = args.b5_n // args.b5_clients
+        for reuse in policies.split(","):
+            specs = [
+                top.spec(
+                    "b5", n=per_client, offset=i * per_client, warmup=args.b5_warmup, reuse=reuse
+                )
+                for i in range(args.b5_clients)
+            ]
+            parts, memory = top.run(f"b5-{reuse}", specs)
+            merged = _clients.merge_b5(parts)
+            results["b5"][reuse] = {**merged, "reuse": reuse, "memory": memory}
+            log.warning(
+                "B5 topology reuse=%s: %d pipelines from %d processes, %.0f tasks/s, "
+                "p50 %.1f p95 %.1f p99 %.1f ms",
+                reuse,
+                merged["n"],
+                merged["clients"],
+                merged["tasks_per_s"],
+                merged["p50_ms"],
+                merged["p95_ms"],
+                merged["p99_ms"],
+            )
+            _save(args, results)
+
+    return phase
+
+
+def run_phases(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The phases in the order `--only` names them."""
+    phases = {
+        "b1": _b1,
+        "b2": _b2,
+        "b3": _b3,
+        "b5": _b5(args.b5_reuse),
+        "b5-extra": _b5(args.b5_extra_reuse),
+    }
+    for name in args.only.split(","):
+        phases[name](top, args, results)
+        _save(args, results)
+
+
+def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Written after each phase, so that a later failure keeps what was measured."""
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the `finally` that stops every process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--log-dir", default=str(ROOT / "bench" / "out"))
+    realtime.add_runtime_options(parser)
+    parser.add_argument(
+        "--only",
+        default="b5,b1,b2,b3,b5-extra",
+        help="comma list of b1,b2,b3,b5,b5-extra, run in this order",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="serve --workers")
+    parser.add_argument(
+        "--pool",
+        choices=["process", "thread"],
+        default="process",
+        help="serve --pool (default: serve's own default, process)",
+    )
+    parser.add_argument(
+        "--reuse",
+        choices=["attach", "reject", "allow"],
+        default="allow",
+        help="the clients' pipeline_reuse for B1-B3 (allow: as start_local, no status lookup)",
+    )
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--checkpoint-ms", type=int, default=1000)
+    parser.add_argument("--buffer-timeout-ms", type=int, default=None)
+    parser.add_argument("--b1-n", type=int, default=1000)
+    parser.add_argument("--b2-steps", type=int, default=10)
+    parser.add_argument("--b2-runs", type=int, default=200)
+    parser.add_argument("--b2-warmup", type=int, default=20)
+    parser.add_argument(
+        "--b3-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000]
+    )
+    parser.add_argument("--b5-n", type=int, default=10_000)
+    parser.add_argument("--b5-clients", type=int, default=4)
+    parser.add_argument("--b5-warmup", type=int, default=20, help="pipelines per client before GO")
+    parser.add_argument(
+        "--b5-reuse",
+        default="allow",
+        help="phase b5: once per pipeline_reuse policy listed (allow: no lookup, as apply_async)",
+    )
+    parser.add_argument(
+        "--b5-extra-reuse",
+        default="attach",
+        help="phase b5-extra: the same with these policies (attach: the client's default, "
+        "a status lookup per submit)",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    results: dict[str, Any] = {
+        "workers": args.workers,
+        "pool": args.pool,
+        "reuse": args.reuse,
+        "reps": args.reps,
+        "checkpoint_interval_ms": args.checkpoint_ms,
+        "buffer_timeout_ms": args.buffer_timeout_ms,
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        "ports": {
+            "kafka": args.kafka_port,
+            "controller": args.kafka_controller_port,
+            "rest": args.rest_port,
+            "worker": args.worker_port,
+        },
+        "cpu_count": os.cpu_count(),
+    }
+    top = Topology(args)
+    try:
+        results.update(top.start())
+        log.warning("topology up in %.1f s: %s", results["startup_s"], results["serve_command"])
+        _save(args, results)
+        run_phases(top, args, results)
+    finally:
+        top.stop()
+        results["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        _save(args, results)
+
+
+if __name__ == "__main__":
+    main()
