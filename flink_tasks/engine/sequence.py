@@ -308,6 +308,8 @@ def start_orchestrated_child(
 def _forget_child(run: messages_pb2.Run, entry_id: str) -> None:
     """A child's result came: it no longer takes control messages. A child is listed by its
     address, which is its entry id, or (a pipeline a task returned) ends with `.` + the task id."""
+    if not run.active_children:
+        return  # the common case: a task's result
     suffix = f".{entry_id}"
     for child in run.active_children:
         if child == entry_id or child.endswith(suffix):

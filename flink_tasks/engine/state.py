@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from flink_tasks._proto import messages_pb2, pipeline_pb2
 
 CELLS = ("run", "definition", "slots", "result", "request")
+_UNPARSED = object()
 
 
 @dataclass(frozen=True)
@@ -38,21 +39,20 @@ class AddressState:
 
     raw: dict[str, bytes | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
-    _run: messages_pb2.Run | None = None
-    _slots: messages_pb2.GroupSlots | None = None
-    _parsed: set[str] = field(default_factory=set)
+    # parsed `run` and `slots`; _UNPARSED until first read (read several times per message)
+    _run: messages_pb2.Run | None | object = _UNPARSED
+    _slots: messages_pb2.GroupSlots | None | object = _UNPARSED
 
     @property
     def run(self) -> messages_pb2.Run | None:
-        if "run" not in self._parsed:
+        run = self._run
+        if run is _UNPARSED:
             data = self.raw.get("run")
-            self._run = messages_pb2.Run.FromString(data) if data else None
-            self._parsed.add("run")
-        return self._run
+            run = self._run = messages_pb2.Run.FromString(data) if data else None
+        return run  # type: ignore[return-value]
 
     def set_run(self, run: messages_pb2.Run) -> None:
         self._run = run
-        self._parsed.add("run")
         self.dirty.add("run")
 
     def touch_run(self) -> None:
@@ -71,15 +71,14 @@ class AddressState:
 
     @property
     def slots(self) -> messages_pb2.GroupSlots | None:
-        if "slots" not in self._parsed:
+        slots = self._slots
+        if slots is _UNPARSED:
             data = self.raw.get("slots")
-            self._slots = messages_pb2.GroupSlots.FromString(data) if data else None
-            self._parsed.add("slots")
-        return self._slots
+            slots = self._slots = messages_pb2.GroupSlots.FromString(data) if data else None
+        return slots  # type: ignore[return-value]
 
     def set_slots(self, slots: messages_pb2.GroupSlots | None) -> None:
         self._slots = slots
-        self._parsed.add("slots")
         self.dirty.add("slots")
 
     def touch_slots(self) -> None:
@@ -93,7 +92,10 @@ class AddressState:
 
     def set_raw(self, cell: str, data: bytes | None) -> None:
         self.raw[cell] = data
-        self._parsed.discard(cell)
+        if cell == "run":
+            self._run = _UNPARSED
+        elif cell == "slots":
+            self._slots = _UNPARSED
         self.dirty.add(cell)
 
     def clear(self) -> None:
@@ -103,16 +105,17 @@ class AddressState:
             self.dirty.add(cell)
         self._run = None
         self._slots = None
-        self._parsed.update(("run", "slots"))
 
     def encoded(self) -> dict[str, bytes | None]:
         """The dirty cells' new bytes (None: delete)."""
         out: dict[str, bytes | None] = {}
         for cell in self.dirty:
             if cell == "run":
-                out[cell] = self._run.SerializeToString() if self._run is not None else None
+                run = self.run
+                out[cell] = run.SerializeToString() if run is not None else None
             elif cell == "slots":
-                out[cell] = self._slots.SerializeToString() if self._slots is not None else None
+                slots = self.slots
+                out[cell] = slots.SerializeToString() if slots is not None else None
             else:
                 out[cell] = self.raw.get(cell)
         return out
