@@ -26,7 +26,7 @@ SEGMENT = pipeline_pb2.TaskEntry()  # a chain segment's result is handled as a p
 def start_entry(ctx: Context) -> None:
     """Start the entry at the cursor, skipping what the current outcome skips."""
     run = ctx.run
-    if pauses.holds(run):  # at a pause point: nothing after it starts, finishing included
+    if run.held and pauses.holds(run):  # at a pause point: nothing after it starts, finishing too
         run.entry_started = False
         ctx.state.touch_run()
         return

@@ -116,13 +116,18 @@ def step(
     cells to write back) and return the effects. Never raises: an engine bug fails the pipeline."""
     ctx = Context(address_id, state, settings, clock, ids)
     try:
-        kind, payload = message_kind(message)
+        kind = _PLAIN_KINDS.get(type(message))  # message_kind's common case, without a call
+        if kind is not None:
+            payload: Any = message
+        else:
+            kind, payload = message_kind(message)
         if kind in PROGRESS_KINDS:
             deadlines.note_progress(ctx)
         handler = HANDLERS.get(kind)
         if handler is not None:
             handler(ctx, payload)
-        ctx.flush_skipped()
+        if ctx.skipped:
+            ctx.flush_skipped()
     except Exception:
         logger.exception("pipeline engine failed at %s", address_id)
         finish.fail_internal(ctx, traceback.format_exc())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -194,7 +195,7 @@ class Worker:
             # parsed once per batch, written back (and counted in the metrics) once per batch
             batch = new = _PipelineBatch(AddressState({cell: outbox.get(cell) for cell in CELLS}))
             outbox.scratch["pipeline"] = new
-            outbox.at_batch_end(lambda: self._end_batch(new, outbox))
+            outbox.at_batch_end(functools.partial(self._end_batch, new, outbox))
         state = batch.state
         run = state.run
         before = None if run is None else (run.invocation, run.status)
@@ -204,7 +205,7 @@ class Worker:
                 invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
             )
         finally:
-            logs.leave(token)
+            token.var.reset(token)  # logs.leave, without a Python frame per message
         for effect in effects:
             self._apply(effect, outbox)
         run = state.run
