@@ -80,7 +80,7 @@ def refuse_reserved_id(ctx: Context, request: messages_pb2.PipelineRequest) -> b
             f"pipeline id {ctx.address_id!r} belongs to a child pipeline of "
             f"{run.root_pipeline_id!r}; submit under an id of your own"
         )
-    elif ctx.state.raw.get("request"):
+    elif ctx.state.cell("request"):
         problem = f"pipeline id {ctx.address_id!r} is where a pipeline's request is stored"
     else:
         problem = pipeline_id_problem(ctx.address_id) or ""

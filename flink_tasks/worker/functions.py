@@ -169,45 +169,44 @@ class Worker:
     # ---------------------------------------------------------------- pipeline function
 
     async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
-        m = self.metrics
-        message_type = _PIPELINE_INPUTS.get(invocation.typename)
+        # the hottest path of the worker (every message of every pipeline): kept lean on purpose
+        typename = invocation.typename
+        message_type = _PIPELINE_INPUTS.get(typename)
         if message_type is None:
-            self._reject(
-                "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
-            )
+            self._reject("unknown_type", invocation, f"unexpected message type {typename!r}")
             return
         message: EngineMessage
         try:
             message = message_type.FromString(invocation.payload)
         except DecodeError as err:
-            detail = f"cannot parse {invocation.typename}: {err}"
+            detail = f"cannot parse {typename}: {err}"
             self._reject("unparsable", invocation, detail)
-            salvage = _SALVAGE.get(invocation.typename)
+            salvage = _SALVAGE.get(typename)
             if salvage is None:
                 return
             # from our own functions, so a pipeline waits for it: fail it rather than hang
             message = salvage(invocation.payload, detail)
-            m.unreadable_failures.labels(invocation.typename.rpartition("/")[2]).inc()
-        if isinstance(message, messages_pb2.PipelineRequest) and not message.pipeline.entries:
-            m.rejected_messages.labels("invalid_request").inc()
+            self.metrics.unreadable_failures.labels(typename.rpartition("/")[2]).inc()
+        if message_type is messages_pb2.PipelineRequest and not message.pipeline.entries:  # type: ignore[union-attr]
+            self.metrics.rejected_messages.labels("invalid_request").inc()
         batch: _PipelineBatch | None = outbox.scratch.get("pipeline")
         if batch is None:
             # parsed once per batch, written back (and counted in the metrics) once per batch
-            batch = new = _PipelineBatch(AddressState({cell: outbox.get(cell) for cell in CELLS}))
+            batch = new = _PipelineBatch(AddressState(load=outbox.get))
             outbox.scratch["pipeline"] = new
             outbox.at_batch_end(functools.partial(self._end_batch, new, outbox))
         state = batch.state
+        address_id = invocation.address_id
         run = state.run
         before = None if run is None else (run.invocation, run.status)
-        token = logs.enter_pipeline(invocation.address_id)
+        token = logs.enter_pipeline(address_id)
         try:
-            effects = step(
-                invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
-            )
+            effects = step(address_id, state, message, self.engine, clock=self.clock, ids=self.ids)
         finally:
             token.var.reset(token)  # logs.leave, without a Python frame per message
+        apply = self._apply
         for effect in effects:
-            self._apply(effect, outbox)
+            apply(effect, outbox)
         run = state.run
         if run is None:
             if before is not None:
@@ -215,19 +214,17 @@ class Worker:
         elif before is None or before[0] != run.invocation or before[1] != run.status:
             self._observe_run(before, run, outbox)
         by_type = batch.messages_by_type
-        by_type[invocation.typename] = by_type.get(invocation.typename, 0) + 1
+        by_type[typename] = by_type.get(typename, 0) + 1
 
     def _end_batch(self, batch: _PipelineBatch, outbox: Outbox) -> None:
         _write_back(batch.state, outbox)
-        size = 0
         for typename, count in batch.messages_by_type.items():
             counter = self._message_counters.get(typename)
             if counter is None:
                 counter = self.metrics.pipeline_messages.labels(typename.rpartition("/")[2])
                 self._message_counters[typename] = counter
             counter.inc(count)
-            size += count
-        self.metrics.pipeline_batch_size.observe(size)
+        self.metrics.pipeline_batch_size.observe(sum(batch.messages_by_type.values()))
 
     def _observe_run(
         self, before: tuple[int, int] | None, run: messages_pb2.Run, outbox: Outbox
