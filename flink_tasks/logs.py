@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Literal, TextIO
 
 LogFormat = Literal["text", "json"]
@@ -55,11 +55,22 @@ def task_fields(
 @contextlib.contextmanager
 def pipeline_ids(pipeline_id: str) -> Iterator[None]:
     """Records logged while the pipeline function handles a message carry its address."""
-    token = _task.set({"pipeline_id": pipeline_id})
+    token = enter_pipeline(pipeline_id)
     try:
         yield
     finally:
-        _task.reset(token)
+        leave(token)
+
+
+def enter_pipeline(pipeline_id: str) -> Token[dict[str, object] | None]:
+    """`pipeline_ids` without a generator, for the pipeline function's per-message path; give
+    the token to `leave` (in a ``finally``)."""
+    return _task.set({"pipeline_id": pipeline_id})
+
+
+def leave(token: Token[dict[str, object] | None]) -> None:
+    """Undo `enter_pipeline`."""
+    _task.reset(token)
 
 
 class TaskFieldsFilter(logging.Filter):

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 
 from flink_tasks._proto import messages_pb2, pipeline_pb2
-from flink_tasks.engine.common import can_handle_errors, entry_size, is_finally, task_count
+from flink_tasks.engine.common import can_handle_errors, entries_size, is_finally, task_count
 from flink_tasks.engine.context import Context
 
 
@@ -53,7 +53,7 @@ def segment(
             )
             ref = pipeline_pb2.Entry()
             ref.child.child_id = child_id
-            ref.child.size = sum(entry_size(e) for e in part)
+            ref.child.size = entries_size(part)
             ref.child.has_exceptionally = any(can_handle_errors(e) for e in part)
             segments.append(ref)
         entries = segments

@@ -3,11 +3,12 @@ the effects it collects. The clock and the id source are injected, so a step is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flink_tasks._proto import events_pb2, messages_pb2
@@ -50,18 +51,35 @@ class EngineSettings:
     with `flink_tasks.PipelineDeadlineError`, so an orphaned pipeline cannot run forever. Raise
     it if single tasks run longer. None (or zero): never."""
 
+    @functools.cached_property
+    def stall_ms(self) -> int:
+        """`stall_timeout` in ms, 0 for never (worked out once: every result reads it)."""
+        timeout = self.stall_timeout
+        return int(timeout.total_seconds() * 1000) if timeout else 0
 
-@dataclass
+
 class Context:
-    """One step at one address. Concern modules read and change `state` and append `effects`."""
+    """One step at one address. Concern modules read and change `state` and append `effects`.
 
-    address_id: str
-    state: AddressState
-    settings: EngineSettings
-    clock: Clock
-    ids: IdSource
-    effects: list[effects.Effect] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    A plain class with slots, not a dataclass: one is made for every message."""
+
+    __slots__ = ("address_id", "clock", "effects", "ids", "settings", "skipped", "state")
+
+    def __init__(
+        self,
+        address_id: str,
+        state: AddressState,
+        settings: EngineSettings,
+        clock: Clock,
+        ids: IdSource,
+    ) -> None:
+        self.address_id = address_id
+        self.state = state
+        self.settings = settings
+        self.clock = clock
+        self.ids = ids
+        self.effects: list[effects.Effect] = []
+        self.skipped: list[str] = []
 
     @property
     def run(self) -> messages_pb2.Run:
@@ -82,8 +100,7 @@ class Context:
         return f"{run.root_pipeline_id or self.address_id}:{self.ids()}"
 
     def stall_ms(self) -> int:
-        timeout = self.settings.stall_timeout
-        return int(timeout.total_seconds() * 1000) if timeout else 0
+        return self.settings.stall_ms
 
     # ---------------------------------------------------------------- output
 

@@ -29,11 +29,11 @@ def arm_progress_check(ctx: Context, delay_ms: int) -> None:
 def note_progress(ctx: Context) -> None:
     """A result arrived: a root remembers when; a child tells its root, at most every half
     stall timeout, so that one pending check per root suffices (O(1) per result)."""
+    stall = ctx.settings.stall_ms
     run = ctx.state.run
-    stall = ctx.stall_ms()
-    if run is None or run.parked or run.status in FINISHED_STATUSES or stall <= 0:
+    if stall <= 0 or run is None or run.parked or run.status in FINISHED_STATUSES:
         return
-    now = ctx.now_ms()
+    now = ctx.clock()
     if not run.parent_id:
         run.last_progress_ms = now
         ctx.state.touch_run()

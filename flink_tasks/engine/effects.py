@@ -1,14 +1,15 @@
-"""What the engine asks its shell to do: send messages, schedule them, write records."""
+"""What the engine asks its shell to do: send messages, schedule them, write records.
+
+Named tuples (immutable, and cheap to make: the engine makes one or more per message)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from flink_tasks._proto import events_pb2, messages_pb2
 
 
-@dataclass(frozen=True)
-class SendTask:
+class SendTask(NamedTuple):
     """Send a task request to a task function."""
 
     namespace: str
@@ -17,8 +18,7 @@ class SendTask:
     request: messages_pb2.TaskRequest
 
 
-@dataclass(frozen=True)
-class SendPipelineMessage:
+class SendPipelineMessage(NamedTuple):
     """Send a message to a pipeline function address (a child, a parent or a store)."""
 
     pipeline_id: str
@@ -26,8 +26,7 @@ class SendPipelineMessage:
     delay_ms: int = 0
 
 
-@dataclass(frozen=True)
-class SendReply:
+class SendReply(NamedTuple):
     """Write a reply to the caller's reply topic."""
 
     topic: str
@@ -35,8 +34,7 @@ class SendReply:
     reply: messages_pb2.Reply
 
 
-@dataclass(frozen=True)
-class EmitEvent:
+class EmitEvent(NamedTuple):
     """Write a pipeline event to the events topic."""
 
     topic: str
@@ -44,8 +42,7 @@ class EmitEvent:
     event: events_pb2.PipelineEvent
 
 
-@dataclass(frozen=True)
-class CheckLease:
+class CheckLease(NamedTuple):
     """Send `deadline` back to `pipeline_id` the way workers' reports travel (the task-reports
     topic, keyed by the address): it arrives after every report written before it."""
 

@@ -24,13 +24,16 @@ def progress(ctx: Context, completed: int) -> None:
 MAX_STRUCTURE_ENTRIES = 1000  # in a PipelineCreated event, so that it always fits a Kafka record
 
 
-def created(pipeline: pipeline_pb2.Pipeline, parent_id: str = "") -> events_pb2.PipelineCreated:
-    """The PipelineCreated event: the shape, cut after MAX_STRUCTURE_ENTRIES entries."""
+def created(
+    pipeline: pipeline_pb2.Pipeline, parent_id: str = "", tasks: int | None = None
+) -> events_pb2.PipelineCreated:
+    """The PipelineCreated event: the shape, cut after MAX_STRUCTURE_ENTRIES entries; `tasks`
+    is `task_count(pipeline)` when the caller has it already."""
     budget = [MAX_STRUCTURE_ENTRIES]
     return events_pb2.PipelineCreated(
         pipeline=structure(pipeline, budget),
         parent_id=parent_id,
-        task_count=task_count(pipeline),
+        task_count=task_count(pipeline) if tasks is None else tasks,
         truncated=budget[0] < 0,
     )
 

@@ -154,7 +154,7 @@ def fail_internal(ctx: Context, stacktrace: str) -> None:
 
 
 def on_get_request(ctx: Context, action: messages_pb2.ActionRequest) -> None:
-    data = ctx.state.raw.get("request")
+    data = ctx.state.cell("request")
     if not data:
         ctx.reply_error(
             action.reply_topic,

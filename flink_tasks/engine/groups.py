@@ -125,10 +125,11 @@ def on_chain_result(ctx: Context, index: int, result: messages_pb2.TaskResult) -
     ctx.state.touch_slots()
     run.running -= 1
     run.completed += 1
+    ctx.state.touch_run()
     events.progress(ctx, run.completed)
     if run.completed == run.group_size:
         finish_group(ctx)
-    else:
+    elif run.next_chain < run.group_size:  # chains left to start (else pump_group is a no-op)
         pump_group(ctx)
 
 

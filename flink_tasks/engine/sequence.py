@@ -26,7 +26,7 @@ SEGMENT = pipeline_pb2.TaskEntry()  # a chain segment's result is handled as a p
 def start_entry(ctx: Context) -> None:
     """Start the entry at the cursor, skipping what the current outcome skips."""
     run = ctx.run
-    if pauses.holds(run):  # at a pause point: nothing after it starts, finishing included
+    if run.held and pauses.holds(run):  # at a pause point: nothing after it starts, finishing too
         run.entry_started = False
         ctx.state.touch_run()
         return
@@ -308,6 +308,8 @@ def start_orchestrated_child(
 def _forget_child(run: messages_pb2.Run, entry_id: str) -> None:
     """A child's result came: it no longer takes control messages. A child is listed by its
     address, which is its entry id, or (a pipeline a task returned) ends with `.` + the task id."""
+    if not run.active_children:
+        return  # the common case: a task's result
     suffix = f".{entry_id}"
     for child in run.active_children:
         if child == entry_id or child.endswith(suffix):

@@ -12,11 +12,13 @@ Cells (each a separate StateFun value, shipped only when set):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from flink_tasks._proto import messages_pb2, pipeline_pb2
 
 CELLS = ("run", "definition", "slots", "result", "request")
+_UNPARSED = object()
 
 
 @dataclass(frozen=True)
@@ -32,27 +34,50 @@ def parse_definition(raw: bytes) -> CompiledDefinition:
     return CompiledDefinition(pipeline_pb2.Pipeline.FromString(raw))
 
 
-@dataclass
 class AddressState:
-    """The cells of one address: raw bytes in, parsed lazily, dirty cells written back."""
+    """The cells of one address: raw bytes in (read through `load` when first needed), parsed
+    when first needed, dirty cells written back.
 
-    raw: dict[str, bytes | None] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
-    _run: messages_pb2.Run | None = None
-    _slots: messages_pb2.GroupSlots | None = None
-    _parsed: set[str] = field(default_factory=set)
+    `run` is parsed at once (every step reads it, many times); the other cells are read and
+    parsed only by the steps that need them (a chain's task result never reads `slots`,
+    `result` or `request`). A plain class with slots: the shell makes one per batch.
 
-    @property
-    def run(self) -> messages_pb2.Run | None:
-        if "run" not in self._parsed:
-            data = self.raw.get("run")
-            self._run = messages_pb2.Run.FromString(data) if data else None
-            self._parsed.add("run")
-        return self._run
+    Args:
+        raw: cells already read (name -> bytes, None: empty).
+        load: reads a cell that `raw` does not hold yet (None: such a cell is empty).
+    """
+
+    __slots__ = ("_definition", "_slots", "dirty", "load", "raw", "run")
+
+    def __init__(
+        self,
+        raw: dict[str, bytes | None] | None = None,
+        *,
+        load: Callable[[str], bytes | None] | None = None,
+    ) -> None:
+        self.raw: dict[str, bytes | None] = {} if raw is None else raw
+        self.load = load
+        self.dirty: set[str] = set()
+        self._slots: messages_pb2.GroupSlots | None | object = _UNPARSED
+        # the compiled definition and the bytes it was parsed from (reused while they are the same)
+        self._definition: tuple[bytes, CompiledDefinition] | None = None
+        data = self.cell("run")
+        #: the parsed `run` cell; replaced with `set_run`
+        self.run: messages_pb2.Run | None = messages_pb2.Run.FromString(data) if data else None
+
+    def __repr__(self) -> str:
+        return f"AddressState(run={self.run!r}, dirty={sorted(self.dirty)})"
+
+    def cell(self, name: str) -> bytes | None:
+        """The raw bytes of cell `name` (None: empty)."""
+        raw = self.raw
+        if name in raw:
+            return raw[name]
+        data = raw[name] = self.load(name) if self.load is not None else None
+        return data
 
     def set_run(self, run: messages_pb2.Run) -> None:
-        self._run = run
-        self._parsed.add("run")
+        self.run = run
         self.dirty.add("run")
 
     def touch_run(self) -> None:
@@ -60,8 +85,15 @@ class AddressState:
 
     @property
     def definition(self) -> CompiledDefinition | None:
-        data = self.raw.get("definition")
-        return parse_definition(data) if data else None
+        data = self.cell("definition")
+        if not data:
+            return None
+        cached = self._definition
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        compiled = parse_definition(data)
+        self._definition = (data, compiled)
+        return compiled
 
     def set_definition(self, pipeline: pipeline_pb2.Pipeline) -> CompiledDefinition:
         data = pipeline.SerializeToString()
@@ -71,15 +103,14 @@ class AddressState:
 
     @property
     def slots(self) -> messages_pb2.GroupSlots | None:
-        if "slots" not in self._parsed:
-            data = self.raw.get("slots")
-            self._slots = messages_pb2.GroupSlots.FromString(data) if data else None
-            self._parsed.add("slots")
-        return self._slots
+        slots = self._slots
+        if slots is _UNPARSED:
+            data = self.cell("slots")
+            slots = self._slots = messages_pb2.GroupSlots.FromString(data) if data else None
+        return slots  # type: ignore[return-value]
 
     def set_slots(self, slots: messages_pb2.GroupSlots | None) -> None:
         self._slots = slots
-        self._parsed.add("slots")
         self.dirty.add("slots")
 
     def touch_slots(self) -> None:
@@ -88,12 +119,15 @@ class AddressState:
     def get_message(
         self, cell: str, message_type: type[messages_pb2.Reply]
     ) -> messages_pb2.Reply | None:
-        data = self.raw.get(cell)
+        data = self.cell(cell)
         return message_type.FromString(data) if data else None
 
     def set_raw(self, cell: str, data: bytes | None) -> None:
         self.raw[cell] = data
-        self._parsed.discard(cell)
+        if cell == "run":
+            self.run = messages_pb2.Run.FromString(data) if data else None
+        elif cell == "slots":
+            self._slots = _UNPARSED
         self.dirty.add(cell)
 
     def clear(self) -> None:
@@ -101,18 +135,19 @@ class AddressState:
         for cell in CELLS:
             self.raw[cell] = None
             self.dirty.add(cell)
-        self._run = None
+        self.run = None
         self._slots = None
-        self._parsed.update(("run", "slots"))
 
     def encoded(self) -> dict[str, bytes | None]:
         """The dirty cells' new bytes (None: delete)."""
         out: dict[str, bytes | None] = {}
         for cell in self.dirty:
             if cell == "run":
-                out[cell] = self._run.SerializeToString() if self._run is not None else None
+                run = self.run
+                out[cell] = run.SerializeToString() if run is not None else None
             elif cell == "slots":
-                out[cell] = self._slots.SerializeToString() if self._slots is not None else None
+                slots = self.slots
+                out[cell] = slots.SerializeToString() if slots is not None else None
             else:
-                out[cell] = self.raw.get(cell)
+                out[cell] = self.cell(cell)
         return out

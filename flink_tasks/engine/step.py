@@ -75,8 +75,19 @@ HANDLERS: dict[str, Handler] = {
 PROGRESS_KINDS = frozenset({"task_result", "task_running", "child_result", "progress_beat"})
 
 
+# the message types that are their own payload, by type (the common path: one dict lookup)
+_PLAIN_KINDS: dict[type, str] = {
+    messages_pb2.TaskResult: "task_result",
+    messages_pb2.PipelineRequest: "pipeline_request",
+    messages_pb2.ActionRequest: "action_request",
+}
+
+
 def message_kind(message: EngineMessage) -> tuple[str, Any]:
     """The message's kind and the payload its handler takes ("" for an empty envelope)."""
+    plain = _PLAIN_KINDS.get(type(message))
+    if plain is not None:
+        return plain, message
     if isinstance(message, messages_pb2.PipelineMessage):
         kind = message.WhichOneof("kind")
         return (kind, getattr(message, kind)) if kind else ("", None)
@@ -105,13 +116,18 @@ def step(
     cells to write back) and return the effects. Never raises: an engine bug fails the pipeline."""
     ctx = Context(address_id, state, settings, clock, ids)
     try:
-        kind, payload = message_kind(message)
+        kind = _PLAIN_KINDS.get(type(message))  # message_kind's common case, without a call
+        if kind is not None:
+            payload: Any = message
+        else:
+            kind, payload = message_kind(message)
         if kind in PROGRESS_KINDS:
             deadlines.note_progress(ctx)
         handler = HANDLERS.get(kind)
         if handler is not None:
             handler(ctx, payload)
-        ctx.flush_skipped()
+        if ctx.skipped:
+            ctx.flush_skipped()
     except Exception:
         logger.exception("pipeline engine failed at %s", address_id)
         finish.fail_internal(ctx, traceback.format_exc())

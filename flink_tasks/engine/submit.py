@@ -65,7 +65,7 @@ def on_pipeline_request(ctx: Context, request: messages_pb2.PipelineRequest) -> 
     if request.HasField("trace_context"):
         run.trace_context.CopyFrom(request.trace_context)
     ctx.state.set_run(run)
-    ctx.emit(events_pb2.PipelineEvent(pipeline_created=events.created(pipeline)))
+    ctx.emit(events_pb2.PipelineEvent(pipeline_created=events.created(pipeline, tasks=run.size)))
     ctx.emit_status(S.PIPELINE_STATUS_RUNNING)
     ctx.state.set_definition(compile.compile_pipeline(ctx, pipeline, run))
     deadlines.arm_deadlines(ctx, pipeline.deadline_ms)
@@ -80,7 +80,7 @@ def refuse_reserved_id(ctx: Context, request: messages_pb2.PipelineRequest) -> b
             f"pipeline id {ctx.address_id!r} belongs to a child pipeline of "
             f"{run.root_pipeline_id!r}; submit under an id of your own"
         )
-    elif ctx.state.raw.get("request"):
+    elif ctx.state.cell("request"):
         problem = f"pipeline id {ctx.address_id!r} is where a pipeline's request is stored"
     else:
         problem = pipeline_id_problem(ctx.address_id) or ""
@@ -121,7 +121,7 @@ def on_start_child(ctx: Context, start: messages_pb2.ChildStart) -> None:
         ctx.state.set_definition(compile.compile_pipeline(ctx, start.pipeline, run))
         ctx.emit(
             events_pb2.PipelineEvent(
-                pipeline_created=events.created(start.pipeline, start.parent_id)
+                pipeline_created=events.created(start.pipeline, start.parent_id, tasks=run.size)
             )
         )
     elif run is None or not run.parked:

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import statefun
 from statefun import request_reply_v3, statefun_builder, storage
+from statefun.request_reply_pb2 import TypedValue
 
 from flink_tasks import wire
 from flink_tasks._proto import statefun_head_pb2
@@ -54,9 +55,8 @@ class CellSpec:
     expire_after_write: timedelta | None = None
 
 
-@dataclass(frozen=True)
-class Invocation:
-    """One message delivered to a function address."""
+class Invocation(NamedTuple):
+    """One message delivered to a function address (a named tuple: one is made per message)."""
 
     namespace: str
     function: str
@@ -114,14 +114,12 @@ class Outbox:
         )
 
 
-_TYPES: dict[str, Any] = {}
-
-
 def _message(typename: str, address_id: str, value_typename: str, payload: bytes) -> Any:
-    value_type = _TYPES.get(value_typename)
-    if value_type is None:
-        value_type = _TYPES[value_typename] = raw_type(value_typename)
-    return statefun.message_builder(typename, address_id, value=payload, value_type=value_type)
+    """`statefun.message_builder(..., value=payload, value_type=raw_type(value_typename))`, built
+    directly: the payload is already bytes (the raw type's serializer is the identity), and
+    this runs for every message sent. `Message` refuses an empty target as the builder does."""
+    typed_value = TypedValue(typename=value_typename, has_value=True, value=payload)
+    return statefun.Message(target_typename=typename, target_id=address_id, typed_value=typed_value)
 
 
 Handler = Callable[[Invocation, Outbox], Awaitable[None]]
@@ -180,15 +178,15 @@ class StatefunEndpoint:
         async def invoke(context: Any, message: Any) -> None:
             address = context.address
             caller = context.caller
-            namespace, _, function = address.typename.partition("/")
+            typed_value = message.typed_value
             invocation = Invocation(
-                namespace=namespace,
-                function=function,
-                address_id=address.id,
-                typename=message.value_typename(),
-                payload=message.raw_value() or b"",
-                caller_typename=caller.typename if caller is not None else None,
-                caller_id=caller.id if caller is not None else None,
+                address.namespace,
+                address.name,
+                address.id,
+                typed_value.typename,
+                typed_value.value if typed_value.has_value else b"",
+                caller.typename if caller is not None else None,
+                caller.id if caller is not None else None,
             )
             batch = _BATCH.get()
             assert batch is not None, "invoked outside StatefunEndpoint.handle"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -73,10 +74,15 @@ _SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
 }
 
 
-def _run_phase(state: AddressState) -> tuple[int, int] | None:
-    """(invocation, status) of the address's run, or None before its first run."""
-    run = state.run
-    return None if run is None else (run.invocation, run.status)
+class _PipelineBatch:
+    """What the pipeline function keeps across the invocations of one batch (one address): the
+    parsed state, written back once at its end, and the messages by type, counted then."""
+
+    __slots__ = ("messages_by_type", "state")
+
+    def __init__(self, state: AddressState) -> None:
+        self.state = state
+        self.messages_by_type: dict[str, int] = {}
 
 
 def _write_back(state: AddressState, outbox: Outbox) -> None:
@@ -139,6 +145,7 @@ class Worker:
         # one labelled counter per message type, looked up once: labels() costs a lock and a
         # tuple key per call, on the hottest path of the pipeline function
         self._message_counters: dict[str, Any] = {}
+        self._labelled: dict[tuple[object, ...], Any] = {}
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
@@ -162,71 +169,74 @@ class Worker:
     # ---------------------------------------------------------------- pipeline function
 
     async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
-        m = self.metrics
-        message_type = _PIPELINE_INPUTS.get(invocation.typename)
+        # the hottest path of the worker (every message of every pipeline): kept lean on purpose
+        typename = invocation.typename
+        message_type = _PIPELINE_INPUTS.get(typename)
         if message_type is None:
-            self._reject(
-                "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
-            )
+            self._reject("unknown_type", invocation, f"unexpected message type {typename!r}")
             return
         message: EngineMessage
         try:
             message = message_type.FromString(invocation.payload)
         except DecodeError as err:
-            detail = f"cannot parse {invocation.typename}: {err}"
+            detail = f"cannot parse {typename}: {err}"
             self._reject("unparsable", invocation, detail)
-            salvage = _SALVAGE.get(invocation.typename)
+            salvage = _SALVAGE.get(typename)
             if salvage is None:
                 return
             # from our own functions, so a pipeline waits for it: fail it rather than hang
             message = salvage(invocation.payload, detail)
-            m.unreadable_failures.labels(invocation.typename.rpartition("/")[2]).inc()
-        if isinstance(message, messages_pb2.PipelineRequest) and not message.pipeline.entries:
-            m.rejected_messages.labels("invalid_request").inc()
-        state = outbox.scratch.get("state")
-        if state is None:
-            # parsed once per batch, written back once per batch
-            state = AddressState(raw={cell: outbox.get(cell) for cell in CELLS})
-            outbox.scratch["state"] = state
-            outbox.scratch["batch_size"] = 0
-            outbox.at_batch_end(lambda: self._end_batch(state, outbox))
-        outbox.scratch["batch_size"] += 1
-        before = _run_phase(state)
-        with logs.pipeline_ids(invocation.address_id):
-            effects = step(
-                invocation.address_id, state, message, self.engine, clock=self.clock, ids=self.ids
-            )
+            self.metrics.unreadable_failures.labels(typename.rpartition("/")[2]).inc()
+        if message_type is messages_pb2.PipelineRequest and not message.pipeline.entries:  # type: ignore[union-attr]
+            self.metrics.rejected_messages.labels("invalid_request").inc()
+        batch: _PipelineBatch | None = outbox.scratch.get("pipeline")
+        if batch is None:
+            # parsed once per batch, written back (and counted in the metrics) once per batch
+            batch = new = _PipelineBatch(AddressState(load=outbox.get))
+            outbox.scratch["pipeline"] = new
+            outbox.at_batch_end(functools.partial(self._end_batch, new, outbox))
+        state = batch.state
+        address_id = invocation.address_id
+        run = state.run
+        before = None if run is None else (run.invocation, run.status)
+        token = logs.enter_pipeline(address_id)
+        try:
+            effects = step(address_id, state, message, self.engine, clock=self.clock, ids=self.ids)
+        finally:
+            token.var.reset(token)  # logs.leave, without a Python frame per message
+        apply = self._apply
         for effect in effects:
-            self._apply(effect, outbox)
-        self._observe_run(before, state, outbox)
-        counter = self._message_counters.get(invocation.typename)
-        if counter is None:
-            counter = m.pipeline_messages.labels(invocation.typename.rpartition("/")[2])
-            self._message_counters[invocation.typename] = counter
-        counter.inc()
+            apply(effect, outbox)
+        run = state.run
+        if run is None:
+            if before is not None:
+                outbox.set(STARTED_CELL, None)  # the address was cleared
+        elif before is None or before[0] != run.invocation or before[1] != run.status:
+            self._observe_run(before, run, outbox)
+        by_type = batch.messages_by_type
+        by_type[typename] = by_type.get(typename, 0) + 1
 
-    def _end_batch(self, state: AddressState, outbox: Outbox) -> None:
-        _write_back(state, outbox)
-        self.metrics.pipeline_batch_size.observe(outbox.scratch["batch_size"])
+    def _end_batch(self, batch: _PipelineBatch, outbox: Outbox) -> None:
+        _write_back(batch.state, outbox)
+        for typename, count in batch.messages_by_type.items():
+            counter = self._message_counters.get(typename)
+            if counter is None:
+                counter = self.metrics.pipeline_messages.labels(typename.rpartition("/")[2])
+                self._message_counters[typename] = counter
+            counter.inc(count)
+        self.metrics.pipeline_batch_size.observe(sum(batch.messages_by_type.values()))
 
     def _observe_run(
-        self, before: tuple[int, int] | None, state: AddressState, outbox: Outbox
+        self, before: tuple[int, int] | None, run: messages_pb2.Run, outbox: Outbox
     ) -> None:
-        """Count a run that started or ended in this step (the engine is not touched: its run
-        status before and after the step tell)."""
-        after = _run_phase(state)
-        if after is None and before is not None:
-            outbox.set(STARTED_CELL, None)  # the address was cleared
-        if after is None or after == before:
-            return
-        run = state.run
-        assert run is not None
+        """Count a run that started or ended in this step (the engine is not touched: its run's
+        (invocation, status) before and after the step tell; they differ here)."""
         level = "child" if run.parent_id else "root"
-        invocation, status = after
+        invocation, status = run.invocation, run.status
         now_ms = int(time.time() * 1000)
         new_run = before is None or before[0] != invocation or before[1] in _TERMINAL
         if new_run:
-            self.metrics.pipelines_started.labels(level).inc()
+            self._series(self.metrics.pipelines_started, level).inc()
         outcome = _TERMINAL.get(status)
         if outcome is None:
             if new_run:
@@ -237,9 +247,17 @@ class Worker:
             raw = outbox.get(STARTED_CELL)
             started = int.from_bytes(raw, "big") if raw and len(raw) == 8 else now_ms
         outbox.set(STARTED_CELL, None)
-        self.metrics.pipeline_duration.labels(level, outcome).observe(
+        self._series(self.metrics.pipeline_duration, level, outcome).observe(
             max(0.0, (now_ms - started) / 1000)
         )
+
+    def _series(self, family: Any, *labels: str) -> Any:
+        """`family.labels(*labels)`, looked up once (labels() takes a lock and builds a key)."""
+        key = (id(family), *labels)
+        child = self._labelled.get(key)
+        if child is None:
+            child = self._labelled[key] = family.labels(*labels)
+        return child
 
     def _apply(self, effect: fx.Effect, outbox: Outbox) -> None:
         if isinstance(effect, fx.SendTask):
