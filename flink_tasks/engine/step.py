@@ -116,11 +116,7 @@ def step(
     cells to write back) and return the effects. Never raises: an engine bug fails the pipeline."""
     ctx = Context(address_id, state, settings, clock, ids)
     try:
-        kind = _PLAIN_KINDS.get(type(message))  # message_kind's common case, without a call
-        if kind is not None:
-            payload: Any = message
-        else:
-            kind, payload = message_kind(message)
+        kind, payload = message_kind(message)
         if kind in PROGRESS_KINDS:
             deadlines.note_progress(ctx)
         handler = HANDLERS.get(kind)

@@ -142,9 +142,7 @@ class Worker:
         if self.lease_ms < 300:
             raise ValueError("lease must be at least 300 ms (heartbeats go every third of it)")
         self._attempts = RunningAttempts()
-        # one labelled counter per message type, looked up once: labels() costs a lock and a
-        # tuple key per call, on the hottest path of the pipeline function
-        self._message_counters: dict[str, Any] = {}
+        # labelled metric series, looked up once (`_series`): labels() costs a lock and a key
         self._labelled: dict[tuple[object, ...], Any] = {}
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
@@ -203,7 +201,7 @@ class Worker:
         try:
             effects = step(address_id, state, message, self.engine, clock=self.clock, ids=self.ids)
         finally:
-            token.var.reset(token)  # logs.leave, without a Python frame per message
+            logs.leave(token)
         apply = self._apply
         for effect in effects:
             apply(effect, outbox)
@@ -219,11 +217,7 @@ class Worker:
     def _end_batch(self, batch: _PipelineBatch, outbox: Outbox) -> None:
         _write_back(batch.state, outbox)
         for typename, count in batch.messages_by_type.items():
-            counter = self._message_counters.get(typename)
-            if counter is None:
-                counter = self.metrics.pipeline_messages.labels(typename.rpartition("/")[2])
-                self._message_counters[typename] = counter
-            counter.inc(count)
+            self._series(self.metrics.pipeline_messages, typename.rpartition("/")[2]).inc(count)
         self.metrics.pipeline_batch_size.observe(sum(batch.messages_by_type.values()))
 
     def _observe_run(
