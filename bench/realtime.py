@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.internal import api_implementation
 
 from bench import tasks as bench_tasks
+from bench._clients import percentile
 from flink_tasks.runtime import LocalRuntimeSettings
 from flink_tasks.testing import PipelineEnvironment
 from flink_tasks.worker import PoolSettings
@@ -37,15 +38,6 @@ def _set_buffer_timeout(ms: int | None) -> None:
     """Flink's `execution.buffer-timeout` for the runtimes started from now on."""
     global _buffer_timeout_ms
     _buffer_timeout_ms = ms
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def settings_for(

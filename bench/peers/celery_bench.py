@@ -21,6 +21,8 @@ import tempfile
 import time
 from typing import Any
 
+from bench._clients import percentile, stop_group
+
 
 def _wait_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -32,24 +34,9 @@ def _wait_port(port: int, timeout: float) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
+    if proc is not None:
+        stop_group(proc, grace)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,9 +165,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["b2"] = {
             "steps": args.b2_steps,
             "runs": len(latencies),
-            "p50_ms": _percentile(latencies, 50),
-            "p95_ms": _percentile(latencies, 95),
-            "p99_ms": _percentile(latencies, 99),
+            "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+            "p99_ms": percentile(latencies, 99),
             "mean_ms": statistics.fmean(latencies),
             "min_ms": min(latencies),
             "latencies_ms": [round(x, 3) for x in latencies],  # for the CDF plot
