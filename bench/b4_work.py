@@ -94,7 +94,11 @@ def count_opcodes(
 
 
 def cpu_clock_rates(
-    b4: types.ModuleType, router: types.ModuleType, shape: tuple[str, int], reps: int, max_batch: int
+    b4: types.ModuleType,
+    router: types.ModuleType,
+    shape: tuple[str, int],
+    reps: int,
+    max_batch: int,
 ) -> list[float]:
     # the router reads `time.perf_counter` at each run: give only the router a `time` whose
     # perf_counter is the thread's CPU clock, so the neighbours' load does not count

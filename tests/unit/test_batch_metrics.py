@@ -1,4 +1,4 @@
-"""The pipeline function's batch tallies reach prometheus_client exactly as per-batch calls would."""
+"""Batch tallies reach prometheus_client exactly as one call per batch would."""
 
 from __future__ import annotations
 
