@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Batch:
-    """The batch being handled: its Outbox, shared by its invocations (made by the first)."""
+    """The batch being handled: how many invocations it has, and its Outbox, shared by them
+    (made by the first)."""
 
+    size: int
     outbox: Outbox | None = None
 
 
@@ -66,11 +68,13 @@ class Invocation(NamedTuple):
 class Outbox:
     """What an invocation may do: read and write its cells, send, schedule, write to Kafka."""
 
-    __slots__ = ("_batch_end", "_ctx", "_specs", "scratch")
+    __slots__ = ("_batch_end", "_ctx", "_specs", "batch_size", "scratch")
 
-    def __init__(self, ctx: Any, specs: dict[str, Any]) -> None:
+    def __init__(self, ctx: Any, specs: dict[str, Any], batch_size: int = 1) -> None:
         self._ctx = ctx
         self._specs = specs
+        #: invocations in this batch (all share this Outbox)
+        self.batch_size = batch_size
         self._batch_end: list[Callable[[], None]] = []
         self.scratch: dict[str, Any] = {}
 
@@ -164,7 +168,7 @@ class _BatchHandler(request_reply_v3.RequestReplyHandler):  # type: ignore[misc]
         ctx = request_reply_v3.UserFacingContext(address, resolution.storage)
         fun, typename, address_id = target.fun, address.typename, address.id
         caller_of = request_reply_v3.sdk_address_from_pb
-        state = _Batch()
+        state = _Batch(len(batch.invocations))
         token = _BATCH.set(state)
         try:
             for invocation in batch.invocations:
@@ -222,7 +226,7 @@ class StatefunEndpoint:
             assert batch is not None, "invoked outside StatefunEndpoint.handle"
             if batch.outbox is None:
                 # one Outbox per batch: handlers may keep parsed state between its invocations
-                batch.outbox = Outbox(context, specs)
+                batch.outbox = Outbox(context, specs, batch.size)
             await handler(invocation, batch.outbox)
 
         return invoke

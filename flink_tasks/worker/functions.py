@@ -71,17 +71,6 @@ _SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
 }
 
 
-class _PipelineBatch:
-    """What the pipeline function keeps across the invocations of one batch (one address): the
-    parsed state, written back once at its end, and how many invocations it had."""
-
-    __slots__ = ("size", "state")
-
-    def __init__(self, state: AddressState) -> None:
-        self.state = state
-        self.size = 0
-
-
 def _write_back(state: AddressState, outbox: Outbox) -> None:
     for cell, data in state.encoded().items():
         outbox.set(cell, data)
@@ -185,13 +174,12 @@ class Worker:
             self.metrics.unreadable_failures.labels(typename.rpartition("/")[2]).inc()
         if message_type is messages_pb2.PipelineRequest and not message.pipeline.entries:  # type: ignore[union-attr]
             self.metrics.rejected_messages.labels("invalid_request").inc()
-        batch: _PipelineBatch | None = outbox.scratch.get("pipeline")
-        if batch is None:
+        state: AddressState | None = outbox.scratch.get("pipeline")
+        if state is None:
             # parsed once per batch, written back (and counted in the metrics) once per batch
-            batch = new = _PipelineBatch(AddressState(load=outbox.get))
+            state = new = AddressState(load=outbox.get)
             outbox.scratch["pipeline"] = new
             outbox.at_batch_end(functools.partial(self._end_batch, new, outbox))
-        state = batch.state
         address_id = invocation.address_id
         run_before = run = state.run
         before = None if run is None else (run.invocation, run.status)
@@ -210,11 +198,10 @@ class Worker:
             self._observe_run(before, run_before, state)
         messages = self._batch_tally.messages
         messages[typename] = messages.get(typename, 0) + 1
-        batch.size += 1
 
-    def _end_batch(self, batch: _PipelineBatch, outbox: Outbox) -> None:
-        _write_back(batch.state, outbox)
-        self._batch_tally.batch_done(batch.size)
+    def _end_batch(self, state: AddressState, outbox: Outbox) -> None:
+        _write_back(state, outbox)
+        self._batch_tally.batch_done(outbox.batch_size)
 
     def _observe_run(
         self,
