@@ -87,6 +87,9 @@ class Outbox:
         callbacks, self._batch_end = self._batch_end, []
         for callback in callbacks:
             callback()
+        # what handlers kept here often refers back to this Outbox (a cell loader is a bound
+        # method of it): dropped now, no reference cycle is left per batch for the GC to find
+        self.scratch.clear()
 
     def get(self, cell: str) -> bytes | None:
         value: bytes | None = getattr(self._ctx.storage, cell)

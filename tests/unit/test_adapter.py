@@ -4,6 +4,8 @@ batch after its last invocation, missing state specs asked for as the SDK does."
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -76,3 +78,32 @@ def test_missing_state_specs_are_asked_for_and_nothing_runs() -> None:
     reply = decode_reply(asyncio.run(endpoint.handle(body)))
     assert [(c.name, c.typename) for c in reply.missing] == [("b", "ns.v1/b")]
     assert seen == []
+
+
+def test_a_batch_leaves_no_reference_cycle_behind() -> None:
+    """What a handler keeps in `scratch` may refer back to the Outbox (the pipeline function
+    keeps a cell loader, a bound method of it): freed with the batch, not left to the GC."""
+    kept: list[weakref.ref[_Holder]] = []
+
+    async def handler(invocation: Invocation, outbox: Outbox) -> None:
+        holder = outbox.scratch.setdefault("holder", _Holder(outbox.get))
+        outbox.at_batch_end(lambda: None)
+        kept.append(weakref.ref(holder))
+
+    endpoint = StatefunEndpoint()
+    endpoint.register("ns/f", handler, [CellSpec("cell", "ns.v1/cell")])
+    body = encode_batch(
+        "ns/f", "id", {"cell": ("ns.v1/cell", b"x")}, [(None, None, "ns.v1/m", b"a")] * 2
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(endpoint.handle(body))
+        assert len(kept) == 2 and kept[0]() is None
+    finally:
+        gc.enable()
+
+
+class _Holder:
+    def __init__(self, loader: object) -> None:
+        self.loader = loader
