@@ -102,13 +102,14 @@ def cpu_clock_rates(
 ) -> list[float]:
     # the router reads `time.perf_counter` at each run: give only the router a `time` whose
     # perf_counter is the thread's CPU clock, so the neighbours' load does not count
-    router_time = router.time
-    router.time = types.SimpleNamespace(perf_counter=time.thread_time)
+    names = vars(router)
+    router_time = names["time"]
+    names["time"] = types.SimpleNamespace(perf_counter=time.thread_time)
     try:
         _run_once(b4, shape, max_batch)
         return [_run_once(b4, shape, max_batch)["completions_per_s"] for _ in range(reps)]
     finally:
-        router.time = router_time
+        names["time"] = router_time
 
 
 def _shapes(text: str) -> list[tuple[str, int]]:
@@ -125,7 +126,7 @@ def _short(key: CodeKey) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shapes", default="chain:300,fanout:1000")
     parser.add_argument("--reps", type=int, default=3, help="CPU-clock runs per shape (0: none)")
     parser.add_argument("--no-opcodes", action="store_true")
