@@ -392,6 +392,7 @@ class Run(google.protobuf.message.Message):
     HELD_FIELD_NUMBER: builtins.int
     GROUP_UNORDERED_FIELD_NUMBER: builtins.int
     GROUP_PAUSE_POINTS_FIELD_NUMBER: builtins.int
+    METRICS_STARTED_MS_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     status: global___PipelineStatus.ValueType
     invocation: builtins.int
@@ -450,6 +451,10 @@ class Run(google.protobuf.message.Message):
     """the running group returns results in completion order"""
     group_pause_points: builtins.bool
     """a chain head of the running group is a pause point"""
+    metrics_started_ms: builtins.int
+    """the worker's pipeline-duration metric: when this run started (ms since the epoch); written
+    by the worker shell (flink_tasks.worker.functions), never read by the engine
+    """
     @property
     def input(self) -> global___EntryInput:
         """input of the current entry"""
@@ -516,10 +521,11 @@ class Run(google.protobuf.message.Message):
         held: builtins.bool = ...,
         group_unordered: builtins.bool = ...,
         group_pause_points: builtins.bool = ...,
+        metrics_started_ms: builtins.int = ...,
         trace_context: global___TraceContext | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_pause_points", b"group_pause_points", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "group_unordered", b"group_unordered", "has_outcome", b"has_outcome", "has_state", b"has_state", "held", b"held", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_pause_points", b"group_pause_points", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "group_unordered", b"group_unordered", "has_outcome", b"has_outcome", "has_state", b"has_state", "held", b"held", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "metrics_started_ms", b"metrics_started_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
 
 global___Run = Run
 

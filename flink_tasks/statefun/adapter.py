@@ -16,21 +16,19 @@ from typing import Any, NamedTuple
 
 import statefun
 from statefun import request_reply_v3, statefun_builder, storage
-from statefun.request_reply_pb2 import TypedValue
+from statefun.request_reply_pb2 import ToFunction, TypedValue
 
 from flink_tasks import wire
-from flink_tasks._proto import statefun_head_pb2
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class _Batch:
-    """The batch being handled: its Outbox (shared by its invocations) and how many of its
-    invocations have yet to run, so that the last one runs the batch-end callbacks before the
-    SDK builds the reply (the SDK has no hook of its own there)."""
+    """The batch being handled: how many invocations it has, and its Outbox, shared by them
+    (made by the first)."""
 
-    remaining: int
+    size: int
     outbox: Outbox | None = None
 
 
@@ -70,11 +68,13 @@ class Invocation(NamedTuple):
 class Outbox:
     """What an invocation may do: read and write its cells, send, schedule, write to Kafka."""
 
-    __slots__ = ("_batch_end", "_ctx", "_specs", "scratch")
+    __slots__ = ("_batch_end", "_ctx", "_specs", "batch_size", "scratch")
 
-    def __init__(self, ctx: Any, specs: dict[str, Any]) -> None:
+    def __init__(self, ctx: Any, specs: dict[str, Any], batch_size: int = 1) -> None:
         self._ctx = ctx
         self._specs = specs
+        #: invocations in this batch (all share this Outbox)
+        self.batch_size = batch_size
         self._batch_end: list[Callable[[], None]] = []
         self.scratch: dict[str, Any] = {}
 
@@ -87,6 +87,9 @@ class Outbox:
         callbacks, self._batch_end = self._batch_end, []
         for callback in callbacks:
             callback()
+        # what handlers kept here often refers back to this Outbox (a cell loader is a bound
+        # method of it): dropped now, no reference cycle is left per batch for the GC to find
+        self.scratch.clear()
 
     def get(self, cell: str) -> bytes | None:
         value: bytes | None = getattr(self._ctx.storage, cell)
@@ -146,12 +149,50 @@ def _function(fun: Callable[[Any, Any], Awaitable[None]], cells: list[CellSpec])
     return statefun_builder.StatefulFunction(fun=fun, specs=specs, is_async=True)
 
 
+class _BatchHandler(request_reply_v3.RequestReplyHandler):  # type: ignore[misc]
+    """The SDK's request-reply handler (its `handle_async`, for async functions, which all of
+    ours are) plus the one step it has no hook for: after a batch's last invocation, the batch-end
+    callbacks of its Outbox run, before the reply is built from the context. Owning the loop
+    means the batch's end is known without counting its invocations first (a second parse of
+    the whole request, state included, in every batch)."""
+
+    async def handle_async(self, request_bytes: bytes) -> bytes:
+        to_function = ToFunction()
+        to_function.ParseFromString(request_bytes)
+        batch = to_function.invocation
+        address = request_reply_v3.sdk_address_from_pb(batch.target)
+        target = self.functions.for_typename(address.typename)
+        if not target:
+            raise ValueError(f"Unable to find a function of type {address.typename}")
+        resolution = storage.resolve(target.storage_spec, address.typename, batch.state)
+        if resolution.missing_specs:
+            failure = request_reply_v3.collect_failure(resolution.missing_specs)
+            return failure.SerializeToString()  # type: ignore[no-any-return]
+        ctx = request_reply_v3.UserFacingContext(address, resolution.storage)
+        fun, typename, address_id = target.fun, address.typename, address.id
+        caller_of = request_reply_v3.sdk_address_from_pb
+        state = _Batch(len(batch.invocations))
+        token = _BATCH.set(state)
+        try:
+            for invocation in batch.invocations:
+                message = statefun.Message(
+                    target_typename=typename, target_id=address_id, typed_value=invocation.argument
+                )
+                ctx._caller = caller_of(invocation.caller)
+                await fun(ctx, message)
+        finally:
+            _BATCH.reset(token)
+        if state.outbox is not None:
+            state.outbox.end_batch()
+        return request_reply_v3.collect_success(ctx).SerializeToString()  # type: ignore[no-any-return]
+
+
 class StatefunEndpoint:
     """Serves functions over the request-reply protocol: `await handle(body) -> body`."""
 
     def __init__(self) -> None:
         self._functions = _FunctionTable()
-        self._handler = request_reply_v3.RequestReplyHandler(self._functions)
+        self._handler = _BatchHandler(self._functions)
 
     def register(self, typename: str, handler: Handler, cells: Iterable[CellSpec] = ()) -> None:
         """Serve `handler` as the function `namespace/name`."""
@@ -164,11 +205,7 @@ class StatefunEndpoint:
 
     async def handle(self, body: bytes) -> bytes:
         """Handle one `ToFunction` request and return the `FromFunction` reply."""
-        token = _BATCH.set(_Batch(remaining=count_invocations(body)))
-        try:
-            result: bytes = await self._handler.handle_async(body)
-        finally:
-            _BATCH.reset(token)
+        result: bytes = await self._handler.handle_async(body)
         return result
 
     @staticmethod
@@ -192,11 +229,8 @@ class StatefunEndpoint:
             assert batch is not None, "invoked outside StatefunEndpoint.handle"
             if batch.outbox is None:
                 # one Outbox per batch: handlers may keep parsed state between its invocations
-                batch.outbox = Outbox(context, specs)
+                batch.outbox = Outbox(context, specs, batch.size)
             await handler(invocation, batch.outbox)
-            batch.remaining -= 1
-            if batch.remaining == 0:
-                batch.outbox.end_batch()
 
         return invoke
 
@@ -208,12 +242,3 @@ def _value_specs(cells: list[CellSpec]) -> list[Any]:
         )
         for c in cells
     ]
-
-
-# ---------------------------------------------------------------------------- batch size
-
-
-def count_invocations(body: bytes) -> int:
-    """How many invocations a `ToFunction` batch holds: parsed with a shallow view that skips
-    the state and keeps the invocations unparsed (the SDK parses the batch itself)."""
-    return len(statefun_head_pb2.ToFunctionHead.FromString(body).invocation.invocations)

@@ -38,10 +38,7 @@ from flink_tasks.worker.task_runner import (
 
 logger = logging.getLogger(__name__)
 
-#: the shell's own cell: when the address's current run started (ms since the epoch, 8 bytes),
-#: for the pipeline duration metric; written at the start of a run and deleted at its end
-STARTED_CELL = "metrics_started_ms"
-PIPELINE_CELLS = [CellSpec(name, wire.state_type(name)) for name in (*CELLS, STARTED_CELL)]
+PIPELINE_CELLS = [CellSpec(name, wire.state_type(name)) for name in CELLS]
 _TERMINAL: dict[int, str] = {
     messages_pb2.PIPELINE_STATUS_COMPLETED: "completed",
     messages_pb2.PIPELINE_STATUS_FAILED: "failed",
@@ -72,17 +69,6 @@ _SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
     wire.TASK_RESULT: unreadable.salvage_task_result,
     wire.PIPELINE_MESSAGE: unreadable.salvage_pipeline_message,
 }
-
-
-class _PipelineBatch:
-    """What the pipeline function keeps across the invocations of one batch (one address): the
-    parsed state, written back once at its end, and the messages by type, counted then."""
-
-    __slots__ = ("messages_by_type", "state")
-
-    def __init__(self, state: AddressState) -> None:
-        self.state = state
-        self.messages_by_type: dict[str, int] = {}
 
 
 def _write_back(state: AddressState, outbox: Outbox) -> None:
@@ -146,6 +132,7 @@ class Worker:
         self._labelled: dict[tuple[object, ...], Any] = {}
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
+        self._batch_tally = self.metrics.batches
         self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
         self.runner = TaskRunner(
             tasks,
@@ -187,15 +174,14 @@ class Worker:
             self.metrics.unreadable_failures.labels(typename.rpartition("/")[2]).inc()
         if message_type is messages_pb2.PipelineRequest and not message.pipeline.entries:  # type: ignore[union-attr]
             self.metrics.rejected_messages.labels("invalid_request").inc()
-        batch: _PipelineBatch | None = outbox.scratch.get("pipeline")
-        if batch is None:
+        state: AddressState | None = outbox.scratch.get("pipeline")
+        if state is None:
             # parsed once per batch, written back (and counted in the metrics) once per batch
-            batch = new = _PipelineBatch(AddressState(load=outbox.get))
+            state = new = AddressState(load=outbox.get)
             outbox.scratch["pipeline"] = new
             outbox.at_batch_end(functools.partial(self._end_batch, new, outbox))
-        state = batch.state
         address_id = invocation.address_id
-        run = state.run
+        run_before = run = state.run
         before = None if run is None else (run.invocation, run.status)
         token = logs.enter_pipeline(address_id)
         try:
@@ -206,25 +192,28 @@ class Worker:
         for effect in effects:
             apply(effect, outbox)
         run = state.run
-        if run is None:
-            if before is not None:
-                outbox.set(STARTED_CELL, None)  # the address was cleared
-        elif before is None or before[0] != run.invocation or before[1] != run.status:
-            self._observe_run(before, run, outbox)
-        by_type = batch.messages_by_type
-        by_type[typename] = by_type.get(typename, 0) + 1
+        if run is not None and (
+            before is None or before[0] != run.invocation or before[1] != run.status
+        ):
+            self._observe_run(before, run_before, state)
+        messages = self._batch_tally.messages
+        messages[typename] = messages.get(typename, 0) + 1
 
-    def _end_batch(self, batch: _PipelineBatch, outbox: Outbox) -> None:
-        _write_back(batch.state, outbox)
-        for typename, count in batch.messages_by_type.items():
-            self._series(self.metrics.pipeline_messages, typename.rpartition("/")[2]).inc(count)
-        self.metrics.pipeline_batch_size.observe(sum(batch.messages_by_type.values()))
+    def _end_batch(self, state: AddressState, outbox: Outbox) -> None:
+        _write_back(state, outbox)
+        self._batch_tally.batch_done(outbox.batch_size)
 
     def _observe_run(
-        self, before: tuple[int, int] | None, run: messages_pb2.Run, outbox: Outbox
+        self,
+        before: tuple[int, int] | None,
+        run_before: messages_pb2.Run | None,
+        state: AddressState,
     ) -> None:
         """Count a run that started or ended in this step (the engine is not touched: its run's
-        (invocation, status) before and after the step tell; they differ here)."""
+        (invocation, status) before and after the step tell; they differ here). The start time
+        goes into the run's `metrics_started_ms` field, which the engine never reads."""
+        run = state.run
+        assert run is not None
         level = "child" if run.parent_id else "root"
         invocation, status = run.invocation, run.status
         now_ms = int(time.time() * 1000)
@@ -234,13 +223,14 @@ class Worker:
         outcome = _TERMINAL.get(status)
         if outcome is None:
             if new_run:
-                outbox.set(STARTED_CELL, now_ms.to_bytes(8, "big"))
+                run.metrics_started_ms = now_ms
+                state.touch_run()
             return
         started = now_ms
         if not new_run:
-            raw = outbox.get(STARTED_CELL)
-            started = int.from_bytes(raw, "big") if raw and len(raw) == 8 else now_ms
-        outbox.set(STARTED_CELL, None)
+            # a finishing step may have replaced the run record: the start is on the one before
+            assert run_before is not None
+            started = run.metrics_started_ms or run_before.metrics_started_ms or now_ms
         self._series(self.metrics.pipeline_duration, level, outcome).observe(
             max(0.0, (now_ms - started) / 1000)
         )

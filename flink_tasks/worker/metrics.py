@@ -27,6 +27,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from flink_tasks.worker.batch_metrics import BatchTally
+
 MULTIPROC_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
 #: seconds; tasks run from milliseconds to hours (leased tasks)
@@ -123,6 +125,8 @@ class Metrics:
             ["message_type"],
             registry=registry,
         )
+        #: the two families above, counted per batch in plain ints and flushed in bulk
+        self.batches = BatchTally(self.pipeline_messages, self.pipeline_batch_size)
         self.rejected_messages = Counter(
             "flink_tasks_rejected_messages",
             "Messages refused (logged, never applied), by reason: unparsable, unknown_type, "
@@ -150,6 +154,7 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """One sample's value as this process sees it (0 if never recorded); for tests."""
+        self.batches.flush()
         found = self.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found
 
@@ -157,6 +162,7 @@ class Metrics:
         """Every family in the Prometheus text format: all worker processes' values merged
         in multiprocess mode (any metric a hook made too); this process's otherwise, followed by
         ``prometheus_client``'s default registry (process metrics and a hook's own metrics)."""
+        self.batches.flush()
         directory = multiprocess_dir()
         if directory is None:
             return generate_latest(self.registry) + generate_latest(REGISTRY)
