@@ -70,13 +70,25 @@ class Invocation(NamedTuple):
 class Outbox:
     """What an invocation may do: read and write its cells, send, schedule, write to Kafka."""
 
-    __slots__ = ("_batch_end", "_ctx", "_specs", "scratch")
+    __slots__ = ("_batch_end", "_batch_end_async", "_ctx", "_specs", "scratch")
 
     def __init__(self, ctx: Any, specs: dict[str, Any]) -> None:
         self._ctx = ctx
         self._specs = specs
         self._batch_end: list[Callable[[], None]] = []
+        self._batch_end_async: list[Callable[[], Awaitable[None]]] = []
         self.scratch: dict[str, Any] = {}
+
+    def at_batch_end_async(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await `callback()` once, after the last invocation of this batch, before the
+        synchronous batch-end callbacks: e.g. wait for work the batch's invocations started,
+        so that they run concurrently instead of one after another."""
+        self._batch_end_async.append(callback)
+
+    async def end_batch_async(self) -> None:
+        callbacks, self._batch_end_async = self._batch_end_async, []
+        for callback in callbacks:
+            await callback()
 
     def at_batch_end(self, callback: Callable[[], None]) -> None:
         """Run `callback` once, after the last invocation of this batch, before the reply is
@@ -196,6 +208,7 @@ class StatefunEndpoint:
             await handler(invocation, batch.outbox)
             batch.remaining -= 1
             if batch.remaining == 0:
+                await batch.outbox.end_batch_async()
                 batch.outbox.end_batch()
 
         return invoke
