@@ -69,7 +69,7 @@ class Topology:
             workers=args.workers,
             log_file=self.log_dir / "topology-serve.log",
             cwd=ROOT,
-            extra_args=("--pool", args.pool),
+            extra_args=("--pool", args.pool, "--task-buckets", str(args.task_buckets)),
             env=_worker_env(self.settings),
         )
         self.runtime = LocalRuntime(self.settings)
@@ -238,6 +238,13 @@ def main() -> None:
         help="serve --pool (default: serve's own default, process)",
     )
     parser.add_argument(
+        "--task-buckets",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve --task-buckets (EngineSettings.task_buckets; default 0: a request per task)",
+    )
+    parser.add_argument(
         "--reuse",
         choices=["attach", "reject", "allow"],
         default="allow",
@@ -274,6 +281,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "workers": args.workers,
         "pool": args.pool,
+        "task_buckets": args.task_buckets,
         "reuse": args.reuse,
         "reps": args.reps,
         "checkpoint_interval_ms": args.checkpoint_ms,

@@ -47,7 +47,8 @@ async def test_a_fan_out_needs_fewer_requests_than_tasks() -> None:
 
 
 async def test_without_buckets_every_task_is_its_own_request() -> None:
-    async with PipelineEnvironment.in_process(tasks) as env:
+    settings = EngineSettings(task_buckets=0)  # not the default: pytest --task-buckets changes that
+    async with PipelineEnvironment.in_process(tasks, engine=settings) as env:
         result = await env.submit_async(in_parallel([wait_and_echo.send(i, 0) for i in range(100)]))
         assert result == list(range(100))
         assert _task_calls(env) == (100, 100)
