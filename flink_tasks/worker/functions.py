@@ -346,6 +346,7 @@ class Worker:
         """Results of the batch's tasks done within the inline wait; a lease for each other one
         (its result follows on the task-reports topic), so a slow task holds the batch's call
         for at most `inline_wait`."""
+        self.metrics.task_batch_size.observe(len(started))
         futures = {attempt.future for attempt in started}
         if self.reports is None:
             await asyncio.wait(futures)  # never cancels them

@@ -44,6 +44,9 @@ async def test_a_fan_out_needs_fewer_requests_than_tasks() -> None:
         calls, invocations = _task_calls(env)
         assert invocations == 1000
         assert calls <= 100  # 10 stages x 4 buckets, each batch holds what queued meanwhile
+        metrics = env.worker.metrics  # what an operator sees: tasks per request
+        assert metrics.value("flink_tasks_task_batch_size_count") == calls
+        assert metrics.value("flink_tasks_task_batch_size_sum") == 1000
 
 
 async def test_without_buckets_every_task_is_its_own_request() -> None:
