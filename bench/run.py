@@ -141,6 +141,13 @@ def main() -> None:
         help="serve --pool in the topology step (serve's default: process)",
     )
     parser.add_argument(
+        "--topology-task-buckets",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve --task-buckets in the topology step (default 0: a request per task)",
+    )
+    parser.add_argument(
         "--pool",
         choices=["thread", "process"],
         default="thread",
@@ -305,7 +312,7 @@ def main() -> None:
                 *("--reps", str(args.reps), "--b3-sizes", args.b3_sizes),
                 *("--b2-runs", str(args.b2_runs), "--b5-n", str(args.b5_n)),
                 *("--b5-clients", str(args.b5_clients), "--workers", str(args.topology_workers)),
-                *("--pool", args.topology_pool),
+                *("--pool", args.topology_pool, "--task-buckets", str(args.topology_task_buckets)),
                 *(
                     ("--buffer-timeout-ms", str(args.buffer_timeout_ms))
                     if args.buffer_timeout_ms is not None

@@ -30,6 +30,10 @@ _FALSE = ("0", "false", "no", "off", "")
 
 SettingsT = TypeVar("SettingsT")
 
+#: Environment variable: `EngineSettings.task_buckets` of `flink-tasks serve` (``--task-buckets``)
+#: and of the testing environments' default engine settings.
+TASK_BUCKETS_VAR = "FLINK_TASKS_TASK_BUCKETS"
+
 
 def parse_duration(text: str) -> timedelta:
     """``500ms``, ``30s``/``30sec``, ``5min``/``5m``, ``2h``, ``1d``, or a bare number of seconds.
@@ -139,3 +143,18 @@ def load_attribute(spec: str, *, example: str, form: str = "MODULE:ATTR") -> obj
         except AttributeError:
             raise ValueError(f"{module_name!r} has no attribute {attr_path!r}") from None
     return target
+
+
+def task_buckets_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``FLINK_TASKS_TASK_BUCKETS`` as a whole number >= 0; unset or empty: 0 (no buckets).
+
+    Raises:
+        ValueError: it is set to something else.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(TASK_BUCKETS_VAR, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ValueError(f"{TASK_BUCKETS_VAR} must be a whole number >= 0, got {raw!r}")
+    return int(raw)

@@ -23,6 +23,7 @@ from flink_tasks_client import FlinkTasksClient
 
 from examples.seed import tasks as seed_tasks
 from flink_tasks import FlinkTasks
+from flink_tasks.config import TASK_BUCKETS_VAR
 from flink_tasks.testing import PipelineEnvironment
 from tests.faults.harness import RESULTS
 from tests.pipelines import tasks as test_tasks
@@ -42,6 +43,28 @@ def _rank(path: Path, uses_session_runtime: bool) -> int:
     if uses_session_runtime and part != "cluster":
         return 3
     return {"unit": 0, "inprocess": 1}.get(part, 2)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--task-buckets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run with EngineSettings.task_buckets=N wherever the tests use the default engine "
+        "settings: sets FLINK_TASKS_TASK_BUCKETS for the in-process and local environments and "
+        "for the workers the tests start (docs/decisions.md, 'Task addressing revisited')",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    buckets = config.getoption("--task-buckets")
+    if buckets is not None:
+        os.environ[TASK_BUCKETS_VAR] = str(buckets)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"task buckets: {os.environ.get(TASK_BUCKETS_VAR) or 0}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from flink_tasks.cli.local import Subparsers
-from flink_tasks.config import parse_duration
+from flink_tasks.config import parse_duration, task_buckets_from_env
 from flink_tasks.logs import LOG_FORMAT_VAR, LOG_FORMATS, LOG_LEVEL_VAR
 from flink_tasks.runtime.settings import parse_endpoints
 from flink_tasks.tracing import TRACING_VAR, tracing_from_env
@@ -73,6 +73,16 @@ def register_serve(subparsers: Subparsers) -> None:
         default="30s",
         metavar="DURATION",
         help="a long task with no heartbeat for this long fails as WorkerLostError (default 30s)",
+    )
+    serve.add_argument(
+        "--task-buckets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="send each pipeline's tasks to N task addresses so that StateFun batches them into "
+        "fewer HTTP requests, run concurrently; a batch is answered after its tasks or the "
+        "inline wait, whichever is first (default $FLINK_TASKS_TASK_BUCKETS or 0: one request "
+        "per task; see docs/reliability.md)",
     )
     serve.add_argument(
         "--pool",
@@ -140,6 +150,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 1
 
+    task_buckets = args.task_buckets
+    try:
+        if task_buckets is None:
+            task_buckets = task_buckets_from_env()
+        elif task_buckets < 0:
+            raise ValueError(f"--task-buckets must be >= 0, got {task_buckets}")
+    except ValueError as exc:
+        print(f"flink-tasks serve: error: {exc}", file=sys.stderr)
+        return 2
     retention = args.retention
     if retention is None and os.environ.get(RETENTION_VAR):
         retention = parse_duration(os.environ[RETENTION_VAR])
@@ -164,6 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_memory_per_task=args.max_memory_per_task,
         hooks=tuple(args.hooks),
         log_format=args.log_format,
+        task_buckets=task_buckets,
     )
     # pool children are started by the fork server: they configure their logs from these
     os.environ[LOG_FORMAT_VAR] = args.log_format

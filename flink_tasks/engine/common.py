@@ -50,7 +50,13 @@ def as_action(value: int) -> messages_pb2.Action.ValueType:
     return cast("messages_pb2.Action.ValueType", value)
 
 
-def task_address(task_id: str, attempt: int) -> str:
+def task_address(
+    task_id: str, attempt: int, sender: str = "", slot: int = 0, buckets: int = 0
+) -> str:
+    """The task function address of an attempt: its own (no buckets), or one of `buckets`
+    addresses of the sending pipeline address, by slot (StateFun batches what queues there)."""
+    if buckets > 0 and sender:
+        return f"{sender}#b{slot % buckets}"
     # One address per task attempt: attempts never queue behind each other's batch.
     return task_id if attempt <= 1 else f"{task_id}#{attempt}"
 

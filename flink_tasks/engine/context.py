@@ -50,6 +50,17 @@ class EngineSettings:
     """A root pipeline that gets no task result (anywhere in its tree) for this long is ended
     with `flink_tasks.PipelineDeadlineError`, so an orphaned pipeline cannot run forever. Raise
     it if single tasks run longer. None (or zero): never."""
+    task_buckets: int = 0
+    """0: one StateFun address per task attempt (each task is its own HTTP request). N > 0: the
+    tasks a pipeline address sends go to N addresses of the task function (by slot), so StateFun
+    batches the tasks queued for one of them into one request and the worker runs a batch's tasks
+    concurrently; a slow task holds its bucket's call for at most the worker's inline wait
+    (docs/decisions.md, "Task addressing revisited"). `flink-tasks serve --task-buckets`,
+    ``FLINK_TASKS_TASK_BUCKETS``."""
+
+    def __post_init__(self) -> None:
+        if self.task_buckets < 0:
+            raise ValueError(f"task_buckets must be >= 0, got {self.task_buckets}")
 
     @functools.cached_property
     def stall_ms(self) -> int:

@@ -42,7 +42,7 @@ def running_task(
     ):
         return None
     entries = ctx.definition.pipeline.entries
-    if run.cursor >= len(entries):
+    if run.cursor >= len(entries) or _runs_its_pipeline(run, task_id):
         return None
     entry = entries[run.cursor]
     if slot == 0:
@@ -59,6 +59,16 @@ def running_task(
     if record.done or attempt != max(record.attempt, 1):
         return None
     return head.task, record
+
+
+def _runs_its_pipeline(run: messages_pb2.Run, task_id: str) -> bool:
+    """The task returned a pipeline, which runs as a child (its address ends with `.` + the task
+    id, see `sequence.start_orchestrated_child`): the worker is done with it, no lease is due,
+    however long the child runs."""
+    if not run.active_children:
+        return False
+    suffix = f".{task_id}"
+    return any(child.endswith(suffix) for child in run.active_children)
 
 
 def on_task_running(ctx: Context, running: messages_pb2.TaskRunning) -> None:

@@ -177,7 +177,7 @@ def send_task(
         effects.SendTask(
             namespace,
             task.worker_name or wire.DEFAULT_WORKER_NAME,
-            task_address(task.task_id, attempt),
+            task_address(task.task_id, attempt, ctx.address_id, slot, ctx.settings.task_buckets),
             request,
         )
     )

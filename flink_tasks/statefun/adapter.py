@@ -68,7 +68,7 @@ class Invocation(NamedTuple):
 class Outbox:
     """What an invocation may do: read and write its cells, send, schedule, write to Kafka."""
 
-    __slots__ = ("_batch_end", "_ctx", "_specs", "batch_size", "scratch")
+    __slots__ = ("_batch_end", "_batch_end_async", "_ctx", "_specs", "batch_size", "scratch")
 
     def __init__(self, ctx: Any, specs: dict[str, Any], batch_size: int = 1) -> None:
         self._ctx = ctx
@@ -76,7 +76,19 @@ class Outbox:
         #: invocations in this batch (all share this Outbox)
         self.batch_size = batch_size
         self._batch_end: list[Callable[[], None]] = []
+        self._batch_end_async: list[Callable[[], Awaitable[None]]] = []
         self.scratch: dict[str, Any] = {}
+
+    def at_batch_end_async(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await `callback()` once, after the last invocation of this batch, before the
+        synchronous batch-end callbacks: e.g. wait for work the batch's invocations started,
+        so that they run concurrently instead of one after another."""
+        self._batch_end_async.append(callback)
+
+    async def end_batch_async(self) -> None:
+        callbacks, self._batch_end_async = self._batch_end_async, []
+        for callback in callbacks:
+            await callback()
 
     def at_batch_end(self, callback: Callable[[], None]) -> None:
         """Run `callback` once, after the last invocation of this batch, before the reply is
@@ -183,6 +195,7 @@ class _BatchHandler(request_reply_v3.RequestReplyHandler):  # type: ignore[misc]
         finally:
             _BATCH.reset(token)
         if state.outbox is not None:
+            await state.outbox.end_batch_async()
             state.outbox.end_batch()
         return request_reply_v3.collect_success(ctx).SerializeToString()  # type: ignore[no-any-return]
 

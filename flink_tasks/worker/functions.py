@@ -27,7 +27,7 @@ from flink_tasks.engine.context import Clock, IdSource
 from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
-from flink_tasks.worker.attempts import RunningAttempts
+from flink_tasks.worker.attempts import Attempt, RunningAttempts
 from flink_tasks.worker.metrics import Metrics
 from flink_tasks.worker.reports import ReportSink
 from flink_tasks.worker.task_runner import (
@@ -324,19 +324,39 @@ class Worker:
             )
             return
         attempt = self._attempts.start(reply_to, request, self._run_task)
+        started: list[Attempt] | None = outbox.scratch.get("attempts")
+        if started is None:
+            # a batch's tasks run concurrently: each invocation starts its task, the batch end
+            # waits for them together (StateFun sends one batch per address at a time)
+            started = outbox.scratch["attempts"] = []
+            outbox.at_batch_end_async(lambda: self._answer_batch(started, outbox))
+        started.append(attempt)
+
+    async def _answer_batch(self, started: list[Attempt], outbox: Outbox) -> None:
+        """Results of the batch's tasks done within the inline wait; a lease for each other one
+        (its result follows on the task-reports topic), so a slow task holds the batch's call
+        for at most `inline_wait`."""
+        self.metrics.task_batch_size.observe(len(started))
+        futures = {attempt.future for attempt in started}
         if self.reports is None:
-            result = await asyncio.shield(attempt.future)
+            await asyncio.wait(futures)  # never cancels them
         else:
-            done, _ = await asyncio.wait({attempt.future}, timeout=self.inline_wait_s)
-            if not done:
-                # answer StateFun now; heartbeats and the result follow on the reports topic
+            await asyncio.wait(futures, timeout=self.inline_wait_s)
+        for attempt in started:
+            if not attempt.future.done():
+                assert self.reports is not None
                 if attempt.reporter is None:
-                    self.metrics.tasks_detached.labels(request.task_type).inc()
+                    self.metrics.tasks_detached.labels(attempt.request.task_type).inc()
                 report = attempt.detach(self.reports, self.lease_ms)
-                outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.WORKER_REPORT, report)
-                return
+                outbox.send(wire.PIPELINE_FUNCTION, attempt.reply_to, wire.WORKER_REPORT, report)
+                continue
             result = attempt.future.result()
-        outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, result.SerializeToString())
+            outbox.send(
+                wire.PIPELINE_FUNCTION,
+                attempt.reply_to,
+                wire.TASK_RESULT,
+                result.SerializeToString(),
+            )
 
     async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
         series = self.metrics.task_series(request.task_type)

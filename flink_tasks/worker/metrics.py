@@ -119,6 +119,12 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.task_batch_size = Histogram(
+            "flink_tasks_task_batch_size",
+            "Task attempts in one request-reply batch of a task function (1 without task buckets).",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
         self.pipeline_messages = Counter(
             "flink_tasks_pipeline_messages",
             "Messages the pipeline function handled, by message type.",

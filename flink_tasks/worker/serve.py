@@ -30,7 +30,7 @@ from typing import Literal
 from aiohttp import web
 
 from flink_tasks import wire
-from flink_tasks.config import load_attribute, parse_duration
+from flink_tasks.config import load_attribute, parse_duration, task_buckets_from_env
 from flink_tasks.engine import EngineSettings
 from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.logs import LogFormat
@@ -84,6 +84,8 @@ class ServeOptions:
     max_memory_per_task: int | None = None
     hooks: tuple[str, ...] = ()
     log_format: LogFormat = "text"
+    task_buckets: int | None = None
+    """`EngineSettings.task_buckets`; None: ``FLINK_TASKS_TASK_BUCKETS`` or 0."""
 
 
 def load_registry(target: str) -> FlinkTasks:
@@ -102,6 +104,8 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     if os.environ.get(STALL_TIMEOUT_VAR):  # inherited by the worker processes
         stall = parse_duration(os.environ[STALL_TIMEOUT_VAR])
         engine = replace(engine, stall_timeout=stall or None)
+    buckets = options.task_buckets
+    engine = replace(engine, task_buckets=task_buckets_from_env() if buckets is None else buckets)
     pool = PoolSettings(
         kind=options.pool,
         size=options.pool_size,

@@ -100,6 +100,8 @@ class Supervisor:
         for target in o.hooks:
             cmd += ["--hooks", target]
         cmd += ["--log-format", o.log_format]
+        if o.task_buckets is not None:
+            cmd += ["--task-buckets", str(o.task_buckets)]
         return cmd
 
     def _spawn(self, index: int) -> None:

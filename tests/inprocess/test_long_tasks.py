@@ -59,6 +59,13 @@ async def never_retried(seconds: float) -> str:
     return "done"
 
 
+@tasks.bind()
+async def slow_orchestrator(seconds: float, child_seconds: float) -> Any:
+    """Longer than the inline wait, then returns a pipeline that runs longer than the lease."""
+    await asyncio.sleep(seconds)
+    return slow.send(1, child_seconds).continue_with(slow, child_seconds)
+
+
 class SilentSink:
     """A task-reports path that loses every report of first attempts, as if the worker running
     them had been cut off after its first answer."""
@@ -190,3 +197,16 @@ async def test_a_silent_worker_fails_the_attempt_as_lost_and_the_policy_retries_
         assert await asyncio.wrap_future(retried) == "k after 2 runs"
         assert sum(replies.values()) == 2
         assert sink.dropped >= 2
+
+
+async def test_a_leased_orchestrator_is_not_lost_while_the_pipeline_it_returned_runs() -> None:
+    # the orchestrator's lease (0.6 s) is settled by its result; its child then runs ~2 s
+    async with _long_env() as env:
+        pipeline = slow_orchestrator.send(0.3, 1.0)
+        assert await env.submit_async(pipeline) == 100
+        assert (
+            env.worker.metrics.value(
+                "flink_tasks_tasks_detached_total", task_type=slow_orchestrator.type_name
+            )
+            == 1
+        )

@@ -1,0 +1,97 @@
+"""Task buckets (`EngineSettings.task_buckets`): StateFun batches a pipeline's tasks per bucket
+address, the worker runs a batch's tasks concurrently, and a slow task holds its batch for at most
+the inline wait (it is leased; the fast results leave without it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from statefun import request_reply_v3
+
+from flink_tasks import FlinkTasks, in_parallel, wire
+from flink_tasks._proto import messages_pb2
+from flink_tasks.engine import EngineSettings
+from flink_tasks.testing import PipelineEnvironment
+
+tasks = FlinkTasks()
+ENDED: dict[int, float] = {}
+
+
+@tasks.bind()
+async def wait_and_echo(i: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    ENDED[i] = time.monotonic()
+    return i
+
+
+def _task_calls(env: PipelineEnvironment) -> tuple[int, int]:
+    assert env.runtime is not None
+    stats = [
+        s for (typename, _), s in env.runtime.stats.items() if typename != wire.PIPELINE_FUNCTION
+    ]
+    return sum(s.batches for s in stats), sum(s.invocations for s in stats)
+
+
+async def test_a_fan_out_needs_fewer_requests_than_tasks() -> None:
+    settings = EngineSettings(task_buckets=4)
+    async with PipelineEnvironment.in_process(tasks, engine=settings) as env:
+        result = await env.submit_async(
+            in_parallel([wait_and_echo.send(i, 0) for i in range(1000)])
+        )
+        assert result == list(range(1000))
+        calls, invocations = _task_calls(env)
+        assert invocations == 1000
+        assert calls <= 100  # 10 stages x 4 buckets, each batch holds what queued meanwhile
+        metrics = env.worker.metrics  # what an operator sees: tasks per request
+        assert metrics.value("flink_tasks_task_batch_size_count") == calls
+        assert metrics.value("flink_tasks_task_batch_size_sum") == 1000
+
+
+async def test_without_buckets_every_task_is_its_own_request() -> None:
+    settings = EngineSettings(task_buckets=0)  # not the default: pytest --task-buckets changes that
+    async with PipelineEnvironment.in_process(tasks, engine=settings) as env:
+        result = await env.submit_async(in_parallel([wait_and_echo.send(i, 0) for i in range(100)]))
+        assert result == list(range(100))
+        assert _task_calls(env) == (100, 100)
+
+
+async def test_a_slow_task_does_not_hold_back_the_fast_results_of_its_batch() -> None:
+    settings = EngineSettings(task_buckets=4)
+    env = PipelineEnvironment.in_process(
+        tasks, engine=settings, inline_wait=timedelta(seconds=0.5), lease=timedelta(seconds=3)
+    )
+    arrived: dict[int, float] = {}  # slot - 1 -> when its result reached the pipeline function
+    handle = env.worker.handle
+
+    async def timed(body: bytes) -> bytes:
+        now = time.monotonic()
+        for invocation in request_reply_v3.ToFunction.FromString(body).invocation.invocations:
+            value = invocation.argument
+            result = None
+            if value.typename == wire.TASK_RESULT:
+                result = messages_pb2.TaskResult.FromString(value.value)
+            elif value.typename == wire.WORKER_REPORT:
+                report = messages_pb2.WorkerReport.FromString(value.value)
+                result = report.result if report.HasField("result") else None
+            if result is not None:
+                arrived.setdefault(result.slot - 1, now)
+        return await handle(body)
+
+    assert env.runtime is not None
+    env.runtime._handler = timed
+    ENDED.clear()
+    async with env:
+        group = in_parallel([wait_and_echo.send(i, 3.0 if i == 0 else 0.01) for i in range(100)])
+        assert await env.submit_async(group) == list(range(100))
+        # the slow task was leased after the inline wait, so the fast results of its batch (and
+        # of the batches queued behind it in its bucket) reached the pipeline before it finished
+        assert sorted(arrived) == list(range(100))
+        assert max(arrived[i] for i in range(1, 100)) < ENDED[0]
+        assert (
+            env.worker.metrics.value(
+                "flink_tasks_tasks_detached_total", task_type=wait_and_echo.type_name
+            )
+            >= 1
+        )
