@@ -10,11 +10,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from flink_tasks._proto import events_pb2, messages_pb2
 from flink_tasks.engine import effects
 from flink_tasks.engine.common import as_status, task_exception
 from flink_tasks.engine.state import AddressState, CompiledDefinition
+
+if TYPE_CHECKING:
+    from flink_tasks.engine.inline import Pending
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ class EngineSettings:
     """A root pipeline that gets no task result (anywhere in its tree) for this long is ended
     with `flink_tasks.PipelineDeadlineError`, so an orphaned pipeline cannot run forever. Raise
     it if single tasks run longer. None (or zero): never."""
+    inline_chain_steps: int = 0
+    """Opt-in: a task request also carries up to this many following steps of the same chain
+    that the same worker serves, run in the same call (`flink_tasks.engine.inline`). 0: off."""
 
     @functools.cached_property
     def stall_ms(self) -> int:
@@ -63,7 +70,7 @@ class Context:
 
     A plain class with slots, not a dataclass: one is made for every message."""
 
-    __slots__ = ("address_id", "clock", "effects", "ids", "settings", "skipped", "state")
+    __slots__ = ("address_id", "clock", "effects", "ids", "inline", "settings", "skipped", "state")
 
     def __init__(
         self,
@@ -80,6 +87,7 @@ class Context:
         self.ids = ids
         self.effects: list[effects.Effect] = []
         self.skipped: list[str] = []
+        self.inline: Pending | None = None  # inlined results being applied (engine/inline.py)
 
     @property
     def run(self) -> messages_pb2.Run:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from flink_tasks.engine import EngineSettings
+from flink_tasks.engine import EngineSettings, inline
 from flink_tasks.registry import FlinkTasks
 
 if TYPE_CHECKING:
@@ -101,7 +102,8 @@ class _LocalEnvironment:
         namespaces = frozenset(settings.function_namespaces)
         worker: Worker = Worker(
             self.tasks,
-            engine=self.engine or EngineSettings(served_namespaces=namespaces),
+            engine=self.engine
+            or inline.settings_from_env(EngineSettings(served_namespaces=namespaces), os.environ),
             # a reply to a topic that does not exist would fail the Flink job
             egress_topics=(settings.replies_topic, settings.events_topic),
             reports=KafkaReportSink(settings.bootstrap_servers, settings.task_reports_topic),

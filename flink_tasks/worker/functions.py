@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
@@ -17,6 +18,7 @@ from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import (
     EngineMessage,
     EngineSettings,
+    inline,
     random_ids,
     step,
     system_clock,
@@ -27,6 +29,7 @@ from flink_tasks.engine.context import Clock, IdSource
 from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
+from flink_tasks.worker import inline_steps
 from flink_tasks.worker.attempts import RunningAttempts
 from flink_tasks.worker.metrics import Metrics
 from flink_tasks.worker.reports import ReportSink
@@ -146,7 +149,9 @@ class Worker:
         self._labelled: dict[tuple[object, ...], Any] = {}
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
-        self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
+        self.engine = engine or inline.settings_from_env(
+            EngineSettings(served_namespaces=frozenset(tasks.namespaces)), os.environ
+        )
         self.runner = TaskRunner(
             tasks,
             hooks=hooks,
@@ -333,7 +338,8 @@ class Worker:
                 f"task request {request.task_id!r} names no pipeline",
             )
             return
-        attempt = self._attempts.start(reply_to, request, self._run_task)
+        run = inline_steps.chained(self._run_task) if request.inline_next else self._run_task
+        attempt = self._attempts.start(reply_to, request, run)
         if self.reports is None:
             result = await asyncio.shield(attempt.future)
         else:

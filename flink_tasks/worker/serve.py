@@ -31,7 +31,7 @@ from aiohttp import web
 
 from flink_tasks import wire
 from flink_tasks.config import load_attribute, parse_duration
-from flink_tasks.engine import EngineSettings
+from flink_tasks.engine import EngineSettings, inline
 from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.logs import LogFormat
 from flink_tasks.registry import FlinkTasks
@@ -99,6 +99,7 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     engine = EngineSettings(served_namespaces=namespaces)
     if options.retention is not None:
         engine = EngineSettings(served_namespaces=namespaces, retention=options.retention)
+    engine = inline.settings_from_env(engine, os.environ)  # inherited by the worker processes
     if os.environ.get(STALL_TIMEOUT_VAR):  # inherited by the worker processes
         stall = parse_duration(os.environ[STALL_TIMEOUT_VAR])
         engine = replace(engine, stall_timeout=stall or None)
