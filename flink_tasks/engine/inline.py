@@ -104,10 +104,9 @@ def next_request(
     entry_input = messages_pb2.EntryInput(has_previous=True)
     entry_input.previous.CopyFrom(values.none_value() if previous.not_fruitful else result.result)
     args, kwargs = values.entry_args(task, entry_input)
-    if result.has_state:
-        state = result.state
-    else:
-        state = previous.state if previous.has_state else None
+    # a task bound with_state hands its new state on; any other passes the state it got
+    state = result.state if result.has_state else previous.state
+    has_state = result.has_state or previous.has_state
     return task_request(
         task,
         args,
@@ -115,7 +114,7 @@ def next_request(
         pipeline_id=previous.pipeline_id,
         root_pipeline_id=previous.root_pipeline_id,
         attempt=1,
-        state=state,
+        state=state if has_state else None,
         invocation=previous.invocation,
         trace_context=previous.trace_context if previous.HasField("trace_context") else None,
     )

@@ -3,7 +3,8 @@ retries, error handling and state as step-by-step, in fewer remote calls."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import Iterator
 
 import pytest
 
@@ -65,7 +66,7 @@ def _chain(steps: int) -> PipelineBuilder:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_flaky_counts() -> AsyncIterator[None]:
+def _fresh_flaky_counts() -> Iterator[None]:
     t._attempts.clear()
     yield
     t._attempts.clear()
@@ -159,3 +160,35 @@ async def test_the_same_outcome_and_task_events_as_step_by_step(
     if calls is not None:
         assert inlined[2] == calls
     assert inlined[2] < plain[2]
+
+
+async def test_a_cancel_does_not_stop_steps_already_handed_to_the_worker() -> None:
+    """The documented price of inlining (docs/decisions.md): a cancel (or pause) that arrives
+    while step k runs cannot stop the steps the worker got with it; they run, their results are
+    ignored, and the pipeline ends CANCELLED as usual, with `finally_do` run once."""
+    from flink_tasks import PipelineCancelledError, PipelineStatus
+
+    t.recorded.clear()
+    pipeline = (
+        t.sleep_async.send(0.3)
+        .continue_with(t.record, "handed over")
+        .finally_do(t.record, "finally")
+    )
+    engine = EngineSettings(inline_chain_steps=10)
+    async with PipelineEnvironment.in_process(t.tasks, engine=engine, default_timeout=20) as env:
+        future = asyncio.ensure_future(env.submit_async(pipeline))
+        for _ in range(200):
+            if await env.get_status(pipeline.id) == PipelineStatus.RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        assert await env.cancel(pipeline.id) == PipelineStatus.CANCELLING
+        with pytest.raises(PipelineCancelledError):
+            await future
+        assert env.runtime is not None
+        for _ in range(200):  # the sleeping step ends, then the inlined one runs
+            await env.runtime.settled()
+            if len(t.recorded) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(t.recorded, key=str) == [("finally",), (None, "handed over")]
+        assert await env.get_status(pipeline.id) == PipelineStatus.CANCELLED
