@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
-from flink_tasks import TaskError
+from flink_tasks import TaskError, in_parallel
 from flink_tasks._proto import messages_pb2
-from flink_tasks.engine import EngineSettings
+from flink_tasks.engine import EngineSettings, inline
 from flink_tasks.pipeline import PipelineBuilder
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
@@ -192,3 +193,48 @@ async def test_a_cancel_does_not_stop_steps_already_handed_to_the_worker() -> No
             await asyncio.sleep(0.01)
         assert sorted(t.recorded, key=str) == [("finally",), (None, "handed over")]
         assert await env.get_status(pipeline.id) == PipelineStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("build", "outcome", "calls"),
+    [
+        pytest.param(
+            lambda: t.echo.send(1)
+            .continue_with(t.echo, 2)
+            .continue_with(in_parallel([t.echo.send(3), t.echo.send(4)]))
+            .continue_with(t.echo, 5)
+            .continue_with(t.echo, 6),
+            ([(1, 2, 3), (1, 2, 4)], 5, 6),
+            4,  # two steps, the group's two chains, then two steps
+            id="a_group_ends_the_inlined_run",
+        ),
+        pytest.param(
+            lambda: t.echo.send(1)
+            .continue_with(t.echo, 2)
+            .continue_with(t.echo, 3)
+            .set(countdown=timedelta(milliseconds=50))
+            .continue_with(t.echo, 4),
+            (1, 2, 3, 4),
+            3,  # the delayed step runs alone: it neither is inlined nor carries the next
+            id="a_countdown_ends_the_inlined_run",
+        ),
+    ],
+)
+async def test_only_plain_steps_are_inlined(build: object, outcome: object, calls: int) -> None:
+    assert callable(build)
+    plain = await _run(0, build())
+    inlined = await _run(10, build())
+    assert plain[0] == inlined[0] == outcome
+    assert plain[1] == inlined[1]
+    assert inlined[2] == calls
+
+
+def test_the_setting_from_the_environment() -> None:
+    base = EngineSettings()
+    var = inline.INLINE_CHAIN_STEPS_VAR
+    assert inline.settings_from_env(base, {}) is base
+    assert inline.settings_from_env(base, {var: " 9 "}).inline_chain_steps == 9
+    with pytest.raises(ValueError, match="not a whole number"):
+        inline.settings_from_env(base, {var: "nine"})
+    with pytest.raises(ValueError, match="0 or more"):
+        inline.settings_from_env(base, {var: "-1"})
