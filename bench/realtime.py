@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shutil
 import signal
 import statistics
@@ -24,6 +25,7 @@ from google.protobuf.internal import api_implementation
 
 from bench import tasks as bench_tasks
 from bench._clients import percentile
+from flink_tasks.config import INLINE_CHAIN_STEPS_VAR
 from flink_tasks.runtime import LocalRuntimeSettings
 from flink_tasks.testing import PipelineEnvironment
 from flink_tasks.worker import PoolSettings
@@ -183,7 +185,9 @@ async def phase(
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     _set_buffer_timeout(args.buffer_timeout_ms)
+    os.environ[INLINE_CHAIN_STEPS_VAR] = str(args.inline_chain_steps)  # start_local's default
     results: dict[str, Any] = {
+        "inline_chain_steps": args.inline_chain_steps,
         "protobuf": api_implementation.Type(),
         "reps": args.reps,
         "warmup": args.warmup,
@@ -249,6 +253,12 @@ def main() -> None:
         help="where the worker runs sync task bodies (serve's default is process)",
     )
     parser.add_argument("--pool-size", type=int, default=None)
+    parser.add_argument(
+        "--inline-chain-steps",
+        type=int,
+        default=0,
+        help="EngineSettings.inline_chain_steps of the worker (0: off, the default)",
+    )
     parser.add_argument("--b1-n", type=int, default=1000)
     parser.add_argument("--b2-steps", type=int, default=10)
     parser.add_argument("--b2-runs", type=int, default=200)

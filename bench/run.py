@@ -165,6 +165,12 @@ def main() -> None:
         default=None,
         help="Flink execution.buffer-timeout for the real runtime",
     )
+    parser.add_argument(
+        "--inline-chain-steps",
+        type=int,
+        default=0,
+        help="EngineSettings.inline_chain_steps for realtime and topology (0: off, the default)",
+    )
     args = parser.parse_args()
     if args.report_only:
         from bench import report
@@ -274,6 +280,7 @@ def main() -> None:
         ]
         if args.buffer_timeout_ms is not None:
             cmd += ["--buffer-timeout-ms", str(args.buffer_timeout_ms)]
+        cmd += ["--inline-chain-steps", str(args.inline_chain_steps)]
         results["realtime"] = _step("realtime-flink-tasks", cmd, work / "realtime.json", work, 1500)
     if "celery" in only:
         results["celery"] = _step(
@@ -313,6 +320,7 @@ def main() -> None:
                 *("--b2-runs", str(args.b2_runs), "--b5-n", str(args.b5_n)),
                 *("--b5-clients", str(args.b5_clients), "--workers", str(args.topology_workers)),
                 *("--pool", args.topology_pool, "--task-buckets", str(args.topology_task_buckets)),
+                *("--inline-chain-steps", str(args.inline_chain_steps)),
                 *(
                     ("--buffer-timeout-ms", str(args.buffer_timeout_ms))
                     if args.buffer_timeout_ms is not None

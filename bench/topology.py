@@ -32,6 +32,7 @@ from typing import Any
 from bench import _clients, realtime
 from bench import tasks as bench_tasks
 from bench._memory import MemorySampler
+from flink_tasks.config import INLINE_CHAIN_STEPS_VAR
 from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
 from flink_tasks.runtime.workers import WorkerProcesses
 
@@ -47,8 +48,9 @@ def _settings(args: argparse.Namespace) -> LocalRuntimeSettings:
     return settings.replace(extra_function_namespaces=tuple(sorted(namespaces)))
 
 
-def _worker_env(settings: LocalRuntimeSettings) -> dict[str, str]:
+def _worker_env(settings: LocalRuntimeSettings, inline_chain_steps: int) -> dict[str, str]:
     return {
+        INLINE_CHAIN_STEPS_VAR: str(inline_chain_steps),
         "FLINK_TASKS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "FLINK_TASKS_TASK_REPORTS_TOPIC": settings.task_reports_topic,
         "FLINK_TASKS_EGRESS_TOPICS": f"{settings.replies_topic},{settings.events_topic}",
@@ -71,7 +73,7 @@ class Topology:
             log_file=self.log_dir / "topology-serve.log",
             cwd=ROOT,
             extra_args=("--pool", args.pool, "--task-buckets", str(args.task_buckets)),
-            env=_worker_env(self.settings),
+            env=_worker_env(self.settings, args.inline_chain_steps),
         )
         self.runtime = LocalRuntime(self.settings)
         self.sampler: MemorySampler | None = None
@@ -283,6 +285,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     parser.add_argument("--buffer-timeout-ms", type=int, default=None)
+    parser.add_argument(
+        "--inline-chain-steps",
+        type=int,
+        default=0,
+        help="EngineSettings.inline_chain_steps of the workers (0: off, the default)",
+    )
     parser.add_argument("--b1-n", type=int, default=1000)
     parser.add_argument("--b2-steps", type=int, default=10)
     parser.add_argument("--b2-runs", type=int, default=200)
@@ -315,6 +323,7 @@ def main() -> None:
         "reps": args.reps,
         "checkpoint_interval_ms": args.checkpoint_ms,
         "buffer_timeout_ms": args.buffer_timeout_ms,
+        "inline_chain_steps": args.inline_chain_steps,
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "ports": {
             "kafka": args.kafka_port,

@@ -33,6 +33,9 @@ SettingsT = TypeVar("SettingsT")
 #: Environment variable: `EngineSettings.task_buckets` of `flink-tasks serve` (``--task-buckets``)
 #: and of the testing environments' default engine settings.
 TASK_BUCKETS_VAR = "FLINK_TASKS_TASK_BUCKETS"
+#: Environment variable: `EngineSettings.inline_chain_steps` where a worker builds its own
+#: settings (`Worker` without `engine=`, `flink-tasks serve`, the testing environments).
+INLINE_CHAIN_STEPS_VAR = "FLINK_TASKS_INLINE_CHAIN_STEPS"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -145,16 +148,26 @@ def load_attribute(spec: str, *, example: str, form: str = "MODULE:ATTR") -> obj
     return target
 
 
-def task_buckets_from_env(environ: Mapping[str, str] | None = None) -> int:
-    """``FLINK_TASKS_TASK_BUCKETS`` as a whole number >= 0; unset or empty: 0 (no buckets).
+def count_from_env(name: str, environ: Mapping[str, str] | None = None) -> int:
+    """The variable `name` as a whole number >= 0; unset or empty: 0.
 
     Raises:
         ValueError: it is set to something else.
     """
     env = os.environ if environ is None else environ
-    raw = env.get(TASK_BUCKETS_VAR, "").strip()
+    raw = env.get(name, "").strip()
     if not raw:
         return 0
     if not raw.isdigit():
-        raise ValueError(f"{TASK_BUCKETS_VAR} must be a whole number >= 0, got {raw!r}")
+        raise ValueError(f"{name} must be a whole number >= 0, got {raw!r}")
     return int(raw)
+
+
+def task_buckets_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``FLINK_TASKS_TASK_BUCKETS``; unset: 0 (no buckets)."""
+    return count_from_env(TASK_BUCKETS_VAR, environ)
+
+
+def inline_chain_steps_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``FLINK_TASKS_INLINE_CHAIN_STEPS``; unset: 0 (no inlined chain steps)."""
+    return count_from_env(INLINE_CHAIN_STEPS_VAR, environ)

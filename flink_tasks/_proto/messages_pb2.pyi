@@ -225,6 +225,7 @@ class TaskRequest(google.protobuf.message.Message):
     SLOT_FIELD_NUMBER: builtins.int
     EXPIRES_AT_MS_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
+    INLINE_NEXT_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     task_type: builtins.str
     has_state: builtins.bool
@@ -256,6 +257,12 @@ class TaskRequest(google.protobuf.message.Message):
     def trace_context(self) -> global___TraceContext:
         """the pipeline's trace context: the parent of the task's span"""
 
+    @property
+    def inline_next(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[flink_tasks._proto.pipeline_pb2.TaskEntry]:
+        """EngineSettings.inline_chain_steps: the next entries of the same chain, run in this call one
+        after another while each succeeds (built by flink_tasks.engine.inline)
+        """
+
     def __init__(
         self,
         *,
@@ -277,9 +284,10 @@ class TaskRequest(google.protobuf.message.Message):
         slot: builtins.int = ...,
         expires_at_ms: builtins.int = ...,
         trace_context: global___TraceContext | None = ...,
+        inline_next: collections.abc.Iterable[flink_tasks._proto.pipeline_pb2.TaskEntry] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "inline_next", b"inline_next", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 
@@ -300,6 +308,7 @@ class TaskResult(google.protobuf.message.Message):
     SLOT_FIELD_NUMBER: builtins.int
     PAUSE_PIPELINE_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
+    INLINED_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     has_state: builtins.bool
     attempt: builtins.int
@@ -322,6 +331,10 @@ class TaskResult(google.protobuf.message.Message):
     def trace_context(self) -> global___TraceContext:
         """the task span's context: parent of a returned pipeline"""
 
+    @property
+    def inlined(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___TaskResult]:
+        """results of the request's `inline_next` steps that ran, in order"""
+
     def __init__(
         self,
         *,
@@ -336,9 +349,10 @@ class TaskResult(google.protobuf.message.Message):
         slot: builtins.int = ...,
         pause_pipeline: builtins.bool = ...,
         trace_context: global___TraceContext | None = ...,
+        inlined: collections.abc.Iterable[global___TaskResult] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "outcome", b"outcome", "pipeline", b"pipeline", "result", b"result", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "invocation", b"invocation", "outcome", b"outcome", "pause_pipeline", b"pause_pipeline", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error", b"error", "has_state", b"has_state", "inlined", b"inlined", "invocation", b"invocation", "outcome", b"outcome", "pause_pipeline", b"pause_pipeline", "pipeline", b"pipeline", "result", b"result", "slot", b"slot", "state", b"state", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["outcome", b"outcome"]) -> typing.Literal["result", "error", "pipeline"] | None: ...
 
 global___TaskResult = TaskResult

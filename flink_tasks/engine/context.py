@@ -10,11 +10,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from flink_tasks._proto import events_pb2, messages_pb2
 from flink_tasks.engine import effects
 from flink_tasks.engine.common import as_status, task_exception
 from flink_tasks.engine.state import AddressState, CompiledDefinition
+
+if TYPE_CHECKING:
+    from flink_tasks.engine.inline import Pending
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +61,16 @@ class EngineSettings:
     concurrently; a slow task holds its bucket's call for at most the worker's inline wait
     (docs/decisions.md, "Task addressing revisited"). `flink-tasks serve --task-buckets`,
     ``FLINK_TASKS_TASK_BUCKETS``."""
+    inline_chain_steps: int = 0
+    """Opt-in: a task request also carries up to this many following steps of the same chain
+    that the same worker serves, run in the same call (`flink_tasks.engine.inline`). 0: off.
+    ``FLINK_TASKS_INLINE_CHAIN_STEPS``."""
 
     def __post_init__(self) -> None:
         if self.task_buckets < 0:
             raise ValueError(f"task_buckets must be >= 0, got {self.task_buckets}")
+        if self.inline_chain_steps < 0:
+            raise ValueError(f"inline_chain_steps must be >= 0, got {self.inline_chain_steps}")
 
     @functools.cached_property
     def stall_ms(self) -> int:
@@ -74,7 +84,7 @@ class Context:
 
     A plain class with slots, not a dataclass: one is made for every message."""
 
-    __slots__ = ("address_id", "clock", "effects", "ids", "settings", "skipped", "state")
+    __slots__ = ("address_id", "clock", "effects", "ids", "inline", "settings", "skipped", "state")
 
     def __init__(
         self,
@@ -91,6 +101,7 @@ class Context:
         self.ids = ids
         self.effects: list[effects.Effect] = []
         self.skipped: list[str] = []
+        self.inline: Pending | None = None  # inlined results being applied (engine/inline.py)
 
     @property
     def run(self) -> messages_pb2.Run:

@@ -6,7 +6,7 @@ import logging
 
 from flink_tasks import errors, wire
 from flink_tasks._proto import messages_pb2, pipeline_pb2, values_pb2
-from flink_tasks.engine import effects, finish, groups, pauses, retries, schedule, values
+from flink_tasks.engine import effects, finish, groups, inline, pauses, retries, schedule, values
 from flink_tasks.engine.common import (
     FINISHED_STATUSES,
     entry_task_ids,
@@ -160,6 +160,8 @@ def send_task(
         )
         ctx.send(ctx.address_id, result)
         return
+    if ctx.inline is not None and inline.claim(ctx, task, attempt, slot):
+        return  # its result came in the same message as the previous step's
     request = task_request(
         task,
         args,
@@ -173,6 +175,8 @@ def send_task(
         expires_at_ms=expires_at_ms,
         trace_context=run.trace_context if run.HasField("trace_context") else None,
     )
+    if ctx.settings.inline_chain_steps:
+        request.inline_next.extend(inline.plan(ctx, task, slot))
     ctx.effects.append(
         effects.SendTask(
             namespace,

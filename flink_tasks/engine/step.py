@@ -27,6 +27,7 @@ from flink_tasks.engine import (
     deadlines,
     effects,
     finish,
+    inline,
     leases,
     retries,
     sequence,
@@ -53,7 +54,7 @@ Handler = Callable[[Context, Any], None]
 HANDLERS: dict[str, Handler] = {
     "pipeline_request": submit.on_pipeline_request,
     "action_request": control.on_action_request,
-    "task_result": sequence.on_task_result,
+    "task_result": inline.with_inlined(sequence.on_task_result),
     "task_running": leases.on_task_running,
     "define_child": submit.on_define_child,
     "start_child": submit.on_start_child,

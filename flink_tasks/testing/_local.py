@@ -10,7 +10,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from flink_tasks.config import task_buckets_from_env
+from flink_tasks.config import inline_chain_steps_from_env, task_buckets_from_env
 from flink_tasks.engine import EngineSettings
 from flink_tasks.registry import FlinkTasks
 
@@ -103,7 +103,11 @@ class _LocalEnvironment:
         worker: Worker = Worker(
             self.tasks,
             engine=self.engine
-            or EngineSettings(served_namespaces=namespaces, task_buckets=task_buckets_from_env()),
+            or EngineSettings(
+                served_namespaces=namespaces,
+                task_buckets=task_buckets_from_env(),
+                inline_chain_steps=inline_chain_steps_from_env(),
+            ),
             # a reply to a topic that does not exist would fail the Flink job
             egress_topics=(settings.replies_topic, settings.events_topic),
             reports=KafkaReportSink(settings.bootstrap_servers, settings.task_reports_topic),

@@ -13,7 +13,6 @@ from typing import Any, Protocol, TypeVar
 
 from flink_tasks import replies, requests, wire
 from flink_tasks._proto import events_pb2, messages_pb2
-from flink_tasks.config import task_buckets_from_env
 from flink_tasks.engine import EngineSettings, system_clock
 from flink_tasks.errors import ResultTimeoutError
 from flink_tasks.pipeline.builder import PipelineBuilder
@@ -266,13 +265,7 @@ class PipelineEnvironment:
         reports = InMemoryReportSink()
         clock = VirtualClock() if virtual_time else None
         running = RunningTasks(lambda: runtime.schedule_advance())
-        if (
-            engine is None
-        ):  # the Worker's default, with FLINK_TASKS_TASK_BUCKETS as `serve` reads it
-            namespaces = frozenset(tasks.namespaces)
-            engine = EngineSettings(
-                served_namespaces=namespaces, task_buckets=task_buckets_from_env()
-            )
+        # engine None: the Worker's default, with the environment's settings as `serve` reads them
         worker = Worker(
             tasks,
             engine=engine,

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from flink_tasks import logs, wire
 from flink_tasks._proto import messages_pb2
+from flink_tasks.config import inline_chain_steps_from_env, task_buckets_from_env
 from flink_tasks.engine import (
     EngineMessage,
     EngineSettings,
@@ -27,6 +28,7 @@ from flink_tasks.engine.context import Clock, IdSource
 from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
+from flink_tasks.worker import inline_steps
 from flink_tasks.worker.attempts import Attempt, RunningAttempts
 from flink_tasks.worker.metrics import Metrics
 from flink_tasks.worker.reports import ReportSink
@@ -133,7 +135,11 @@ class Worker:
         self.egress_topics = frozenset(egress_topics) if egress_topics is not None else None
         self.metrics = Metrics()
         self._batch_tally = self.metrics.batches
-        self.engine = engine or EngineSettings(served_namespaces=frozenset(tasks.namespaces))
+        self.engine = engine or EngineSettings(
+            served_namespaces=frozenset(tasks.namespaces),
+            task_buckets=task_buckets_from_env(),
+            inline_chain_steps=inline_chain_steps_from_env(),
+        )
         self.runner = TaskRunner(
             tasks,
             hooks=hooks,
@@ -323,7 +329,8 @@ class Worker:
                 f"task request {request.task_id!r} names no pipeline",
             )
             return
-        attempt = self._attempts.start(reply_to, request, self._run_task)
+        run = inline_steps.chained(self._run_task) if request.inline_next else self._run_task
+        attempt = self._attempts.start(reply_to, request, run)
         started: list[Attempt] | None = outbox.scratch.get("attempts")
         if started is None:
             # a batch's tasks run concurrently: each invocation starts its task, the batch end

@@ -30,7 +30,12 @@ from typing import Literal
 from aiohttp import web
 
 from flink_tasks import wire
-from flink_tasks.config import load_attribute, parse_duration, task_buckets_from_env
+from flink_tasks.config import (
+    inline_chain_steps_from_env,
+    load_attribute,
+    parse_duration,
+    task_buckets_from_env,
+)
 from flink_tasks.engine import EngineSettings
 from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.logs import LogFormat
@@ -101,6 +106,8 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
     engine = EngineSettings(served_namespaces=namespaces)
     if options.retention is not None:
         engine = EngineSettings(served_namespaces=namespaces, retention=options.retention)
+    # the environment is inherited by the worker processes
+    engine = replace(engine, inline_chain_steps=inline_chain_steps_from_env())
     if os.environ.get(STALL_TIMEOUT_VAR):  # inherited by the worker processes
         stall = parse_duration(os.environ[STALL_TIMEOUT_VAR])
         engine = replace(engine, stall_timeout=stall or None)

@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from flink_tasks import FlinkTasks
-from flink_tasks.config import task_buckets_from_env
-from flink_tasks.engine import EngineSettings
 from flink_tasks.worker import Worker
 from flink_tasks.worker.http import LISTEN_BACKLOG, create_app
 from flink_tasks.worker.serve import report_sink
@@ -79,11 +77,9 @@ def build_app(worker: Worker) -> web.Application:
 
 
 async def serve(host: str, port: int, egress_topics: list[str]) -> None:
-    # FLINK_TASKS_TASK_BUCKETS as `flink-tasks serve` reads it (pytest --task-buckets sets it)
-    engine = EngineSettings(
-        served_namespaces=frozenset(ALL_TASKS.namespaces), task_buckets=task_buckets_from_env()
-    )
-    worker = Worker(ALL_TASKS, engine=engine, egress_topics=egress_topics, reports=report_sink())
+    # the Worker's default engine settings read FLINK_TASKS_TASK_BUCKETS and
+    # FLINK_TASKS_INLINE_CHAIN_STEPS as `flink-tasks serve` does (pytest --task-buckets sets one)
+    worker = Worker(ALL_TASKS, egress_topics=egress_topics, reports=report_sink())
     runner = web.AppRunner(build_app(worker), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG).start()

@@ -1,0 +1,31 @@
+"""The worker's side of inlined chain steps (`EngineSettings.inline_chain_steps`): run a task,
+then the next steps its request lists while each succeeds, and answer once with every result.
+Each step is run as a request of its own (hooks, metrics, timeout, pool), built by the engine's
+rule (`flink_tasks.engine.inline.next_request`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from flink_tasks._proto import messages_pb2
+from flink_tasks.engine import inline
+
+RunOne = Callable[[messages_pb2.TaskRequest], Awaitable[messages_pb2.TaskResult]]
+
+
+def chained(run_one: RunOne) -> RunOne:
+    """`run_one` for a request with `inline_next`: the first result carries the others'."""
+
+    async def run_chain(request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
+        first = last = await run_one(request)
+        previous = request
+        for task in request.inline_next:
+            if not inline.continues(last):
+                break
+            following = inline.next_request(previous, last, task)
+            last = await run_one(following)
+            first.inlined.append(last)
+            previous = following
+        return first
+
+    return run_chain
