@@ -84,7 +84,7 @@ class SubmitMixin(ClientIO):
                 ),
             )
 
-        if policy == "allow":
+        if policy == "allow" or pipeline.claim_fresh_id():  # a fresh id: nothing to look up
             return send(limit)
         self._check_open()
         return _reuse.submit(self._client(), pipeline.id, limit, policy, send)
@@ -179,7 +179,7 @@ class SubmitMixin(ClientIO):
         policy = _reuse.check_policy(self._settings.pipeline_reuse if reuse is None else reuse)
         # The reply still carries a fresh reply_id, which no client waits for.
         value = self._encode_request(pipeline, uuid.uuid4().hex)
-        if policy == "allow":
+        if policy == "allow" or pipeline.claim_fresh_id():
             return self._enqueue_now(pipeline.id, value)
         known: Future[str] = Future()
         known.set_result(pipeline.id)

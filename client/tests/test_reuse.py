@@ -41,6 +41,24 @@ def test_attach_is_the_default_and_answers_a_finished_id_without_sending(
     assert [r.pipeline.id for _, r in stand_in.requests_seen] == ["p-attach"]
 
 
+def test_a_generated_id_is_sent_without_a_lookup_once(
+    settings: ClientSettings, stand_in: PipelineFunctionStandIn
+) -> None:
+    """A builder's own fresh id cannot be known: its first submit skips the status lookup under
+    every policy; submitting the same builder again (a retry) looks it up and attaches."""
+    with FlinkTasksClient(settings=settings, pipeline_reuse="attach") as client:
+        pipeline = echo.send("fresh")
+        assert client.submit_sync(pipeline, timeout=20) == "fresh"
+        assert stand_in.actions_seen == []
+        assert client.submit_sync(pipeline, timeout=20) == "fresh"  # attached, not run again
+        looked_up = [a.pipeline_id for a in stand_in.actions_seen]
+        assert looked_up and set(looked_up) == {pipeline.id}
+        rejected = echo.send("fresh too")
+        assert client.enqueue(rejected, reuse="reject").result(timeout=20) == rejected.id
+        assert len(stand_in.actions_seen) == len(looked_up)
+    assert [r.pipeline.id for _, r in stand_in.requests_seen] == [pipeline.id, rejected.id]
+
+
 def test_reject_and_allow(settings: ClientSettings, stand_in: PipelineFunctionStandIn) -> None:
     with FlinkTasksClient(settings=settings, pipeline_reuse="reject") as client:
         assert client.submit_sync(_echo("one", "p-rej"), timeout=20) == "one"

@@ -48,6 +48,9 @@ class EngineSettings:
     """Task namespaces that have an endpoint; tasks elsewhere fail at once. None: any."""
     max_reply_bytes: int = 900 * 1024
     """Replies above this fail with a clear error instead of breaking the Kafka egress."""
+    inline_request_bytes: int = 2048
+    """A root's request up to this size is kept in the root's own `request` cell (shipped with
+    every call to the root); a larger one at its `<id>~request` address (one more call)."""
     progress_events: int = 20
     """Group progress events per group (at most)."""
     stall_timeout: timedelta | None = timedelta(hours=24)

@@ -25,6 +25,9 @@ def on_action_request(ctx: Context, action: messages_pb2.ActionRequest) -> None:
     run = ctx.state.run
     kind = action.action
     if kind == S.ACTION_GET_REQUEST:
+        if run is not None and ctx.state.cell("request"):  # kept here (a small request)
+            finish.on_get_request(ctx, action)
+            return
         ctx.send(
             ctx.address_id + REQUEST_STORE_SUFFIX,
             messages_pb2.PipelineMessage(get_request=action),

@@ -62,7 +62,7 @@ def finish(ctx: Context) -> None:
     invocation = run.invocation
     reply_topic = run.reply_topic
     events_topic = run.events_topic
-    ctx.state.clear()
+    ctx.state.clear(keep_request=True)
     finished = messages_pb2.Run(
         status=status,
         invocation=invocation,
@@ -123,8 +123,11 @@ def on_expire(ctx: Context, expire: messages_pb2.Expire) -> None:
         ctx.state.clear()
         return
     if run is not None and run.invocation == expire.invocation and run.status in FINISHED_STATUSES:
+        stored_here = bool(ctx.state.cell("request"))
         ctx.state.clear()
-        ctx.send(ctx.address_id + REQUEST_STORE_SUFFIX, messages_pb2.PipelineMessage(expire=expire))
+        if not stored_here:
+            store = ctx.address_id + REQUEST_STORE_SUFFIX
+            ctx.send(store, messages_pb2.PipelineMessage(expire=expire))
 
 
 def fail_internal(ctx: Context, stacktrace: str) -> None:

@@ -130,11 +130,13 @@ class AddressState:
             self._slots = _UNPARSED
         self.dirty.add(cell)
 
-    def clear(self) -> None:
-        """Delete every cell of this address."""
+    def clear(self, keep_request: bool = False) -> None:
+        """Delete every cell of this address (but the `request` cell if `keep_request`: left as
+        it is, not rewritten)."""
         for cell in CELLS:
-            self.raw[cell] = None
-            self.dirty.add(cell)
+            if not (keep_request and cell == "request"):
+                self.raw[cell] = None
+                self.dirty.add(cell)
         self.run = None
         self._slots = None
 

@@ -41,13 +41,10 @@ def on_pipeline_request(ctx: Context, request: messages_pb2.PipelineRequest) -> 
         )
         return
     invocation = (run.invocation + 1) if run is not None else 1
+    # a finished earlier run at this id whose request is at `<id>~request`
+    stored_apart = run is not None and not ctx.state.cell("request")
     ctx.state.clear()
-    ctx.effects.append(
-        effects.SendPipelineMessage(
-            ctx.address_id + REQUEST_STORE_SUFFIX,
-            messages_pb2.PipelineMessage(store_request=request),
-        )
-    )
+    store_request(ctx, request, stored_apart)
     pipeline = request.pipeline
     run = messages_pb2.Run(
         status=S.PIPELINE_STATUS_RUNNING,
@@ -72,6 +69,20 @@ def on_pipeline_request(ctx: Context, request: messages_pb2.PipelineRequest) -> 
     sequence.start_entry(ctx)
 
 
+def store_request(ctx: Context, request: messages_pb2.PipelineRequest, stored_apart: bool) -> None:
+    """Keep the request for `get_request`: a small one in the root's own cell (no extra call),
+    a large one at `<id>~request` (never shipped with the root's task results)."""
+    data = request.SerializeToString()
+    store = ctx.address_id + REQUEST_STORE_SUFFIX
+    if len(data) > ctx.settings.inline_request_bytes:
+        message = messages_pb2.PipelineMessage(store_request=request)
+        ctx.effects.append(effects.SendPipelineMessage(store, message))
+        return
+    ctx.state.set_raw("request", data)
+    if stored_apart:  # clear the earlier run's request there: its expiry would not reach it
+        ctx.send(store, messages_pb2.PipelineMessage(expire=messages_pb2.Expire()))
+
+
 def refuse_reserved_id(ctx: Context, request: messages_pb2.PipelineRequest) -> bool:
     """Refuse a request at a child's or a stored request's address: it would wipe them."""
     run = ctx.state.run
@@ -80,7 +91,7 @@ def refuse_reserved_id(ctx: Context, request: messages_pb2.PipelineRequest) -> b
             f"pipeline id {ctx.address_id!r} belongs to a child pipeline of "
             f"{run.root_pipeline_id!r}; submit under an id of your own"
         )
-    elif ctx.state.cell("request"):
+    elif run is None and ctx.state.cell("request"):
         problem = f"pipeline id {ctx.address_id!r} is where a pipeline's request is stored"
     else:
         problem = pipeline_id_problem(ctx.address_id) or ""

@@ -39,7 +39,7 @@ class PipelineBuilder(Generic[Result]):
     parameter is the pipeline's result type, for type checkers (see docs/semantics.md, Typing).
     """
 
-    __slots__ = ("_entries", "_initial", "_inline", "_options", "id")
+    __slots__ = ("_entries", "_initial", "_inline", "_options", "_unsent_id", "id")
 
     def __init__(
         self,
@@ -55,7 +55,30 @@ class PipelineBuilder(Generic[Result]):
         self._inline = inline
         self._options = options or PipelineOptions()
         self.id: str = pipeline_id or new_id()
+        # an id generated here, not yet submitted: no engine can know it (see claim_fresh_id)
+        self._unsent_id: list[str] = [] if pipeline_id else [self.id]
         _validate(self._entries)
+
+    def claim_fresh_id(self) -> bool:
+        """True at most once per builder: for the first submit of an id this builder generated
+        (and `id` not reassigned since). Such an id is unknown to the engine, so a client's
+        reuse lookup before sending it would only answer "unknown". A retry of the same builder,
+        a given id and a copy or unpickled builder answer False (they are looked up)."""
+        try:
+            generated = self._unsent_id.pop()  # atomic: two threads cannot both claim it
+        except IndexError:
+            return False
+        return generated == self.id
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # a copy (pickled, copied) may be submitted besides the original: it is looked up
+        state = {name: getattr(self, name) for name in self.__slots__ if name != "_unsent_id"}
+        return None, state
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self._unsent_id = []
 
     @property
     def entries(self) -> tuple[Entry, ...]:

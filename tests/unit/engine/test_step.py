@@ -30,7 +30,7 @@ from tests.unit.engine.harness import (
 
 S = messages_pb2
 P = "P"
-STORED = ("send", "P~request", "store_request", 0)
+STORED = ("send", "P~request", "store_request", 0)  # a request above inline_request_bytes
 EXPIRE = ("send", P, "expire", 60_000)
 CREATED = ("event", "pipeline_created")
 RUNNING = ("event", "PIPELINE_STATUS_RUNNING")
@@ -72,7 +72,7 @@ CASES = [
     Case(
         "submit starts the first task",
         TWO_TASKS,
-        [STORED, CREATED, RUNNING, ("task", "a", 1, 0, [1])],
+        [CREATED, RUNNING, ("task", "a", 1, 0, [1])],
         run={"status": S.PIPELINE_STATUS_RUNNING, "cursor": 0, "task_id": "a", "size": 2},
     ),
     Case(
@@ -162,7 +162,6 @@ CASES = [
         "a group over the threshold is staged into child pipelines",
         request(group("g", [task("a")], [task("b")], [task("c")])),
         [
-            STORED,
             CREATED,
             RUNNING,
             ("send", "P:c1", "define_child", 0),
@@ -177,7 +176,6 @@ CASES = [
         "a multi-entry chain is parked as a child",
         request(group("g", [task("a"), task("b")], [task("c")])),
         [
-            STORED,
             CREATED,
             RUNNING,
             ("send", "P:c1", "define_child", 0),
@@ -217,7 +215,7 @@ CASES = [
     Case(
         "an empty group yields an empty list",
         request(group("g")),
-        [STORED, CREATED, RUNNING, ("reply", "result", []), COMPLETED, EXPIRE],
+        [CREATED, RUNNING, ("reply", "result", []), COMPLETED, EXPIRE],
     ),
     # ---------------------------------------------------------------- retries
     Case(
@@ -338,7 +336,7 @@ CASES = [
     Case(
         "deadline= is a delayed message armed at the start",
         request(task("a"), deadline_ms=5000),
-        [STORED, CREATED, RUNNING, ("send", P, "deadline_due", 5000), ("task", "a", 1, 0, [])],
+        [CREATED, RUNNING, ("send", P, "deadline_due", 5000), ("task", "a", 1, 0, [])],
     ),
     Case(
         "the deadline ends the pipeline",
@@ -358,7 +356,7 @@ CASES = [
     Case(
         "a root arms one stall check",
         TWO_TASKS,
-        [STORED, CREATED, RUNNING, ("send", P, "progress_check", 10_000), ("task", "a", 1, 0, [1])],
+        [CREATED, RUNNING, ("send", P, "progress_check", 10_000), ("task", "a", 1, 0, [1])],
         settings=EngineSettings(stall_timeout=timedelta(seconds=10)),
         run={"last_progress_ms": 1_000},
     ),
@@ -453,16 +451,38 @@ CASES = [
         prelude=[request(task("a"))],
     ),
     Case(
-        "get_request asks the request store",
+        "get_request of a small request is answered at the root",
+        action(S.ACTION_GET_REQUEST),
+        [("reply", "request", "r1")],
+        prelude=[request(task("a")), ok("a", 1)],
+    ),
+    Case(
+        "expiry clears a finished pipeline with its small request",
+        pm(expire=S.Expire(invocation=1)),
+        [],
+        prelude=[request(task("a")), ok("a", 1)],
+    ),
+    Case(
+        "a large request is stored at <id>~request",
+        request(task("a")),
+        [STORED, CREATED, RUNNING, ("task", "a", 1, 0, [])],
+        settings=EngineSettings(stall_timeout=None, inline_request_bytes=0),
+    ),
+    Case(
+        "get_request of a large request asks the request store",
         action(S.ACTION_GET_REQUEST),
         [("send", "P~request", "get_request", 0)],
         prelude=[request(task("a"))],
+        settings=EngineSettings(stall_timeout=None, inline_request_bytes=0),
     ),
     Case(
-        "expiry clears a finished pipeline and its request",
+        "expiry clears a finished pipeline and its large request",
         pm(expire=S.Expire(invocation=1)),
         [("send", "P~request", "expire", 0)],
         prelude=[request(task("a")), ok("a", 1)],
+        settings=EngineSettings(
+            stall_timeout=None, inline_request_bytes=0, retention=timedelta(seconds=60)
+        ),
     ),
 ]
 
@@ -493,6 +513,22 @@ def test_every_message_kind_has_its_handler_named_after_it() -> None:
     assert set(HANDLERS) == kinds
 
 
+def test_a_small_request_after_a_large_one_at_the_same_id_clears_the_old_store() -> None:
+    """The earlier run's request at `<id>~request` would outlive its expiry (which now finds
+    the request in the root's cell), so the new submission clears it at once."""
+    engine = Engine(settings=EngineSettings(stall_timeout=None, inline_request_bytes=0))
+    engine.step(P, request(task("a")))
+    engine.step(P, ok("a", 1))
+    engine.settings = EngineSettings(stall_timeout=None)
+    assert engine.step(P, request(task("b"))) == [
+        ("send", "P~request", "expire", 0),
+        CREATED,
+        RUNNING,
+        ("task", "b", 1, 0, []),
+    ]
+    assert engine.step(P, action(S.ACTION_GET_REQUEST)) == [("reply", "request", "r1")]
+
+
 def test_step_is_deterministic() -> None:
     """Same state, message, clock and ids: the same effects and the same state."""
     message = request(group("g", [task("a"), task("b")], [task("c")]))
@@ -503,8 +539,8 @@ def test_step_is_deterministic() -> None:
         outs.append((effects, state.encoded()))
     assert outs[0] == outs[1]
     sent = [e.pipeline_id for e in outs[0][0] if isinstance(e, fx.SendPipelineMessage)]
-    # the request stored, the parked chain defined, the stall check armed, the chain started
-    assert sent == ["P~request", "P:k", "P", "P:k"]
+    # the parked chain defined, the stall check armed, the chain started
+    assert sent == ["P:k", "P", "P:k"]
 
 
 def test_an_engine_bug_fails_the_pipeline_instead_of_raising() -> None:
