@@ -132,7 +132,7 @@ async def b3(env: PipelineEnvironment, args: argparse.Namespace) -> dict[str, An
         for variant, stages in (("auto", 0), ("num_stages", args.b3_num_stages)):
             runs = []
             for rep in range((1 if n <= 10_000 else 0) + reps):
-                pipeline = bench_tasks.fan_out.send(n, stages).continue_with(bench_tasks.count)
+                pipeline = bench_tasks.b3_pipeline(n, stages)
                 t0 = time.perf_counter()
                 result = await env.submit_async(pipeline, timeout=args.timeout)
                 wall = time.perf_counter() - t0

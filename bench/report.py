@@ -193,7 +193,9 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
         "- B3 on flink-tasks submits an orchestrator task (`fan_out.send(n, num_stages).continue_with(count)`) that builds the fan-out inside the worker "
         "(a 100,000-task request would exceed Kafka's 1 MiB record), so every size exercises the engine's staging (automatic above "
         "`EngineSettings.auto_stage_threshold` = 100 chains). Celery submits `group(...)` from the client and counts there (a `chord` stalled at "
-        "10,000 in our trials). 100,000-child rows are single runs (minutes each); the smaller sizes have the usual repetitions."
+        "10,000 in our trials). 100,000-child rows are single runs (minutes each); the smaller sizes have the usual repetitions. "
+        "Above 100,000 children (`bench.tasks.FAN_OUT_LEAF`) one orchestrator's pipeline would pass the worker's 16 MiB limit on a "
+        "returned pipeline, so an orchestrator of orchestrators builds leaves of 100,000 (`fan_out_tree.send(n).continue_with(total)`)."
     )
     add(
         "- B4 pipeline-only: `Worker.handle` (flink-tasks) / the SDK's `RequestReplyHandler` (statefun-tasks) fed `ToFunction` batches by "

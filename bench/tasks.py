@@ -30,6 +30,32 @@ def count(results: list[int]) -> int:
     return len(results)
 
 
+#: Children one orchestrator task builds at most: a returned pipeline is ~55 bytes a child and
+#: above 16 MiB the worker refuses it (`MAX_PIPELINE_RESULT_BYTES`), so a million children are
+#: built by a tree of orchestrators, as a user would build them.
+FAN_OUT_LEAF = 100_000
+
+
+@tasks.bind()
+def fan_out_tree(n: int, num_stages: int = 0) -> PipelineBuilder:
+    """An orchestrator of orchestrators: `in_parallel` of `fan_out` leaves of at most
+    `FAN_OUT_LEAF` children, each counted; the result is the list of leaf counts."""
+    leaves = [min(FAN_OUT_LEAF, n - start) for start in range(0, n, FAN_OUT_LEAF)]
+    return in_parallel([fan_out.send(size, num_stages).continue_with(count) for size in leaves])
+
+
+@tasks.bind()
+def total(counts: list[int]) -> int:
+    return sum(counts)
+
+
+def b3_pipeline(n: int, num_stages: int = 0) -> PipelineBuilder:
+    """B3's pipeline: a fan-out of n `inc` built inside the worker, reduced to n."""
+    if n <= FAN_OUT_LEAF:
+        return fan_out.send(n, num_stages).continue_with(count)
+    return fan_out_tree.send(n, num_stages).continue_with(total)
+
+
 def fan_out_pipeline(
     n: int, *, num_stages: int = 0, max_parallelism: int = 0, ordered: bool = True
 ) -> PipelineBuilder:
