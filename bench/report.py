@@ -194,8 +194,9 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
         "(a 100,000-task request would exceed Kafka's 1 MiB record), so every size exercises the engine's staging (automatic above "
         "`EngineSettings.auto_stage_threshold` = 100 chains). Celery submits `group(...)` from the client and counts there (a `chord` stalled at "
         "10,000 in our trials). 100,000-child rows are single runs (minutes each); the smaller sizes have the usual repetitions. "
-        "Above 100,000 children (`bench.tasks.FAN_OUT_LEAF`) one orchestrator's pipeline would pass the worker's 16 MiB limit on a "
-        "returned pipeline, so an orchestrator of orchestrators builds leaves of 100,000 (`fan_out_tree.send(n).continue_with(total)`)."
+        "Above 10,000 children (`bench.tasks.FAN_OUT_LEAF`) an orchestrator of orchestrators builds leaves of 10,000 "
+        "(`fan_out_tree.send(n).continue_with(total)`): one orchestrator that outlives the worker's inline wait returns its pipeline "
+        "over the task-reports topic, a Kafka record of at most 1 MiB by default (~55 bytes a child)."
     )
     add(
         "- B4 pipeline-only: `Worker.handle` (flink-tasks) / the SDK's `RequestReplyHandler` (statefun-tasks) fed `ToFunction` batches by "

@@ -27,6 +27,8 @@ from tests.faults.fault_tasks import tasks
 class _NullSink:
     """Reports go nowhere (no task here outlives the inline wait)."""
 
+    max_report_bytes = 1 << 20
+
     def send(self, pipeline_id: str, report: bytes) -> None:
         pass
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flink_tasks import wire
+from flink_tasks.requests import DEFAULT_MAX_REQUEST_BYTES
 from flink_tasks.testing.virtual_time import VirtualClock
 from flink_tasks.testing.wire_codec import decode_reply, encode_batch
 
@@ -243,9 +244,11 @@ class InMemoryReportSink:
     """The task-reports topic of the in-process environment: reports go to the pipeline
     function through the in-memory runtime, as the Kafka ingress would route them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_report_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         self.runtime: InMemoryRuntime | None = None
         self.sent = 0
+        #: the Kafka record limit the worker's real reports path has by default
+        self.max_report_bytes = max_report_bytes
 
     def send(self, pipeline_id: str, report: bytes) -> None:
         if self.runtime is not None:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flink_tasks._proto import messages_pb2
+from flink_tasks.errors import SerializationError
+from flink_tasks.worker.execute import failure_result
 from flink_tasks.worker.reports import ReportSink
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,25 @@ class Attempt:
         if self.future.cancelled():
             return  # the worker is stopping: the lease expires and the policy decides
         report = messages_pb2.WorkerReport(result=self.future.result())
+        if report.ByteSize() > sink.max_report_bytes:
+            report = messages_pb2.WorkerReport(result=self._too_large(report, sink))
         sink.send(self.reply_to, report.SerializeToString())
+
+    def _too_large(
+        self, report: messages_pb2.WorkerReport, sink: ReportSink
+    ) -> messages_pb2.TaskResult:
+        """The attempt's failure: its result outlived the call and is above what the
+        task-reports path carries (a Kafka record), so it cannot reach the pipeline."""
+        task_type = self.request.task_type
+        return failure_result(
+            self.request,
+            SerializationError(
+                f"the result of {task_type!r} is {report.ByteSize()} bytes and the task ran past "
+                f"the worker's inline wait, so it goes over the task-reports topic, whose limit "
+                f"is {sink.max_report_bytes} bytes; return it within the inline wait "
+                "(serve --inline-wait), or build a large pipeline from smaller orchestrator tasks"
+            ),
+        )
 
 
 class RunningAttempts:

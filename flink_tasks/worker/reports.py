@@ -15,6 +15,7 @@ import time
 from typing import Any, Protocol
 
 from flink_tasks.logs import quiet_kafka_close_race
+from flink_tasks.requests import DEFAULT_MAX_REQUEST_BYTES, RECORD_HEADROOM_BYTES
 
 logger = logging.getLogger(__name__)
 quiet_kafka_close_race()  # kafka-python's benign close race would log a traceback
@@ -22,6 +23,10 @@ quiet_kafka_close_race()  # kafka-python's benign close race would log a traceba
 
 class ReportSink(Protocol):
     """Delivers a serialized `WorkerReport` to the pipeline function at `pipeline_id`."""
+
+    #: the largest report it delivers: a larger result is failed by its attempt, clearly, before
+    #: it is sent (a Kafka record over the topic's limit would be refused and the task lost)
+    max_report_bytes: int
 
     def send(self, pipeline_id: str, report: bytes) -> None:
         """Queue the report; never blocks the event loop and never raises."""
@@ -42,9 +47,17 @@ class KafkaReportSink:
     durable lease then fails the attempt as lost, which its retry policy can retry.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, **producer_config: Any) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        max_report_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        **producer_config: Any,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
+        #: Kafka's default record limit (1 MiB) less headroom, as for the client's requests
+        self.max_report_bytes = max_report_bytes
         self._config = producer_config
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="task-reports", daemon=True)
@@ -69,10 +82,13 @@ class KafkaReportSink:
             retries=10,
             max_block_ms=30_000,
             client_id="flink-tasks-worker-reports",
+            max_request_size=self.max_report_bytes + RECORD_HEADROOM_BYTES,
             **self._config,
         )
 
     def _run(self) -> None:
+        from kafka.errors import MessageSizeTooLargeError
+
         producer: Any = None
         backoff = 0.5
         item: Any = None
@@ -89,6 +105,11 @@ class KafkaReportSink:
                 future.add_callback(self._delivered).add_errback(self._lost, pipeline_id)
                 item = None
                 backoff = 0.5
+            except MessageSizeTooLargeError as err:
+                # no retry can send it, and retrying would hold every later report (the
+                # heartbeats of other tasks) behind it; attempts fail oversized results first
+                logger.error("task report for %s dropped: %s", pipeline_id, err)
+                item = None
             except Exception as err:  # broker down, metadata timeout: rebuild and retry
                 logger.warning("task report for %s not sent yet: %s", pipeline_id, err)
                 if producer is not None:

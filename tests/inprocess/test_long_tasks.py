@@ -60,6 +60,13 @@ async def never_retried(seconds: float) -> str:
 
 
 @tasks.bind()
+async def slow_big_orchestrator(seconds: float, size: int) -> Any:
+    """Longer than the inline wait, then returns a pipeline of `size` tasks (~55 bytes each)."""
+    await asyncio.sleep(seconds)
+    return in_parallel([slow.send(i, 0.0) for i in range(size)])
+
+
+@tasks.bind()
 async def slow_orchestrator(seconds: float, child_seconds: float) -> Any:
     """Longer than the inline wait, then returns a pipeline that runs longer than the lease."""
     await asyncio.sleep(seconds)
@@ -72,6 +79,7 @@ class SilentSink:
 
     def __init__(self, inner: ReportSink) -> None:
         self.inner = inner
+        self.max_report_bytes = inner.max_report_bytes
         self.dropped = 0
 
     def send(self, pipeline_id: str, report: bytes) -> None:
@@ -210,3 +218,17 @@ async def test_a_leased_orchestrator_is_not_lost_while_the_pipeline_it_returned_
             )
             == 1
         )
+
+
+async def test_a_leased_result_above_the_report_limit_fails_clearly_and_others_go_on() -> None:
+    # past the inline wait, a result goes over the task-reports topic (a Kafka record, 1 MiB by
+    # default): one too large for it fails its task at once with SerializationError, and the
+    # reports of the task beside it (heartbeats, result) are not held behind it
+    async with _long_env() as env:
+        big = asyncio.ensure_future(env.submit_async(slow_big_orchestrator.send(0.3, 30_000)))
+        beside = asyncio.ensure_future(env.submit_async(slow.send(7, 1.0)))
+        with pytest.raises(TaskError) as caught:
+            await big
+        assert caught.value.exception_type == "flink_tasks.SerializationError"
+        assert "task-reports topic, whose limit is 1044480 bytes" in str(caught.value)
+        assert await beside == 70
