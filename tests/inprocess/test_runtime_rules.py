@@ -107,7 +107,10 @@ async def test_pipeline_created_event_is_bounded_for_large_pipelines() -> None:
 
 
 async def test_oversized_results_fail_clearly_but_large_orchestrated_pipelines_run() -> None:
-    async with PipelineEnvironment.in_process(t.tasks) as env:
+    # the orchestrator's ~1.3 MB pipeline must come back in the call: past the inline wait it
+    # would go over the task-reports topic (1 MiB records; tests/inprocess/test_long_tasks.py),
+    # and building 20,000 tasks takes ~4 s, longer on a busy machine
+    async with PipelineEnvironment.in_process(t.tasks, inline_wait=timedelta(minutes=2)) as env:
         with pytest.raises(TaskError) as caught:
             await env.submit_async(t.echo.send("x" * 300_000))
         assert caught.value.exception_type == "flink_tasks.SerializationError"
