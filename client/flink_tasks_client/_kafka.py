@@ -12,6 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
+from kafka.protocol.sasl import SaslAuthenticateRequest
 
 from flink_tasks.errors import TransportError
 from flink_tasks.logs import quiet_kafka_close_race
@@ -298,9 +299,13 @@ class RefusalWatch(logging.Handler):
         for arg in record.args:
             if isinstance(arg, BaseException):
                 error = refusal(self._settings, arg)
-                if error is not None:
-                    self._on_refused(error)
-                    return
+            elif record.msg == _DISCONNECTED and _awaits_sasl_verdict(arg):
+                error = _closed_on_credentials(self._settings)
+            else:
+                continue
+            if error is not None:
+                self._on_refused(error)
+                return
 
     def __enter__(self) -> RefusalWatch:
         logging.getLogger(_KAFKA_NET_LOGGER).addHandler(self)
@@ -311,6 +316,32 @@ class RefusalWatch(logging.Handler):
 
 
 _KAFKA_NET_LOGGER = "kafka.net"
+_DISCONNECTED = "%s: socket disconnected"  # kafka.net.transport's record, its arg the transport
+
+
+def _awaits_sasl_verdict(transport: object) -> bool:
+    """Whether the connection closed while its SaslAuthenticate request awaited an answer.
+
+    A broker refusing credentials answers with an error and closes the connection; when both
+    arrive in one read, kafka-python 3.0.12 drops the answer and logs only "socket disconnected"
+    (seen about once in ten runs). A close in answer to the credentials themselves is the
+    refusal. Read from kafka-python's internals defensively: if they change, this says False
+    and the client falls back to its connect timeout.
+    """
+    protocol = getattr(transport, "_protocol", None)
+    pending = getattr(getattr(protocol, "parser", None), "in_flight_requests", ())
+    return any(
+        getattr(header, "request_api_key", None) == SaslAuthenticateRequest.API_KEY
+        for header in pending
+    )
+
+
+def _closed_on_credentials(settings: ClientSettings) -> TransportError:
+    return TransportError(
+        f"Kafka at {settings.bootstrap_servers} refused the client's credentials (it closed the "
+        f"connection in answer to the {settings.security.sasl_mechanism} authentication). "
+        "Check sasl_mechanism, sasl_username and the password in sasl_password_file."
+    )
 
 
 def refusal(settings: ClientSettings, err: BaseException) -> TransportError | None:
