@@ -129,7 +129,8 @@ async def b3(env: PipelineEnvironment, args: argparse.Namespace) -> dict[str, An
     out: dict[str, Any] = {}
     for n in args.b3_sizes:
         reps = args.reps if n <= 10_000 else args.b3_big_reps
-        for variant, stages in (("auto", 0), ("num_stages", args.b3_num_stages)):
+        variants = (("auto", 0), ("num_stages", args.b3_num_stages))
+        for variant, stages in [v for v in variants if v[0] in args.b3_variants]:
             runs = []
             for rep in range((1 if n <= 10_000 else 0) + reps):
                 pipeline = bench_tasks.b3_pipeline(n, stages)
@@ -267,6 +268,9 @@ def main() -> None:
         "--b3-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000, 100_000]
     )
     parser.add_argument("--b3-num-stages", type=int, default=10)
+    parser.add_argument(
+        "--b3-variants", type=lambda s: s.split(","), default=["auto", "num_stages"]
+    )
     parser.add_argument(
         "--b3-big-reps", type=int, default=1, help="repetitions above 10,000 children"
     )

@@ -186,7 +186,9 @@ def _b2(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> Non
 def _b3(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
     results.setdefault("b3", {})
     for n in args.b3_sizes:
-        (part,), memory = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n])])
+        (part,), memory = top.run(
+            f"b3-{n}", [top.spec("b3", b3_sizes=[n], b3_variants=args.b3_variants)]
+        )
         for key, row in part.items():
             results["b3"][key] = {**row, "memory": memory}
             log.warning(
@@ -297,6 +299,12 @@ def main() -> None:
     parser.add_argument("--b2-warmup", type=int, default=20)
     parser.add_argument(
         "--b3-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000]
+    )
+    parser.add_argument(
+        "--b3-variants",
+        type=lambda s: s.split(","),
+        default=["auto", "num_stages"],
+        help="B3's fan-out shapes: auto (automatic staging), num_stages (num_stages=10)",
     )
     parser.add_argument("--b5-n", type=int, default=10_000)
     parser.add_argument("--b5-clients", type=int, default=4)

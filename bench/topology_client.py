@@ -118,6 +118,7 @@ def _realtime_args(spec: dict[str, Any]) -> argparse.Namespace:
         b3_sizes=spec.get("b3_sizes", []),
         b3_big_reps=1,
         b3_num_stages=10,
+        b3_variants=spec.get("b3_variants", ["auto", "num_stages"]),
     )
 
 

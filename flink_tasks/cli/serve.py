@@ -63,9 +63,17 @@ def register_serve(subparsers: Subparsers) -> None:
         type=parse_duration,
         default="5s",
         metavar="DURATION",
-        help="how long a task may hold StateFun's call; longer tasks are answered with a lease "
-        "and report through the task-reports topic (default 5s; keep it well under the "
-        "runtime's call budget)",
+        help="how long a task may run while holding StateFun's call, counted from its start; "
+        "longer tasks are answered with a lease and report through the task-reports topic "
+        "(default 5s; keep it well under the runtime's call budget)",
+    )
+    serve.add_argument(
+        "--queue-wait",
+        type=parse_duration,
+        default="30s",
+        metavar="DURATION",
+        help="how long a task queued for a pool slot may hold StateFun's call before it is "
+        "leased anyway (default 30s; keep it well under the runtime's call budget)",
     )
     serve.add_argument(
         "--task-lease",
@@ -177,6 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         extra_namespaces=tuple(ns for ns in extra if ns),
         shutdown_timeout=args.shutdown_timeout,
         inline_wait=args.inline_wait,
+        queue_wait=args.queue_wait,
         task_lease=args.task_lease,
         pool=args.pool,
         pool_size=args.pool_size,

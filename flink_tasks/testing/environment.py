@@ -21,8 +21,13 @@ from flink_tasks.registry import FlinkTasks
 from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
 from flink_tasks.testing.virtual_time import RunningTasks, VirtualClock
 from flink_tasks.types import PipelineStatus
-from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
-from flink_tasks.worker.task_runner import WorkerHooks
+from flink_tasks.worker.functions import (
+    DEFAULT_INLINE_WAIT,
+    DEFAULT_LEASE,
+    DEFAULT_QUEUE_WAIT,
+    Worker,
+)
+from flink_tasks.worker.task_runner import PoolSettings, WorkerHooks
 
 T = TypeVar("T")
 
@@ -249,14 +254,17 @@ class PipelineEnvironment:
         max_batch: int = 1000,
         default_timeout: float = 60.0,
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
+        queue_wait: timedelta = DEFAULT_QUEUE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
+        pool: PoolSettings | None = None,
         virtual_time: bool = False,
         max_request_bytes: int = requests.DEFAULT_MAX_REQUEST_BYTES,
     ) -> PipelineEnvironment:
         """The same pipeline function and task functions, routed in memory by StateFun's rules.
 
-        Tasks running longer than `inline_wait` report through an in-memory task-reports
-        topic, with heartbeats under `lease`, as on the real runtime.
+        Tasks running longer than `inline_wait` (or queued for a `pool` slot longer than
+        `queue_wait`) report through an in-memory task-reports topic, with heartbeats under
+        `lease`, as on the real runtime. `pool`: where sync bodies run (default: threads).
 
         With ``virtual_time=True`` delayed messages (retry back-offs, deadlines, retention) run
         on a `VirtualClock` that jumps to the next one as soon as no message is in flight, no
@@ -272,7 +280,9 @@ class PipelineEnvironment:
             hooks=[*(hooks or ()), running] if clock is not None else hooks or (),
             reports=reports,
             inline_wait=inline_wait,
+            queue_wait=queue_wait,
             lease=lease,
+            pool=pool,
             clock=clock if clock is not None else system_clock,
         )
         runtime = InMemoryRuntime(worker.handle, max_batch=max_batch, clock=clock)

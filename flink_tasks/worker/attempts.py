@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flink_tasks._proto import messages_pb2
 from flink_tasks.errors import SerializationError
@@ -23,6 +26,9 @@ from flink_tasks.worker.reports import ReportSink
 logger = logging.getLogger(__name__)
 
 AttemptKey = tuple[str, str, int, int]  # pipeline, task id, attempt, invocation
+RunTask = Callable[
+    [messages_pb2.TaskRequest, Callable[[], None]], Awaitable[messages_pb2.TaskResult]
+]
 
 
 @dataclass
@@ -31,9 +37,32 @@ class Attempt:
 
     reply_to: str
     request: messages_pb2.TaskRequest
-    future: asyncio.Task[messages_pb2.TaskResult]
+    future: asyncio.Task[messages_pb2.TaskResult] = field(init=False, repr=False)
     beat: int = 0
     reporter: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: when its body got a pool slot (`time.monotonic`), None while it queues for one
+    started_at: float | None = None
+    _start_waiter: asyncio.Future[None] | None = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+    def mark_started(self) -> None:
+        """Called when the body starts, from the event loop or a pool thread; only the first
+        call counts (inlined chain steps call it per step)."""
+        if self.started_at is not None:
+            return
+        self.started_at = time.monotonic()
+        waiter = self._start_waiter
+        if waiter is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(_settle, waiter)
+
+    def start_signal(self) -> asyncio.Future[None]:
+        """A future done once the body has started (for `hold`)."""
+        if self._start_waiter is None:
+            self._loop = asyncio.get_running_loop()
+            self._start_waiter = self._loop.create_future()
+            if self.started_at is not None:
+                self._start_waiter.set_result(None)
+        return self._start_waiter
 
     def running(self, lease_ms: int) -> bytes:
         """A `WorkerReport` renewing the lease at the current beat."""
@@ -100,16 +129,17 @@ class RunningAttempts:
         self,
         reply_to: str,
         request: messages_pb2.TaskRequest,
-        run: Callable[[messages_pb2.TaskRequest], Awaitable[messages_pb2.TaskResult]],
+        run: RunTask,
     ) -> Attempt:
-        """The attempt for `request`: the one already running here, or a new one."""
+        """The attempt for `request`: the one already running here, or a new one; `run` gets
+        the request and the callback to call when its body starts."""
         key = (reply_to, request.task_id, request.attempt or 1, request.invocation)
         attempt = self._running.get(key)
         if attempt is not None:
             logger.info("task %s attempt %d delivered again: joined", *key[1:3])
             return attempt
-        future = asyncio.ensure_future(run(request))
-        attempt = self._running[key] = Attempt(reply_to, request, future)
+        attempt = self._running[key] = Attempt(reply_to, request)
+        future = attempt.future = asyncio.ensure_future(run(request, attempt.mark_started))
         future.add_done_callback(lambda _: self._forget(key, attempt))
         return attempt
 
@@ -134,3 +164,34 @@ class RunningAttempts:
         for task in late:
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def hold(attempts: list[Attempt], inline_wait: float, queue_wait: float) -> None:
+    """Wait while a batch's call may still be held: until every attempt is done, or one has
+    run for `inline_wait` s, or one has queued for a pool slot for `queue_wait` s since the
+    call came (every slot busy). The inline wait counts from each body's start, so a queue in
+    the worker holds StateFun's calls instead of turning into leases, and StateFun's bound on
+    calls in flight (``statefun.async.max-per-task``) holds the rest back: admission control."""
+    received = time.monotonic()
+    futures = {attempt.future for attempt in attempts}
+    _, pending = await asyncio.wait(futures, timeout=inline_wait)
+    while pending:  # the slow path: some attempt queued or ran long
+        now = time.monotonic()
+        due = received + queue_wait
+        waits: set[asyncio.Future[Any]] = set(pending)
+        for attempt in attempts:
+            if attempt.future.done():
+                continue
+            if attempt.started_at is None:
+                waits.add(attempt.start_signal())
+            else:
+                due = min(due, attempt.started_at + inline_wait)
+        if due <= now:
+            return
+        _, pending = await asyncio.wait(waits, timeout=due - now, return_when=FIRST_COMPLETED)
+        pending = {attempt.future for attempt in attempts if not attempt.future.done()}

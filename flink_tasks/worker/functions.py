@@ -29,7 +29,7 @@ from flink_tasks.engine.state import CELLS, AddressState
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.statefun.adapter import CellSpec, Invocation, Outbox, StatefunEndpoint
 from flink_tasks.worker import inline_steps
-from flink_tasks.worker.attempts import Attempt, RunningAttempts
+from flink_tasks.worker.attempts import Attempt, RunningAttempts, hold
 from flink_tasks.worker.metrics import Metrics
 from flink_tasks.worker.reports import ReportSink
 from flink_tasks.worker.task_runner import (
@@ -64,6 +64,8 @@ _PIPELINE_INPUTS: dict[str, type[_PipelineInput]] = {
 
 #: Tasks still running after this are answered with a lease (see `Worker`).
 DEFAULT_INLINE_WAIT = timedelta(seconds=5)
+#: Tasks still queued for a pool slot after this are answered with a lease too.
+DEFAULT_QUEUE_WAIT = timedelta(seconds=30)
 DEFAULT_LEASE = timedelta(seconds=30)
 
 
@@ -90,8 +92,14 @@ class Worker:
         reports: where heartbeats and results of tasks that outlive `inline_wait` go (the
             task-reports topic). Without it every task is waited for within the request-reply
             call, so a task longer than StateFun's call budget would fail the Flink job.
-        inline_wait: how long a task function holds StateFun's call before it answers with a
-            lease; keep it well under the runtime's call budget (``transport.call``).
+        inline_wait: how long a task may run while its task function holds StateFun's call;
+            past it the call is answered with a lease. Counted from the task's start, so tasks
+            queued for a pool slot keep their calls and StateFun sends no more than it has
+            calls in flight (admission control).
+        queue_wait: how long a task that has not started (every pool slot busy) may hold the
+            call before it is leased anyway. Keep both well under the runtime's call budget
+            (``transport.call``: 10 min in the module the project writes, StateFun's own
+            default is 1 min).
         lease: a detached task's heartbeat lease: the pipeline fails the attempt with
             `WorkerLostError` when no heartbeat arrives for this long.
         egress_topics: the Kafka topics replies and events may be written to (the configured
@@ -115,6 +123,7 @@ class Worker:
         egress_topics: Collection[str] | None = None,
         reports: ReportSink | None = None,
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
+        queue_wait: timedelta = DEFAULT_QUEUE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
         pool: PoolSettings | None = None,
         clock: Clock = system_clock,
@@ -126,6 +135,7 @@ class Worker:
         self.ids = ids
         self.reports = reports
         self.inline_wait_s = inline_wait.total_seconds()
+        self.queue_wait_s = queue_wait.total_seconds()
         self.lease_ms = int(lease.total_seconds() * 1000)
         if self.lease_ms < 300:
             raise ValueError("lease must be at least 300 ms (heartbeats go every third of it)")
@@ -344,11 +354,10 @@ class Worker:
         (its result follows on the task-reports topic), so a slow task holds the batch's call
         for at most `inline_wait`."""
         self.metrics.task_batch_size.observe(len(started))
-        futures = {attempt.future for attempt in started}
         if self.reports is None:
-            await asyncio.wait(futures)  # never cancels them
+            await asyncio.wait({attempt.future for attempt in started})  # never cancels them
         else:
-            await asyncio.wait(futures, timeout=self.inline_wait_s)
+            await hold(started, self.inline_wait_s, self.queue_wait_s)
         for attempt in started:
             if not attempt.future.done():
                 assert self.reports is not None
@@ -365,14 +374,16 @@ class Worker:
                 result.SerializeToString(),
             )
 
-    async def _run_task(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
+    async def _run_task(
+        self, request: messages_pb2.TaskRequest, on_start: Callable[[], None]
+    ) -> messages_pb2.TaskResult:
         series = self.metrics.task_series(request.task_type)
         if request.attempt > 1:
             series.retries.inc()
         series.in_progress.inc()
         started = time.perf_counter()
         try:
-            result = await self.runner.run(request)
+            result = await self.runner.run(request, on_start)
         finally:
             series.in_progress.dec()
         duration = series.failed if result.WhichOneof("outcome") == "error" else series.succeeded

@@ -10,20 +10,24 @@ from collections.abc import Awaitable, Callable
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import inline
 
-RunOne = Callable[[messages_pb2.TaskRequest], Awaitable[messages_pb2.TaskResult]]
+RunOne = Callable[
+    [messages_pb2.TaskRequest, Callable[[], None]], Awaitable[messages_pb2.TaskResult]
+]
 
 
 def chained(run_one: RunOne) -> RunOne:
     """`run_one` for a request with `inline_next`: the first result carries the others'."""
 
-    async def run_chain(request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
-        first = last = await run_one(request)
+    async def run_chain(
+        request: messages_pb2.TaskRequest, on_start: Callable[[], None]
+    ) -> messages_pb2.TaskResult:
+        first = last = await run_one(request, on_start)
         previous = request
         for task in request.inline_next:
             if not inline.continues(last):
                 break
             following = inline.next_request(previous, last, task)
-            last = await run_one(following)
+            last = await run_one(following, on_start)
             first.inlined.append(last)
             previous = following
         return first

@@ -153,9 +153,16 @@ class ProcessPool:
         return child
 
     async def run(
-        self, request: bytes, *, task_type: str, timeout: float, max_memory: int | None
+        self,
+        request: bytes,
+        *,
+        task_type: str,
+        timeout: float,
+        max_memory: int | None,
+        on_start: Callable[[], None] = lambda: None,
     ) -> bytes:
-        """Run one `TaskRequest` in a child and return its `TaskResult` bytes.
+        """Run one `TaskRequest` in a child and return its `TaskResult` bytes (`on_start` is
+        called once a child has it).
 
         Raises `TaskTimeoutError`, `MemoryLimitError` or `WorkerLostError` when the child had to
         be stopped or died; the child is replaced in every case.
@@ -174,6 +181,7 @@ class ProcessPool:
         child.waiter = loop.create_future()
         child.task_type, child.max_memory, child.timeout = task_type, max_memory, timeout
         child.kill_reason = ""
+        on_start()
         try:
             child.conn.send_bytes(request)
         except OSError:

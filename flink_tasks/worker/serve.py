@@ -41,7 +41,12 @@ from flink_tasks.kafka_security import KafkaSecurity
 from flink_tasks.logs import LogFormat
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings
-from flink_tasks.worker.functions import DEFAULT_INLINE_WAIT, DEFAULT_LEASE, Worker
+from flink_tasks.worker.functions import (
+    DEFAULT_INLINE_WAIT,
+    DEFAULT_LEASE,
+    DEFAULT_QUEUE_WAIT,
+    Worker,
+)
 from flink_tasks.worker.hooks import load_hooks
 from flink_tasks.worker.http import LISTEN_BACKLOG, create_app
 from flink_tasks.worker.reports import KafkaReportSink
@@ -82,6 +87,7 @@ class ServeOptions:
     grace: timedelta = timedelta(seconds=30)
     shutdown_timeout: timedelta = timedelta(seconds=20)
     inline_wait: timedelta = DEFAULT_INLINE_WAIT
+    queue_wait: timedelta = DEFAULT_QUEUE_WAIT
     task_lease: timedelta = DEFAULT_LEASE
     env: dict[str, str] = field(default_factory=dict)
     pool: Literal["process", "thread"] = "process"
@@ -128,6 +134,7 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
         pool=pool,
         reports=report_sink(),
         inline_wait=options.inline_wait,
+        queue_wait=options.queue_wait,
         lease=options.task_lease,
     )
 

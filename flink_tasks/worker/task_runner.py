@@ -20,7 +20,7 @@ import concurrent.futures
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -159,20 +159,25 @@ class TaskRunner:
         if self._executor is not None and self.pool_settings.size:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def run(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
-        """Run the requested task; never raises."""
+    async def run(
+        self, request: messages_pb2.TaskRequest, on_start: Callable[[], None] = lambda: None
+    ) -> messages_pb2.TaskResult:
+        """Run the requested task; never raises. `on_start` is called when its body starts
+        (from a pool thread for the thread pool)."""
         if self.tracer is None:
-            return await self._run(request)
+            return await self._run(request, on_start)
         span = self.tracer.start(request)
         try:
-            result = await self._run(request)
+            result = await self._run(request, on_start)
         except BaseException as exc:  # cancelled: the worker stops waiting for it
             self.tracer.abandon(span, type(exc).__name__)
             raise
         self.tracer.finish(span, result)
         return result
 
-    async def _run(self, request: messages_pb2.TaskRequest) -> messages_pb2.TaskResult:
+    async def _run(
+        self, request: messages_pb2.TaskRequest, on_start: Callable[[], None]
+    ) -> messages_pb2.TaskResult:
         self._hook("task_received", request)
         if request.attempt > 1:
             self._hook("task_retried", request)
@@ -181,11 +186,12 @@ class TaskRunner:
             timeout = request.timeout_s or self.tasks.default_timeout.total_seconds()
             self._hook("task_started", request)
             if definition.is_async:
+                on_start()
                 result = await self._run_async(request, timeout)
             elif self.process_pool is not None:
-                result = await self._run_in_process(definition, request, timeout)
+                result = await self._run_in_process(definition, request, timeout, on_start)
             else:
-                result = await self._run_in_thread(request, timeout)
+                result = await self._run_in_thread(request, timeout, on_start)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -214,13 +220,18 @@ class TaskRunner:
             raise _timeout(request, timeout) from None
 
     async def _run_in_thread(
-        self, request: messages_pb2.TaskRequest, timeout: float
+        self, request: messages_pb2.TaskRequest, timeout: float, on_start: Callable[[], None]
     ) -> messages_pb2.TaskResult:
         loop = asyncio.get_running_loop()
         call = functools.partial(
             execute_sync, self.tasks, request, self.max_result_bytes, self.sync_middleware
         )
-        work = loop.run_in_executor(self._executor, call)
+
+        def started_call() -> messages_pb2.TaskResult:
+            on_start()
+            return call()
+
+        work = loop.run_in_executor(self._executor, started_call)
         done, _ = await asyncio.wait({work}, timeout=timeout)
         if not done:
             # a thread cannot be stopped: it stays busy until the body returns
@@ -229,7 +240,11 @@ class TaskRunner:
         return work.result()
 
     async def _run_in_process(
-        self, definition: TaskDefinition, request: messages_pb2.TaskRequest, timeout: float
+        self,
+        definition: TaskDefinition,
+        request: messages_pb2.TaskRequest,
+        timeout: float,
+        on_start: Callable[[], None],
     ) -> messages_pb2.TaskResult:
         assert self.process_pool is not None
         max_memory = definition.options.max_memory or self.pool_settings.max_memory
@@ -239,6 +254,7 @@ class TaskRunner:
                 task_type=request.task_type,
                 timeout=timeout,
                 max_memory=max_memory,
+                on_start=on_start,
             )
         except (TaskTimeoutError, WorkerLostError) as exc:
             return failure_result(request, exc)

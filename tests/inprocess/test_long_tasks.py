@@ -16,6 +16,7 @@ from flink_tasks import FlinkTasks, RetryPolicy, TaskError, WorkerLostError, in_
 from flink_tasks._proto import messages_pb2
 from flink_tasks.testing import PipelineEnvironment
 from flink_tasks.worker.reports import ReportSink
+from flink_tasks.worker.task_runner import PoolSettings
 
 tasks = FlinkTasks()
 RUNS: Counter[str] = Counter()
@@ -119,12 +120,9 @@ class LateSink(SilentSink):
 
 
 def _long_env(**options: Any) -> Any:
+    options = {"inline_wait": timedelta(milliseconds=100), **options}
     return PipelineEnvironment.in_process(
-        tasks,
-        default_timeout=30,
-        inline_wait=timedelta(milliseconds=100),
-        lease=timedelta(milliseconds=600),
-        **options,
+        tasks, default_timeout=30, lease=timedelta(milliseconds=600), **options
     )
 
 
@@ -232,3 +230,33 @@ async def test_a_leased_result_above_the_report_limit_fails_clearly_and_others_g
         assert caught.value.exception_type == "flink_tasks.SerializationError"
         assert "task-reports topic, whose limit is 1044480 bytes" in str(caught.value)
         assert await beside == 70
+
+
+async def test_a_task_queued_for_a_pool_slot_keeps_its_call_instead_of_a_lease() -> None:
+    # one pool thread, four 0.3 s tasks: the last waits 0.9 s for the thread, past the inline
+    # wait (0.5 s) counted from the call; counted from each task's start, none is leased
+    async with _long_env(
+        inline_wait=timedelta(milliseconds=500), pool=PoolSettings(kind="thread", size=1)
+    ) as env:
+        group = in_parallel([slow_sync.send(i, 0.3) for i in range(4)])
+        assert await env.submit_async(group) == [1, 2, 3, 4]
+        detached = env.worker.metrics.value(
+            "flink_tasks_tasks_detached_total", task_type=slow_sync.type_name
+        )
+        assert detached == 0
+
+
+async def test_a_task_queued_past_the_queue_wait_is_leased_and_still_completes() -> None:
+    # the thread is held by a 1.5 s task (leased after its 0.5 s inline wait); the three queued
+    # behind it are leased after 0.3 s in the queue, and their results come by the reports path
+    async with _long_env(
+        inline_wait=timedelta(milliseconds=500),
+        queue_wait=timedelta(milliseconds=300),
+        pool=PoolSettings(kind="thread", size=1),
+    ) as env:
+        group = in_parallel([slow_sync.send(0, 1.5)] + [slow_sync.send(i, 0.1) for i in (1, 2, 3)])
+        assert await env.submit_async(group) == [1, 2, 3, 4]
+        detached = env.worker.metrics.value(
+            "flink_tasks_tasks_detached_total", task_type=slow_sync.type_name
+        )
+        assert detached == 4
