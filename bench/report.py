@@ -44,10 +44,16 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
     add("# Benchmark results (`make bench`)")
     add("")
     add(
+        "Written by `make bench` (`python -m bench.run`); before/after measurements of single changes, run by hand, "
+        "are in `bench/measurements.md`, and docs/benchmarks.md explains both."
+    )
+    add("")
+    add(
         f"Run {results.get('started', '?')}, {results.get('total_s', 0) / 60:.1f} min in all. Machine: {m.get('cores')} cores "
         f"({m.get('cpu', '?')}), {m.get('memory_gib', '?')} GiB, {m.get('platform', '?')}, Python {m.get('python')}, {m.get('java', '?')}. "
         f"Load average at start {' '.join(m.get('loadavg_start', []))}, at end {' '.join(m.get('loadavg_end', []))}: "
-        "the 2 cores were shared with other work, so absolute numbers are noisy; compare the ratios (same run, same machine)."
+        "absolute numbers move with the machine's load (the bench's own runtime, Kafka and clients share the cores), so compare "
+        "the ratios (same run, same machine)."
     )
     add("")
     if results.get("note"):
@@ -142,6 +148,8 @@ def write(results: dict[str, Any], md_path: Path, png_path: Path) -> None:
             )
     for n, crow in sorted(((r["n"], r) for r in cb3.values()), key=lambda t: t[0]):
         per_child.setdefault("celery group", {})[n] = crow["us_per_child"]
+    for row in ((results.get("topology") or {}).get("b3") or {}).values():
+        per_child.setdefault(f"topology {row['variant']}", {})[row["n"]] = row["us_per_child"]
     # B4
     shapes = b4.get("shapes", {})
     sshapes = sft.get("shapes", {})
@@ -239,8 +247,10 @@ def _plot(
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = {
-        "auto": "flink-tasks, automatic staging",
-        "num_stages": "flink-tasks, num_stages=10",
+        "auto": "flink-tasks start_local, automatic staging",
+        "num_stages": "flink-tasks start_local, num_stages=10",
+        "topology auto": "flink-tasks serve --workers 2, automatic staging",
+        "topology num_stages": "flink-tasks serve --workers 2, num_stages=10",
         "celery group": "Celery group (Redis)",
     }
     for variant, costs in per_child.items():

@@ -125,7 +125,12 @@ def main() -> None:
     parser.add_argument("--rest-port", type=int, default=21081)
     parser.add_argument("--worker-port", type=int, default=21000)
     parser.add_argument("--redis-port", type=int, default=21379)
-    parser.add_argument("--b3-sizes", default="1000,10000,100000")
+    parser.add_argument("--b3-sizes", default="1000,10000,100000", help="start_local and Celery")
+    parser.add_argument(
+        "--topology-b3-sizes",
+        default="1000,10000,100000,1000000",
+        help="B3 in the users' topology (above 100,000: automatic staging only, one run)",
+    )
     parser.add_argument("--b2-runs", type=int, default=200)
     parser.add_argument(
         "--b5-n", type=int, default=10_000, help="B5 pipelines (tasks), all clients"
@@ -316,7 +321,8 @@ def main() -> None:
                 *("--kafka-port", str(args.kafka_port)),
                 *("--kafka-controller-port", str(args.kafka_controller_port)),
                 *("--rest-port", str(args.rest_port), "--worker-port", str(args.worker_port)),
-                *("--reps", str(args.reps), "--b3-sizes", args.b3_sizes),
+                *("--reps", str(args.reps), "--b3-sizes", args.topology_b3_sizes),
+                *("--timeout", "3600"),
                 *("--b2-runs", str(args.b2_runs), "--b5-n", str(args.b5_n)),
                 *("--b5-clients", str(args.b5_clients), "--workers", str(args.topology_workers)),
                 *("--pool", args.topology_pool, "--task-buckets", str(args.topology_task_buckets)),
@@ -329,7 +335,7 @@ def main() -> None:
             ],
             work / "topology.json",
             work,
-            2400,
+            7200,
         )
     if "celery-b5" in only:
         results["celery_b5"] = _step(

@@ -186,9 +186,8 @@ def _b2(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> Non
 def _b3(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
     results.setdefault("b3", {})
     for n in args.b3_sizes:
-        (part,), memory = top.run(
-            f"b3-{n}", [top.spec("b3", b3_sizes=[n], b3_variants=args.b3_variants)]
-        )
+        variants = args.b3_variants if n <= 100_000 else args.b3_big_variants
+        (part,), memory = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n], b3_variants=variants)])
         for key, row in part.items():
             results["b3"][key] = {**row, "memory": memory}
             log.warning(
@@ -305,6 +304,12 @@ def main() -> None:
         type=lambda s: s.split(","),
         default=["auto", "num_stages"],
         help="B3's fan-out shapes: auto (automatic staging), num_stages (num_stages=10)",
+    )
+    parser.add_argument(
+        "--b3-big-variants",
+        type=lambda s: s.split(","),
+        default=["auto"],
+        help="B3's shapes above 100,000 children (one run each: ~25 min at 1,000,000)",
     )
     parser.add_argument("--b5-n", type=int, default=10_000)
     parser.add_argument("--b5-clients", type=int, default=4)

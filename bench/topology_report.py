@@ -77,8 +77,7 @@ def section(results: dict[str, Any]) -> list[str]:
         f"{m.get('cores', '?')} cores ({m.get('cpu', '?')}). Load average (`/proc/loadavg`, 1/5/15 min): "
         f"{_loadavg(top)} during the topology step"
         + (f", {_loadavg(cb5_meta)} during the Celery B5 step" if cb5_meta else "")
-        + ". The 2 cores were shared with other engineers' runtimes and tests during the run: absolute "
-        "numbers are noisy, the ratios (same run) less so."
+        + ". Absolute numbers move with that load; the ratios (same run) less so."
     )
     add("")
     add(
