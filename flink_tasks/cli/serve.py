@@ -70,10 +70,11 @@ def register_serve(subparsers: Subparsers) -> None:
     serve.add_argument(
         "--queue-wait",
         type=parse_duration,
-        default="30s",
+        default="15s",
         metavar="DURATION",
         help="how long a task queued for a pool slot may hold StateFun's call before it is "
-        "leased anyway (default 30s; keep it well under the runtime's call budget)",
+        "leased anyway (default 15s; a call is held at most the longer of the two waits: keep "
+        "both well under the runtime's call budget)",
     )
     serve.add_argument(
         "--task-lease",

@@ -173,10 +173,10 @@ def _settle(waiter: asyncio.Future[None]) -> None:
 
 async def hold(attempts: list[Attempt], inline_wait: float, queue_wait: float) -> None:
     """Wait while a batch's call may still be held: until every attempt is done, or one has
-    run for `inline_wait` s, or one has queued for a pool slot for `queue_wait` s since the
-    call came (every slot busy). The inline wait counts from each body's start, so a queue in
-    the worker holds StateFun's calls instead of turning into leases, and StateFun's bound on
-    calls in flight (``statefun.async.max-per-task``) holds the rest back: admission control."""
+    run for `inline_wait` s, and never longer than the longer of the two waits since the call
+    came. The inline wait counts from each body's start, so a queue for the pool's slots holds
+    StateFun's calls instead of turning into leases, and StateFun's bound on calls in flight
+    (``statefun.async.max-per-task``) holds the rest back: admission control."""
     received = time.monotonic()
     futures = {attempt.future for attempt in attempts}
     _, pending = await asyncio.wait(futures, timeout=inline_wait)

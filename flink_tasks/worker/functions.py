@@ -65,7 +65,7 @@ _PIPELINE_INPUTS: dict[str, type[_PipelineInput]] = {
 #: Tasks still running after this are answered with a lease (see `Worker`).
 DEFAULT_INLINE_WAIT = timedelta(seconds=5)
 #: Tasks still queued for a pool slot after this are answered with a lease too.
-DEFAULT_QUEUE_WAIT = timedelta(seconds=30)
+DEFAULT_QUEUE_WAIT = timedelta(seconds=15)
 DEFAULT_LEASE = timedelta(seconds=30)
 
 
@@ -96,10 +96,11 @@ class Worker:
             past it the call is answered with a lease. Counted from the task's start, so tasks
             queued for a pool slot keep their calls and StateFun sends no more than it has
             calls in flight (admission control).
-        queue_wait: how long a task that has not started (every pool slot busy) may hold the
-            call before it is leased anyway. Keep both well under the runtime's call budget
-            (``transport.call``: 10 min in the module the project writes, StateFun's own
-            default is 1 min).
+        queue_wait: how long a call whose tasks wait for a pool slot (every slot busy) may
+            be held before they are leased anyway. A call is held at most the longer of the
+            two waits: keep both well under the runtime's call budget (``transport.call``:
+            10 min in the module `flink-tasks local` writes, 2 min in the compose settings,
+            StateFun's own default 1 min).
         lease: a detached task's heartbeat lease: the pipeline fails the attempt with
             `WorkerLostError` when no heartbeat arrives for this long.
         egress_topics: the Kafka topics replies and events may be written to (the configured

@@ -465,6 +465,11 @@ class FaultStack:
         **settings: Any,
     ) -> None:
         self.settings = runtime_settings(tmp / "runtime", base, **settings)
+        budget = settings.get("call_timeout")
+        if budget is not None and "--queue-wait" not in serve_args:
+            # the short call budget that keeps a test short needs a shorter queue wait than
+            # serve's default, as it would in production (docs/reliability.md)
+            serve_args = (*serve_args, "--queue-wait", f"{budget.total_seconds() / 3:g}s")
         worker_args = (
             self.settings.worker_port,
             tmp / "worker.log",
