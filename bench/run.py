@@ -105,6 +105,30 @@ def _step(
     return data
 
 
+#: the opt-in row's settings: `serve --task-buckets`, `FLINK_TASKS_INLINE_CHAIN_STEPS`
+OPT_IN_TASK_BUCKETS = 8
+OPT_IN_INLINE_CHAIN_STEPS = 9
+
+
+def _topology_cmd(args: argparse.Namespace, out: Path, log_dir: Path, *extra: str) -> list[str]:
+    """`bench.topology` on the bench's ports and run dir, with `extra` options."""
+    return [
+        *(sys.executable, "-m", "bench.topology", "--out", str(out), "--log-dir", str(log_dir)),
+        *("--run-dir", args.run_dir, "--kafka-port", str(args.kafka_port)),
+        *("--kafka-controller-port", str(args.kafka_controller_port)),
+        *("--rest-port", str(args.rest_port), "--worker-port", str(args.worker_port)),
+        *("--reps", str(args.reps), "--b2-runs", str(args.b2_runs), "--b5-n", str(args.b5_n)),
+        *("--b5-clients", str(args.b5_clients), "--workers", str(args.topology_workers)),
+        *("--pool", args.topology_pool),
+        *(
+            ("--buffer-timeout-ms", str(args.buffer_timeout_ms))
+            if args.buffer_timeout_ms is not None
+            else ()
+        ),
+        *extra,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work-dir", default=str(HERE / "out"))
@@ -115,8 +139,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="b4,sft,realtime,celery,topology,celery-b5",
-        help="comma list of b4,sft,realtime,celery,topology,celery-b5",
+        default="b4,sft,realtime,celery,topology,topology-opt-in,celery-b5",
+        help="comma list of b4,sft,realtime,celery,topology,topology-opt-in,celery-b5",
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--run-dir", default="/tmp/ft-bench-rt")
@@ -315,27 +339,33 @@ def main() -> None:
     if "topology" in only:
         results["topology"] = _step(
             "topology-flink-tasks",
-            [
-                *(py, "-m", "bench.topology", "--out", str(work / "topology.json")),
-                *("--log-dir", str(work), "--run-dir", args.run_dir),
-                *("--kafka-port", str(args.kafka_port)),
-                *("--kafka-controller-port", str(args.kafka_controller_port)),
-                *("--rest-port", str(args.rest_port), "--worker-port", str(args.worker_port)),
-                *("--reps", str(args.reps), "--b3-sizes", args.topology_b3_sizes),
-                *("--timeout", "3600"),
-                *("--b2-runs", str(args.b2_runs), "--b5-n", str(args.b5_n)),
-                *("--b5-clients", str(args.b5_clients), "--workers", str(args.topology_workers)),
-                *("--pool", args.topology_pool, "--task-buckets", str(args.topology_task_buckets)),
+            _topology_cmd(
+                args,
+                work / "topology.json",
+                work,
+                *("--b3-sizes", args.topology_b3_sizes, "--timeout", "3600"),
+                *("--task-buckets", str(args.topology_task_buckets)),
                 *("--inline-chain-steps", str(args.inline_chain_steps)),
-                *(
-                    ("--buffer-timeout-ms", str(args.buffer_timeout_ms))
-                    if args.buffer_timeout_ms is not None
-                    else ()
-                ),
-            ],
+            ),
             work / "topology.json",
             work,
             7200,
+        )
+    if "topology-opt-in" in only:
+        # the opt-in settings that trade semantics for speed (docs/deploy.md), as extra rows
+        (work / "opt-in").mkdir(exist_ok=True)
+        results["topology_opt_in"] = _step(
+            "topology-opt-in",
+            _topology_cmd(
+                args,
+                work / "topology_opt_in.json",
+                work / "opt-in",
+                *("--only", "b1,b2", "--task-buckets", str(OPT_IN_TASK_BUCKETS)),
+                *("--inline-chain-steps", str(OPT_IN_INLINE_CHAIN_STEPS)),
+            ),
+            work / "topology_opt_in.json",
+            work,
+            1800,
         )
     if "celery-b5" in only:
         results["celery_b5"] = _step(

@@ -101,6 +101,20 @@ class _KillableWorker:
         self.starts += 1
         return time.monotonic() - started
 
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            body = resp.read().decode()
+        return json.loads(body) if path != "/metrics" else body
+
+    def metrics(self) -> dict[str, int]:
+        """/metrics as {'name{reason="x"}': value}."""
+        out: dict[str, int] = {}
+        for line in self.get("/metrics").splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = int(float(value))
+        return out
+
     def executions(self, kind: str | None = None) -> Counter[str]:
         """How often each recorded task body ran (all runs of this worker, across restarts)."""
         counts: Counter[str] = Counter()
@@ -190,20 +204,6 @@ class WorkerProcess(_KillableWorker):
         except subprocess.TimeoutExpired:
             os.kill(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=5) as resp:
-            body = resp.read().decode()
-        return json.loads(body) if path != "/metrics" else body
-
-    def metrics(self) -> dict[str, int]:
-        """/metrics as {'name{reason="x"}': value}."""
-        out: dict[str, int] = {}
-        for line in self.get("/metrics").splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = int(float(value))
-        return out
 
     def rejected(self, reason: str) -> int:
         return self.metrics().get(f'flink_tasks_rejected_messages_total{{reason="{reason}"}}', 0)
