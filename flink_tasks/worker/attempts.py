@@ -193,5 +193,5 @@ async def hold(attempts: list[Attempt], inline_wait: float, queue_wait: float) -
                 due = min(due, attempt.started_at + inline_wait)
         if due <= now:
             return
-        _, pending = await asyncio.wait(waits, timeout=due - now, return_when=FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=due - now, return_when=FIRST_COMPLETED)
         pending = {attempt.future for attempt in attempts if not attempt.future.done()}

@@ -353,7 +353,7 @@ class Worker:
     async def _answer_batch(self, started: list[Attempt], outbox: Outbox) -> None:
         """Results of the batch's tasks done within the inline wait; a lease for each other one
         (its result follows on the task-reports topic), so a slow task holds the batch's call
-        for at most `inline_wait`."""
+        for at most `inline_wait` of its running time (`attempts.hold`)."""
         self.metrics.task_batch_size.observe(len(started))
         if self.reports is None:
             await asyncio.wait({attempt.future for attempt in started})  # never cancels them

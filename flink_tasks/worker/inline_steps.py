@@ -5,17 +5,14 @@ rule (`flink_tasks.engine.inline.next_request`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import inline
-
-RunOne = Callable[
-    [messages_pb2.TaskRequest, Callable[[], None]], Awaitable[messages_pb2.TaskResult]
-]
+from flink_tasks.worker.attempts import RunTask
 
 
-def chained(run_one: RunOne) -> RunOne:
+def chained(run_one: RunTask) -> RunTask:
     """`run_one` for a request with `inline_next`: the first result carries the others'."""
 
     async def run_chain(
