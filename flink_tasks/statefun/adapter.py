@@ -1,47 +1,37 @@
-"""The one module that speaks StateFun's request-reply v3 protocol, through the official SDK.
+"""The one module that speaks StateFun's request-reply v3 protocol.
 
 Everything else in flink-tasks sees `Invocation` (what arrived) and `Outbox` (what to send,
-schedule, write to Kafka, and the address's state cells as raw bytes); this module maps them onto
-the SDK (`statefun`, from the pinned `flink-statefun` distribution).
+schedule, write to Kafka, and the address's state cells as raw bytes). This module reads the
+`ToFunction` request and writes the `FromFunction` reply with the messages generated from the
+official `request-reply.proto`, as the pinned `flink-statefun` distribution ships them
+(`statefun.request_reply_pb2`), and follows its SDK's handler rule for rule (missing state
+specs, state mutations, delayed messages, Kafka egress records). It does not go through the
+SDK's handler, context and storage objects: one batch of a chain is one invocation, and those
+objects cost a fifth of the pipeline function's time there (docs/decisions.md, "The adapter
+speaks request-reply from the generated messages").
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-import statefun
-from statefun import request_reply_v3, statefun_builder, storage
-from statefun.request_reply_pb2 import ToFunction, TypedValue
+from statefun.kafka_egress_pb2 import KafkaProducerRecord
+from statefun.request_reply_pb2 import FromFunction, ToFunction
 
 from flink_tasks import wire
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class _Batch:
-    """The batch being handled: how many invocations it has, and its Outbox, shared by them
-    (made by the first)."""
-
-    size: int
-    outbox: Outbox | None = None
-
-
-_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("batch", default=None)
-
-
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-def raw_type(typename: str) -> Any:
-    """A StateFun type whose values are bytes we encode ourselves (no double decoding)."""
-    return statefun.simple_type(typename, serialize_fn=_identity, deserialize_fn=_identity)
+#: the typename StateFun's generic Kafka egress expects its records under
+KAFKA_RECORD_TYPENAME = "type.googleapis.com/io.statefun.sdk.egress.KafkaProducerRecord"
+_MODIFY = FromFunction.PersistedValueMutation.MutationType.Value("MODIFY")
+_DELETE = FromFunction.PersistedValueMutation.MutationType.Value("DELETE")
+_EXPIRE_NONE = FromFunction.ExpirationSpec.ExpireMode.Value("NONE")
+_EXPIRE_AFTER_WRITE = FromFunction.ExpirationSpec.ExpireMode.Value("AFTER_WRITE")
 
 
 @dataclass(frozen=True)
@@ -65,14 +55,42 @@ class Invocation(NamedTuple):
     caller_id: str | None
 
 
+def split_typename(typename: str) -> tuple[str, str]:
+    """`namespace/name` -> (namespace, name), as the SDK splits it (at the last slash)."""
+    namespace, slash, name = typename.rpartition("/")
+    if not slash or not namespace or not name:
+        raise ValueError(f"a function type must be of the form namespace/name, not {typename!r}")
+    return namespace, name
+
+
 class Outbox:
-    """What an invocation may do: read and write its cells, send, schedule, write to Kafka."""
+    """What an invocation may do: read and write its cells, send, schedule, write to Kafka.
 
-    __slots__ = ("_batch_end", "_batch_end_async", "_ctx", "_specs", "batch_size", "scratch")
+    One per batch, shared by its invocations; what they do is written into the batch's reply
+    as they do it."""
 
-    def __init__(self, ctx: Any, specs: dict[str, Any], batch_size: int = 1) -> None:
-        self._ctx = ctx
-        self._specs = specs
+    __slots__ = (
+        "_batch_end",
+        "_batch_end_async",
+        "_cells",
+        "_dirty",
+        "_reply",
+        "_typenames",
+        "batch_size",
+        "scratch",
+    )
+
+    def __init__(
+        self,
+        cells: dict[str, bytes | None],
+        typenames: dict[str, str],
+        reply: Any,
+        batch_size: int = 1,
+    ) -> None:
+        self._cells = cells
+        self._typenames = typenames
+        self._dirty: set[str] = set()
+        self._reply = reply  # FromFunction.InvocationResponse
         #: invocations in this batch (all share this Outbox)
         self.batch_size = batch_size
         self._batch_end: list[Callable[[], None]] = []
@@ -104,154 +122,178 @@ class Outbox:
         self.scratch.clear()
 
     def get(self, cell: str) -> bytes | None:
-        value: bytes | None = getattr(self._ctx.storage, cell)
-        return value
+        try:
+            return self._cells[cell]
+        except KeyError:
+            raise AttributeError(f"{cell!r} is not a state cell of this function") from None
 
     def set(self, cell: str, data: bytes | None) -> None:
-        if data is None:
-            delattr(self._ctx.storage, cell)
-        else:
-            setattr(self._ctx.storage, cell, data)
+        """Write a cell (None deletes it); the reply carries the last write of the batch."""
+        if cell not in self._cells:
+            raise AttributeError(f"{cell!r} is not a state cell of this function")
+        self._cells[cell] = data
+        self._dirty.add(cell)
 
     def send(self, typename: str, address_id: str, value_typename: str, payload: bytes) -> None:
-        self._ctx.send(_message(typename, address_id, value_typename, payload))
+        _fill(self._reply.outgoing_messages.add(), typename, address_id, value_typename, payload)
 
     def send_after(
         self, delay: timedelta, typename: str, address_id: str, value_typename: str, payload: bytes
     ) -> None:
-        self._ctx.send_after(delay, _message(typename, address_id, value_typename, payload))
+        delayed = self._reply.delayed_invocations.add()
+        _fill(delayed, typename, address_id, value_typename, payload)
+        delayed.delay_in_ms = int(delay.total_seconds() * 1000.0)
 
     def egress(self, topic: str, key: str, payload: bytes) -> None:
-        self._ctx.send_egress(
-            statefun.kafka_egress_message(
-                typename=wire.EGRESS_ID, topic=topic, key=key, value=payload
-            )
-        )
+        if not topic:
+            raise ValueError("a Kafka egress record needs a topic")
+        record = KafkaProducerRecord(topic=topic, key=key, value_bytes=payload)
+        outgoing = self._reply.outgoing_egresses.add()
+        outgoing.egress_namespace, outgoing.egress_type = split_typename(wire.EGRESS_ID)
+        argument = outgoing.argument
+        argument.typename = KAFKA_RECORD_TYPENAME
+        argument.has_value = True
+        argument.value = record.SerializeToString()
+
+    def write_mutations(self) -> None:
+        """Put the batch's cell writes into the reply (in the order the cells are declared)."""
+        for name, typename in self._typenames.items():
+            if name not in self._dirty:
+                continue
+            mutation = self._reply.state_mutations.add()
+            mutation.state_name = name
+            data = self._cells[name]
+            if data is None:
+                mutation.mutation_type = _DELETE
+            else:
+                mutation.mutation_type = _MODIFY
+                value = mutation.state_value
+                value.typename = typename
+                value.has_value = True
+                value.value = data
 
 
-def _message(typename: str, address_id: str, value_typename: str, payload: bytes) -> Any:
-    """`statefun.message_builder(..., value=payload, value_type=raw_type(value_typename))`, built
-    directly: the payload is already bytes (the raw type's serializer is the identity), and
-    this runs for every message sent. `Message` refuses an empty target as the builder does."""
-    typed_value = TypedValue(typename=value_typename, has_value=True, value=payload)
-    return statefun.Message(target_typename=typename, target_id=address_id, typed_value=typed_value)
+def _fill(pb: Any, typename: str, address_id: str, value_typename: str, payload: bytes) -> None:
+    """Target and argument of an outgoing (or delayed) invocation."""
+    if not address_id:
+        raise ValueError(f"a message to {typename} needs an address id")
+    target = pb.target
+    target.namespace, target.type = split_typename(typename)
+    target.id = address_id
+    argument = pb.argument
+    argument.typename = value_typename
+    argument.has_value = True
+    argument.value = payload
 
 
 Handler = Callable[[Invocation, Outbox], Awaitable[None]]
 
 
-class _FunctionTable:
-    """What the SDK's handler looks functions up in, with a fallback per namespace: an unknown
-    function never fails the job."""
-
-    def __init__(self) -> None:
-        self.functions: dict[str, Any] = {}
-        self.fallbacks: dict[str, Any] = {}
-
-    def for_typename(self, typename: str) -> Any:
-        found = self.functions.get(typename)
-        if found is not None:
-            return found
-        namespace = typename.partition("/")[0]
-        return self.fallbacks.get(namespace) or self.fallbacks.get("*")
-
-
-def _function(fun: Callable[[Any, Any], Awaitable[None]], cells: list[CellSpec]) -> Any:
-    specs = storage.make_address_storage_spec(_value_specs(cells))
-    return statefun_builder.StatefulFunction(fun=fun, specs=specs, is_async=True)
-
-
-class _BatchHandler(request_reply_v3.RequestReplyHandler):  # type: ignore[misc]
-    """The SDK's request-reply handler (its `handle_async`, for async functions, which all of
-    ours are) plus the one step it has no hook for: after a batch's last invocation, the batch-end
-    callbacks of its Outbox run, before the reply is built from the context. Owning the loop
-    means the batch's end is known without counting its invocations first (a second parse of
-    the whole request, state included, in every batch)."""
-
-    async def handle_async(self, request_bytes: bytes) -> bytes:
-        to_function = ToFunction()
-        to_function.ParseFromString(request_bytes)
-        batch = to_function.invocation
-        address = request_reply_v3.sdk_address_from_pb(batch.target)
-        target = self.functions.for_typename(address.typename)
-        if not target:
-            raise ValueError(f"Unable to find a function of type {address.typename}")
-        resolution = storage.resolve(target.storage_spec, address.typename, batch.state)
-        if resolution.missing_specs:
-            failure = request_reply_v3.collect_failure(resolution.missing_specs)
-            return failure.SerializeToString()  # type: ignore[no-any-return]
-        ctx = request_reply_v3.UserFacingContext(address, resolution.storage)
-        fun, typename, address_id = target.fun, address.typename, address.id
-        caller_of = request_reply_v3.sdk_address_from_pb
-        state = _Batch(len(batch.invocations))
-        token = _BATCH.set(state)
-        try:
-            for invocation in batch.invocations:
-                message = statefun.Message(
-                    target_typename=typename, target_id=address_id, typed_value=invocation.argument
-                )
-                ctx._caller = caller_of(invocation.caller)
-                await fun(ctx, message)
-        finally:
-            _BATCH.reset(token)
-        if state.outbox is not None:
-            await state.outbox.end_batch_async()
-            state.outbox.end_batch()
-        return request_reply_v3.collect_success(ctx).SerializeToString()  # type: ignore[no-any-return]
+class _Function(NamedTuple):
+    handler: Handler
+    typenames: dict[str, str]  # cell name -> value typename, in declaration order
+    cells: tuple[CellSpec, ...]
 
 
 class StatefunEndpoint:
     """Serves functions over the request-reply protocol: `await handle(body) -> body`."""
 
     def __init__(self) -> None:
-        self._functions = _FunctionTable()
-        self._handler = _BatchHandler(self._functions)
+        self._functions: dict[str, _Function] = {}
+        self._fallbacks: dict[str, _Function] = {}
 
     def register(self, typename: str, handler: Handler, cells: Iterable[CellSpec] = ()) -> None:
         """Serve `handler` as the function `namespace/name`."""
-        cells = list(cells)
-        self._functions.functions[typename] = _function(self._wrap(handler, cells), cells)
+        split_typename(typename)
+        cells = tuple(cells)
+        self._functions[typename] = _Function(handler, {c.name: c.typename for c in cells}, cells)
 
     def register_fallback(self, namespace: str, handler: Handler) -> None:
         """Serve every other function of `namespace` (or `*`: of any namespace) with `handler`."""
-        self._functions.fallbacks[namespace] = _function(self._wrap(handler, []), [])
+        self._fallbacks[namespace] = _Function(handler, {}, ())
+
+    def _lookup(self, typename: str) -> _Function:
+        found = self._functions.get(typename)
+        if found is None:
+            namespace = typename.partition("/")[0]
+            found = self._fallbacks.get(namespace) or self._fallbacks.get("*")
+            if found is None:
+                raise ValueError(f"Unable to find a function of type {typename}")
+        return found
 
     async def handle(self, body: bytes) -> bytes:
         """Handle one `ToFunction` request and return the `FromFunction` reply."""
-        result: bytes = await self._handler.handle_async(body)
-        return result
-
-    @staticmethod
-    def _wrap(handler: Handler, cells: list[CellSpec]) -> Callable[[Any, Any], Awaitable[None]]:
-        specs = {c.name: c for c in cells}
-
-        async def invoke(context: Any, message: Any) -> None:
-            address = context.address
-            caller = context.caller
-            typed_value = message.typed_value
-            invocation = Invocation(
-                address.namespace,
-                address.name,
-                address.id,
-                typed_value.typename,
-                typed_value.value if typed_value.has_value else b"",
-                caller.typename if caller is not None else None,
-                caller.id if caller is not None else None,
+        batch = ToFunction.FromString(body).invocation
+        target = batch.target
+        namespace, function, address_id = target.namespace, target.type, target.id
+        registered = self._lookup(f"{namespace}/{function}")
+        typenames = registered.typenames
+        cells = _received_cells(batch.state, typenames)
+        reply = FromFunction()
+        if cells is None:
+            _ask_for_missing(reply, registered.cells, batch.state)
+            return reply.SerializeToString()  # type: ignore[no-any-return]
+        invocations = batch.invocations
+        outbox = Outbox(cells, typenames, reply.invocation_result, len(invocations))
+        handler = registered.handler
+        for invocation in invocations:
+            argument, caller = invocation.argument, invocation.caller
+            caller_id: str | None = caller.id
+            caller_typename: str | None = f"{caller.namespace}/{caller.type}"
+            if not (caller.namespace or caller.type or caller_id):
+                caller_typename = caller_id = None
+            await handler(
+                Invocation(
+                    namespace,
+                    function,
+                    address_id,
+                    argument.typename,
+                    argument.value if argument.has_value else b"",
+                    caller_typename,
+                    caller_id,
+                ),
+                outbox,
             )
-            batch = _BATCH.get()
-            assert batch is not None, "invoked outside StatefunEndpoint.handle"
-            if batch.outbox is None:
-                # one Outbox per batch: handlers may keep parsed state between its invocations
-                batch.outbox = Outbox(context, specs, batch.size)
-            await handler(invocation, batch.outbox)
-
-        return invoke
+        if invocations:
+            await outbox.end_batch_async()
+            outbox.end_batch()
+        outbox.write_mutations()
+        return reply.SerializeToString()  # type: ignore[no-any-return]
 
 
-def _value_specs(cells: list[CellSpec]) -> list[Any]:
-    return [
-        statefun.ValueSpec(
-            name=c.name, type=raw_type(c.typename), expire_after_write=c.expire_after_write
-        )
-        for c in cells
-    ]
+def _received_cells(state: Any, typenames: dict[str, str]) -> dict[str, bytes | None] | None:
+    """The cells' values as bytes (None: empty), or None when StateFun sent not all of them
+    (it then needs the specs: the first call to a function after it is deployed)."""
+    cells: dict[str, bytes | None] = {}
+    for persisted in state:
+        name = persisted.state_name
+        expected = typenames.get(name)
+        if expected is None:
+            continue
+        value = persisted.state_value
+        if not value.has_value:
+            cells[name] = None
+        elif value.typename != expected:
+            raise TypeError(
+                f"state cell {name!r} holds a {value.typename} value, declared as {expected}"
+            )
+        else:
+            cells[name] = value.value
+    return cells if len(cells) == len(typenames) else None
+
+
+def _ask_for_missing(reply: Any, cells: tuple[CellSpec, ...], state: Any) -> None:
+    received = {persisted.state_name for persisted in state}
+    missing_values = reply.incomplete_invocation_context.missing_values
+    for cell in cells:
+        if cell.name in received:
+            continue
+        missing = missing_values.add()
+        missing.state_name = cell.name
+        missing.type_typename = cell.typename
+        expiration = missing.expiration_spec
+        if cell.expire_after_write is None:
+            expiration.mode = _EXPIRE_NONE
+        else:
+            expiration.mode = _EXPIRE_AFTER_WRITE
+            expiration.expire_after_millis = int(cell.expire_after_write.total_seconds() * 1000)
