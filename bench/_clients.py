@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,14 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
     }
 
 
-def handshake() -> None:
-    """In a client process: say ready, wait for the go."""
+def handshake() -> float:
+    """In a client process: say ready, wait for the go; returns the process's CPU time then
+    (`time.process_time()`), from which the client reports its own CPU for the phase."""
     print(READY, flush=True)
     line = sys.stdin.readline().strip()
     if line != GO:
         raise SystemExit(f"expected {GO!r} on stdin, got {line!r}")
+    return time.process_time()
 
 
 def stop_group(proc: subprocess.Popen[Any], grace: float = 15) -> None:
@@ -76,9 +79,11 @@ def run_clients(
     cwd: Path | None = None,
     ready_timeout: float = 180,
     run_timeout: float = 1800,
+    on_go: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Start one process per spec (`cmd + [json spec]`), release them together, return their
-    results in spec order. Every process is stopped on the way out, whatever happens."""
+    """Start one process per spec (`cmd + [json spec]`), release them together (calling
+    `on_go` just before), return their results in spec order. Every process is stopped on the
+    way out, whatever happens."""
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     procs: list[subprocess.Popen[str]] = []
     logs = []
@@ -108,6 +113,8 @@ def run_clients(
                     f"{name} client {i} did not get ready ({line!r}); "
                     f"see {log_dir}/{name}-client-{i}.log"
                 )
+        if on_go is not None:
+            on_go()
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(GO + "\n")

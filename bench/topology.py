@@ -31,6 +31,7 @@ from typing import Any
 
 from bench import _clients, realtime
 from bench import tasks as bench_tasks
+from bench._cpu import CpuMeter, pids_cpu_seconds, session_cpu
 from bench._memory import MemorySampler
 from flink_tasks.config import INLINE_CHAIN_STEPS_VAR
 from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
@@ -77,6 +78,7 @@ class Topology:
         )
         self.runtime = LocalRuntime(self.settings)
         self.sampler: MemorySampler | None = None
+        self.cpu: CpuMeter | None = None
 
     def start(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -91,6 +93,13 @@ class Topology:
         self.sampler = MemorySampler(
             self.workers.proc.pid, jvm_pids, self.runtime.rest_url, job.jid if job else None
         ).start()
+        self.cpu = CpuMeter(
+            {
+                "statefun_jvm": pids_cpu_seconds(jvm_pids),
+                "kafka": pids_cpu_seconds([status.kafka.pid] if status.kafka.pid else []),
+                "serve": session_cpu(self.workers.proc.pid),
+            }
+        )
         return {
             "startup_s": time.perf_counter() - t0,
             "serve_command": " ".join(self.workers.command()[1:]),
@@ -127,8 +136,16 @@ class Topology:
         }
 
     def run(self, name: str, specs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
-        """Client processes for `specs`, released together; their results and the memory peaks."""
-        assert self.sampler is not None
+        """Client processes for `specs`, released together; their results and the phase's
+        figures: memory peaks and, from GO to the last client's exit, the CPU seconds of each
+        process group and the task attempts serve ran (`cpu`)."""
+        assert self.sampler is not None and self.cpu is not None
+        cpu, tasks_at_go = self.cpu, {}
+
+        def go() -> None:
+            cpu.mark()
+            tasks_at_go["calls"] = _task_calls_or_none(self)
+
         self.sampler.window()
         parts = _clients.run_clients(
             [sys.executable, "-m", "bench.topology_client"],
@@ -137,8 +154,13 @@ class Topology:
             f"topology-{name}",
             cwd=ROOT,
             run_timeout=self.args.timeout + 120,
+            on_go=go,
         )
-        return parts, self.sampler.peaks()
+        used = cpu.since()
+        used["clients"] = sum(part.pop("cpu_s", 0.0) for part in parts)
+        before, after = tasks_at_go.get("calls"), _task_calls_or_none(self)
+        tasks = after["tasks"] - before["tasks"] if before and after else None
+        return parts, {**self.sampler.peaks(), "cpu": {"seconds": used, "task_attempts": tasks}}
 
 
 def task_calls(top: Topology) -> dict[str, float]:

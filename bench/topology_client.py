@@ -54,7 +54,7 @@ def b5(client: FlinkTasksClient, spec: dict[str, Any]) -> dict[str, Any]:
     n, offset = spec["n"], spec["offset"]
     for i in range(spec["warmup"]):  # connections, metadata, the first call per function
         assert client.submit_sync(bench_tasks.inc.send(i), timeout=spec["timeout"]) == i + 1
-    _clients.handshake()
+    went = _clients.handshake()
     done_at = [0.0] * n
     results: list[Any] = [None] * n
     remaining = [n]
@@ -85,6 +85,7 @@ def b5(client: FlinkTasksClient, spec: dict[str, Any]) -> dict[str, Any]:
         "last_submit": submitted_at[-1],
         "last_result": max(done_at),
         "latencies_ms": [(d - s) * 1000 for s, d in zip(submitted_at, done_at, strict=True)],
+        "cpu_s": time.process_time() - went,
     }
 
 
@@ -132,7 +133,7 @@ def main() -> None:
             out = b5(client, spec)
         else:
             _warm_up(client, spec)
-            _clients.handshake()
+            went = _clients.handshake()
             if mode == "b2":
                 out = b2(client, spec)
             else:
@@ -141,6 +142,7 @@ def main() -> None:
                 # bench.realtime's loops take anything with `submit_async(pipeline, timeout=)`
                 run = realtime.b1 if mode == "b1" else realtime.b3
                 out = asyncio.run(run(client, _realtime_args(spec)))  # type: ignore[arg-type]
+            out["cpu_s"] = time.process_time() - went
     finally:
         client.close()
     with open(spec["out"], "w") as fh:

@@ -55,6 +55,46 @@ def _memory(m: dict[str, Any] | None) -> str:
     )
 
 
+_CPU_GROUPS = ("statefun_jvm", "kafka", "serve", "clients")
+
+
+def _cpu(m: dict[str, Any] | None, groups: tuple[str, ...] = _CPU_GROUPS) -> str | None:
+    """CPU ms per task attempt by process group, or None when the phase has no such figure."""
+    cpu = (m or {}).get("cpu") or {}
+    seconds, tasks = cpu.get("seconds"), cpu.get("task_attempts")
+    if not seconds or not tasks:
+        return None
+    per = [seconds[group] * 1000 / tasks if group in seconds else None for group in groups]
+    cells = " | ".join("—" if ms is None else f"{ms:.2f}" for ms in per)
+    return f"{tasks:,.0f} | {cells} | **{sum(ms or 0.0 for ms in per):.2f}**"
+
+
+def _cpu_table(
+    add: Any, top: dict[str, Any], opt: dict[str, Any], celery_b5: dict[str, Any] | None
+) -> None:
+    rows = [("B1", top.get("b1")), ("B2", top.get("b2"))]
+    rows += [(f"{p.upper()}, opt-in settings", opt.get(p)) for p in ("b1", "b2")]
+    rows += [(f"B5 {reuse}", row) for reuse, row in (top.get("b5") or {}).items()]
+    rendered = [(name, _cpu(row.get("memory") if row else None)) for name, row in rows]
+    # Celery's groups in the same columns: Redis as the broker, its worker as the task runner
+    celery = _cpu(celery_b5, ("-", "redis", "celery_worker", "clients"))
+    if celery:
+        rendered.append(("Celery B5 (Redis in the Kafka column, its worker in serve's)", celery))
+    rendered = [(name, cells) for name, cells in rendered if cells]
+    if not rendered:
+        return
+    add("")
+    add(
+        "CPU per task attempt, by process, from the clients' GO to the last client's exit "
+        "(bench/_cpu.py; the task attempts from serve's /metrics; warm-up excluded):"
+    )
+    add("")
+    add("| phase | task attempts | StateFun JVM ms | Kafka ms | serve ms | clients ms | total ms |")
+    add("|---|---|---|---|---|---|---|")
+    for name, cells in rendered:
+        add(f"| {name} | {cells} |")
+
+
 def _loadavg(step: dict[str, Any]) -> str:
     return f"{' '.join(step.get('loadavg_start', []))} at its start, {' '.join(step.get('loadavg_end', []))} at its end"
 
@@ -207,6 +247,7 @@ def section(results: dict[str, Any]) -> list[str]:
             add(f"| B3 n={row['n']:,} (both variants) | {_memory(row.get('memory'))} |")
     for reuse, row in (top.get("b5") or {}).items():
         add(f"| B5 {reuse} | {_memory(row.get('memory'))} |")
+    _cpu_table(add, top, opt, (results.get("celery_b5") or {}).get("b5"))
     add("")
     add(
         "- Worker RSS adds VmRSS over every process of serve's session (supervisor, worker processes, fork servers, pool "

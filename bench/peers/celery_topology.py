@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _clients
+from bench._cpu import CpuMeter, pids_cpu_seconds, session_cpu
 from bench.peers.celery_bench import _stop, _wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def client(spec: dict[str, Any]) -> None:
 
     listener = threading.Thread(target=listen, name="result-arrivals", daemon=True)
     listener.start()
-    _clients.handshake()
+    went = _clients.handshake()
     ids = [uuid.uuid4().hex for _ in range(n)]
     submitted_at = [0.0] * n
     results = []
@@ -91,6 +92,7 @@ def client(spec: dict[str, Any]) -> None:
                 "last_submit": submitted_at[-1],
                 "last_result": max(done_at),
                 "latencies_ms": [(d - s) * 1000 for s, d in pairs],
+                "cpu_s": time.process_time() - went,
             },
             fh,
         )
@@ -158,6 +160,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for i in range(args.clients)
         ]
+        cpu = CpuMeter(
+            {
+                "redis": pids_cpu_seconds([redis_proc.pid]),
+                "celery_worker": session_cpu(worker.pid),
+            }
+        )
         parts = _clients.run_clients(
             [sys.executable, "-m", "bench.peers.celery_topology", "client"],
             specs,
@@ -166,8 +174,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env={"PYTHONPATH": str(ROOT)},
             cwd=ROOT,
             run_timeout=args.timeout + 120,
+            on_go=cpu.mark,
         )
+        used = cpu.since()
+        used["clients"] = sum(part.pop("cpu_s", 0.0) for part in parts)
         out["b5"] = _clients.merge_b5(parts)
+        out["b5"]["cpu"] = {"seconds": used, "task_attempts": per_client * args.clients}
         b5 = out["b5"]
         print(
             f"B5 celery: {b5['n']} tasks from {b5['clients']} processes, {b5['tasks_per_s']:.0f} "
