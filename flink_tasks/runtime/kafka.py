@@ -245,11 +245,17 @@ class KafkaBroker:
         from kafka.errors import TopicAlreadyExistsError
 
         wanted = self.settings.topic_partitions
+        configs = self.settings.topic_configs
         admin = self.admin(10_000)
         try:
             existing = set(admin.list_topics())
             missing = [
-                NewTopic(name, num_partitions=parts, replication_factor=1)
+                NewTopic(
+                    name,
+                    num_partitions=parts,
+                    replication_factor=1,
+                    topic_configs=configs.get(name, {}),
+                )
                 for name, parts in wanted.items()
                 if name not in existing
             ]

@@ -36,6 +36,17 @@ _PROCESS: dict[str, str] = {"kind": "process"}
 #: inside the package so that an installed wheel can build and start the runtime.
 RESOURCES_DIR = Path(__file__).resolve().parent / "resources"
 
+#: StateFun's Kafka ingress throws on a record without a key, and the job would read it again
+#: after every restart (a crash loop; docs/reliability.md). A topic whose cleanup policy includes
+#: `compact` makes the broker refuse such a record instead, with an error to its producer. The
+#: compaction lag equals the retention, so compaction never removes a record that deletion would
+#: not remove at the same age: the policy is only there for the broker's key check.
+KEYED_TOPIC_CONFIG: Mapping[str, str] = {
+    "cleanup.policy": "compact,delete",
+    "retention.ms": "604800000",
+    "min.compaction.lag.ms": "604800000",
+}
+
 
 def project_root() -> Path | None:
     """The source checkout this package lives in, or None when installed (no checkout)."""
@@ -246,6 +257,17 @@ class LocalRuntimeSettings:
             if ns not in seen:
                 seen.append(ns)
         return tuple(seen)
+
+    @property
+    def ingress_topics(self) -> tuple[str, ...]:
+        """The topics StateFun's Kafka ingress reads (every record must carry a key)."""
+        return (self.requests_topic, self.actions_topic, self.task_reports_topic)
+
+    @property
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """Topic-level configs the runtime creates topics with (only where they differ from the
+        broker's defaults): the ingress topics refuse keyless records (KEYED_TOPIC_CONFIG)."""
+        return {topic: dict(KEYED_TOPIC_CONFIG) for topic in self.ingress_topics}
 
     @property
     def topic_partitions(self) -> dict[str, int]:

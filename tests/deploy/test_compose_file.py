@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from flink_tasks.runtime.module_yaml import deploy_target, read_env_file
-from flink_tasks.runtime.settings import LocalRuntimeSettings
+from flink_tasks.runtime.settings import KEYED_TOPIC_CONFIG, LocalRuntimeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -210,9 +210,14 @@ def test_kafka_listeners_and_topics_match_the_settings(services: dict[str, dict[
     target = deploy_target("compose")
     assert target.kafka_address == "kafka:9092"
     script = services["kafka-init"]["command"][0]
-    created = dict(re.findall(r"^\s*create (\S+) (\d+)$", script, re.MULTILINE))
+    created = dict(re.findall(r"^\s*create (\S+) (\d+)", script, re.MULTILINE))
     expected = {topic: str(n) for topic, n in target.settings.topic_partitions.items()}
     assert created == expected
+    # the ingress topics get the runtime's key check (compacted), the others none
+    keyed = set(re.findall(r"^\s*create (\S+) \d+ \"\$\$\{keyed\[@\]\}\"$", script, re.MULTILINE))
+    assert keyed == set(target.settings.topic_configs)
+    flags = dict(re.findall(r"--config ([a-z.]+)=([^\s)]+)", script))
+    assert flags == dict(KEYED_TOPIC_CONFIG)
     # transactions of the exactly-once egress must fit the broker's limit
     max_ms = int(env["KAFKA_TRANSACTION_MAX_TIMEOUT_MS"])
     assert target.settings.transaction_timeout.total_seconds() * 1000 <= max_ms

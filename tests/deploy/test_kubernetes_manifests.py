@@ -22,6 +22,7 @@ import yaml
 
 from flink_tasks.runtime.configs import restart_flink_conf
 from flink_tasks.runtime.module_yaml import deploy_target, read_env_file
+from flink_tasks.runtime.settings import KEYED_TOPIC_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -313,6 +314,12 @@ def test_kafka_topics_match_settings_env() -> None:
     assert {
         name: d["spec"]["partitions"] for name, d in topics.items()
     } == target.settings.topic_partitions
+    for name, d in topics.items():  # the ingress topics get the runtime's key check, no other
+        config = {key: str(value) for key, value in d["spec"]["config"].items()}
+        if name in target.settings.topic_configs:
+            assert config.items() >= KEYED_TOPIC_CONFIG.items(), name
+        else:
+            assert "cleanup.policy" not in config, name
     cluster = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in topics.values()}
     assert cluster == {"flink-tasks"}
     assert (

@@ -1,14 +1,15 @@
-"""A record without a key on the request topic, on a runtime of its own (it is destructive).
+"""A record without a key on an ingress topic, on a runtime of its own (it is destructive).
 
 Stock StateFun 3.3.0's Kafka ingress routes a record to the function id given by its key; a
 record with a null key makes the ingress throw, the job fails, restarts from its checkpoint,
 reads the same record again, and so on: a crash loop that no Python code sees (the record never
-reaches the worker). The restart strategy (exponential delay, no attempt limit, so that an
-outage never fails the job for good) never gives up, so the loop goes on, ever slower, until
-someone moves the consumer offset past the record. It cannot be fixed without custom
-Java in the ingress, so flink-tasks' guarantee is on the producing side: the client always sets
-the key (test_05_bad_input.py::test_client_always_sets_a_key). This test verifies the property,
-so that the documentation (docs/reliability.md) stays true.
+reaches the worker). It cannot be fixed without custom Java in the ingress, so flink-tasks keeps
+such a record out of the topic: the ingress topics are created compacted (`cleanup.policy`
+`compact,delete`), and the broker refuses a record without a key on a compacted topic, with an
+error to its producer; the client always sets the key besides
+(test_05_bad_input.py::test_client_always_sets_a_key). The first test checks the refusal; the
+second turns the policy off, as on a topic created without flink-tasks' settings, and verifies
+the crash loop that then follows, so that the documentation (docs/reliability.md) stays true.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import InvalidRecordError
 
 from flink_tasks._proto import messages_pb2
 from tests.faults import fault_tasks as ft
@@ -45,16 +48,45 @@ def doomed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
         yield s
 
 
+def _keyless_request(doomed: FaultStack) -> bytes:
+    s = doomed.settings
+    request = messages_pb2.PipelineRequest(
+        pipeline=ft.square.send(3).to_proto(), reply_topic=s.replies_topic, reply_id="nk"
+    )
+    return request.SerializeToString()
+
+
+def test_the_ingress_topics_refuse_a_record_without_key(doomed: FaultStack) -> None:
+    s = doomed.settings
+    assert doomed.client.submit_sync(ft.square.send(2), timeout=60) == 4
+    before = job_health(doomed.runtime)
+    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, retries=0)
+    try:
+        for topic in s.ingress_topics:
+            with pytest.raises(InvalidRecordError):
+                producer.send(topic, key=None, value=_keyless_request(doomed)).get(30)
+    finally:
+        producer.close()
+    # nothing reached the job: it runs on, and takes the next pipeline as usual
+    assert doomed.client.submit_sync(ft.square.send(5), timeout=60) == 25
+    after = job_health(doomed.runtime)
+    assert (after.jid, after.state, after.restarts) == (before.jid, "RUNNING", before.restarts)
+
+
 def test_record_without_key_crash_loops_stock_statefun(doomed: FaultStack) -> None:
     s = doomed.settings
     assert doomed.client.submit_sync(ft.square.send(2), timeout=60) == 4
     before = job_health(doomed.runtime)
-    request = messages_pb2.PipelineRequest(
-        pipeline=ft.square.send(3).to_proto(), reply_topic=s.replies_topic, reply_id="nk"
-    )
+    # a request topic created without flink-tasks' settings: deletion only, no key check
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    try:
+        policy = {"cleanup.policy": "delete"}
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, s.requests_topic, policy)])
+    finally:
+        admin.close()
     producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers)
     try:
-        producer.send(s.requests_topic, key=None, value=request.SerializeToString()).get(30)
+        producer.send(s.requests_topic, key=None, value=_keyless_request(doomed)).get(30)
     finally:
         producer.close()
     sent_at = time.monotonic()
