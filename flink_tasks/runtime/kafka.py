@@ -263,6 +263,14 @@ class KafkaBroker:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     admin.create_topics(missing, timeout_ms=30_000)
                 log.info("created topics %s", ", ".join(t.name for t in missing))
+            # a run dir from an older version keeps its topics: give them today's configs (the
+            # whole set: the runtime's topics have no other overrides)
+            older = [name for name in configs if name in existing]
+            if older:
+                from kafka.admin import ConfigResource, ConfigResourceType
+
+                topic = ConfigResourceType.TOPIC
+                admin.alter_configs([ConfigResource(topic, n, configs[n]) for n in older])
             deadline = time.monotonic() + 60
             while True:
                 described = {

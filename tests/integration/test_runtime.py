@@ -24,6 +24,8 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from flink_tasks.runtime import (
     LocalRuntime,
@@ -35,6 +37,7 @@ from flink_tasks.runtime import (
     render_module_yaml,
 )
 from flink_tasks.runtime.process import ManagedProcess, port_is_free
+from flink_tasks.runtime.settings import KEYED_TOPIC_CONFIG
 from flink_tasks.wire import ACTION_REQUEST as ACTION_REQUEST_TYPE
 from flink_tasks.wire import EGRESS_ID, PIPELINE_FUNCTION
 from flink_tasks.wire import PIPELINE_REQUEST as PIPELINE_REQUEST_TYPE
@@ -364,6 +367,33 @@ def test_local_runtime_fixture(local_runtime: LocalRuntime) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"state": "RUNNING"' in proc.stdout
+
+
+@pytest.mark.integration
+def test_every_start_gives_the_ingress_topics_the_key_check(local_runtime: LocalRuntime) -> None:
+    """Topics of a run dir from before the key check (docs/reliability.md) get it on the next
+    start: checked in the broker's config (test_02 shows the broker then refuses keyless
+    records; none is sent here, on the session's runtime)."""
+    s = local_runtime.settings
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    topic = ConfigResourceType.TOPIC
+    try:
+        admin.alter_configs([ConfigResource(topic, s.actions_topic, {"cleanup.policy": "delete"})])
+        assert _topic_config(admin, s.actions_topic)["cleanup.policy"] == "delete"
+        local_runtime.kafka.create_topics()
+        for name in s.ingress_topics:
+            config = _topic_config(admin, name)
+            assert {key: config.get(key) for key in KEYED_TOPIC_CONFIG} == KEYED_TOPIC_CONFIG
+        assert "cleanup.policy" not in _topic_config(admin, s.replies_topic)
+    finally:
+        admin.close()
+
+
+def _topic_config(admin: KafkaAdminClient, name: str) -> dict[str, str]:
+    """The topic's config overrides (what differs from the broker's defaults)."""
+    found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    (entries,) = (by_name[name] for by_name in found.values())
+    return {key: str(data["value"]) for key, data in entries.items()}
 
 
 @contextlib.contextmanager
