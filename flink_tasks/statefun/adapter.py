@@ -13,6 +13,7 @@ speaks request-reply from the generated messages").
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -55,8 +56,10 @@ class Invocation(NamedTuple):
     caller_id: str | None
 
 
+@functools.cache
 def split_typename(typename: str) -> tuple[str, str]:
-    """`namespace/name` -> (namespace, name), as the SDK splits it (at the last slash)."""
+    """`namespace/name` -> (namespace, name), as the SDK splits it (at the last slash); cached:
+    a worker sends to a handful of function types, once per message."""
     namespace, slash, name = typename.rpartition("/")
     if not slash or not namespace or not name:
         raise ValueError(f"a function type must be of the form namespace/name, not {typename!r}")
@@ -75,7 +78,7 @@ class Outbox:
         "_cells",
         "_dirty",
         "_reply",
-        "_typenames",
+        "_specs",
         "batch_size",
         "scratch",
     )
@@ -83,12 +86,12 @@ class Outbox:
     def __init__(
         self,
         cells: dict[str, bytes | None],
-        typenames: dict[str, str],
+        specs: dict[str, CellSpec],
         reply: Any,
         batch_size: int = 1,
     ) -> None:
         self._cells = cells
-        self._typenames = typenames
+        self._specs = specs
         self._dirty: set[str] = set()
         self._reply = reply  # FromFunction.InvocationResponse
         #: invocations in this batch (all share this Outbox)
@@ -149,7 +152,7 @@ class Outbox:
             raise ValueError("a Kafka egress record needs a topic")
         record = KafkaProducerRecord(topic=topic, key=key, value_bytes=payload)
         outgoing = self._reply.outgoing_egresses.add()
-        outgoing.egress_namespace, outgoing.egress_type = split_typename(wire.EGRESS_ID)
+        outgoing.egress_namespace, outgoing.egress_type = _EGRESS
         argument = outgoing.argument
         argument.typename = KAFKA_RECORD_TYPENAME
         argument.has_value = True
@@ -157,7 +160,7 @@ class Outbox:
 
     def write_mutations(self) -> None:
         """Put the batch's cell writes into the reply (in the order the cells are declared)."""
-        for name, typename in self._typenames.items():
+        for name, spec in self._specs.items():
             if name not in self._dirty:
                 continue
             mutation = self._reply.state_mutations.add()
@@ -168,7 +171,7 @@ class Outbox:
             else:
                 mutation.mutation_type = _MODIFY
                 value = mutation.state_value
-                value.typename = typename
+                value.typename = spec.typename
                 value.has_value = True
                 value.value = data
 
@@ -187,12 +190,13 @@ def _fill(pb: Any, typename: str, address_id: str, value_typename: str, payload:
 
 
 Handler = Callable[[Invocation, Outbox], Awaitable[None]]
+#: where every Kafka egress record goes (`wire.EGRESS_ID`, split once)
+_EGRESS = split_typename(wire.EGRESS_ID)
 
 
 class _Function(NamedTuple):
     handler: Handler
-    typenames: dict[str, str]  # cell name -> value typename, in declaration order
-    cells: tuple[CellSpec, ...]
+    specs: dict[str, CellSpec]  # by cell name, in declaration order
 
 
 class StatefunEndpoint:
@@ -205,12 +209,11 @@ class StatefunEndpoint:
     def register(self, typename: str, handler: Handler, cells: Iterable[CellSpec] = ()) -> None:
         """Serve `handler` as the function `namespace/name`."""
         split_typename(typename)
-        cells = tuple(cells)
-        self._functions[typename] = _Function(handler, {c.name: c.typename for c in cells}, cells)
+        self._functions[typename] = _Function(handler, {c.name: c for c in cells})
 
     def register_fallback(self, namespace: str, handler: Handler) -> None:
         """Serve every other function of `namespace` (or `*`: of any namespace) with `handler`."""
-        self._fallbacks[namespace] = _Function(handler, {}, ())
+        self._fallbacks[namespace] = _Function(handler, {})
 
     def _lookup(self, typename: str) -> _Function:
         found = self._functions.get(typename)
@@ -227,14 +230,14 @@ class StatefunEndpoint:
         target = batch.target
         namespace, function, address_id = target.namespace, target.type, target.id
         registered = self._lookup(f"{namespace}/{function}")
-        typenames = registered.typenames
-        cells = _received_cells(batch.state, typenames)
+        specs = registered.specs
+        cells = _received_cells(batch.state, specs)
         reply = FromFunction()
         if cells is None:
-            _ask_for_missing(reply, registered.cells, batch.state)
+            _ask_for_missing(reply, specs, batch.state)
             return reply.SerializeToString()  # type: ignore[no-any-return]
         invocations = batch.invocations
-        outbox = Outbox(cells, typenames, reply.invocation_result, len(invocations))
+        outbox = Outbox(cells, specs, reply.invocation_result, len(invocations))
         handler = registered.handler
         for invocation in invocations:
             argument, caller = invocation.argument, invocation.caller
@@ -261,15 +264,16 @@ class StatefunEndpoint:
         return reply.SerializeToString()  # type: ignore[no-any-return]
 
 
-def _received_cells(state: Any, typenames: dict[str, str]) -> dict[str, bytes | None] | None:
+def _received_cells(state: Any, specs: dict[str, CellSpec]) -> dict[str, bytes | None] | None:
     """The cells' values as bytes (None: empty), or None when StateFun sent not all of them
     (it then needs the specs: the first call to a function after it is deployed)."""
     cells: dict[str, bytes | None] = {}
     for persisted in state:
         name = persisted.state_name
-        expected = typenames.get(name)
-        if expected is None:
+        spec = specs.get(name)
+        if spec is None:
             continue
+        expected = spec.typename
         value = persisted.state_value
         if not value.has_value:
             cells[name] = None
@@ -279,13 +283,13 @@ def _received_cells(state: Any, typenames: dict[str, str]) -> dict[str, bytes | 
             )
         else:
             cells[name] = value.value
-    return cells if len(cells) == len(typenames) else None
+    return cells if len(cells) == len(specs) else None
 
 
-def _ask_for_missing(reply: Any, cells: tuple[CellSpec, ...], state: Any) -> None:
+def _ask_for_missing(reply: Any, specs: dict[str, CellSpec], state: Any) -> None:
     received = {persisted.state_name for persisted in state}
     missing_values = reply.incomplete_invocation_context.missing_values
-    for cell in cells:
+    for cell in specs.values():
         if cell.name in received:
             continue
         missing = missing_values.add()
