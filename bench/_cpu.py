@@ -17,31 +17,35 @@ from pathlib import Path
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command (state ppid pgrp session ...), or None
+    when the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # the fields after the command, which may contain spaces: state ppid pgrp session ...
+    # the command may contain spaces and parentheses: split after its last ")"
     return stat.rsplit(")", 1)[1].split()
+
+
+def _cpu_of(fields: list[str]) -> float:
+    # utime stime cutime cstime: stat fields 14-17 (1-based), [11:15] after the command
+    return sum(int(value) for value in fields[11:15]) / TICKS
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime + cutime + cstime of `pid`, in seconds (0 if it is gone)."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
-    # stat fields 14-17 (1-based) are fields[11:15] after the command
-    return sum(int(value) for value in fields[11:15]) / TICKS
+    fields = stat_fields(pid)
+    return _cpu_of(fields) if fields is not None else 0.0
 
 
 def session_cpu_seconds(session: int) -> float:
     total = 0.0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
+            fields = stat_fields(int(entry.name))
             if fields is not None and int(fields[3]) == session:
-                total += sum(int(value) for value in fields[11:15]) / TICKS
+                total += _cpu_of(fields)
     return total
 
 

@@ -20,16 +20,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench._cpu import stat_fields
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _session_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # fields after the command (which may contain spaces): state ppid pgrp session ...
-    return int(stat.rsplit(")", 1)[1].split()[3])
+    fields = stat_fields(pid)
+    return int(fields[3]) if fields is not None else None
 
 
 def rss_bytes(pid: int) -> int:

@@ -137,7 +137,7 @@ class Topology:
 
     def run(self, name: str, specs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
         """Client processes for `specs`, released together; their results and the phase's
-        figures: memory peaks and, from GO to the last client's exit, the CPU seconds of each
+        figures: `memory` peaks and, from GO to the last client's exit, the CPU seconds of each
         process group and the task attempts serve ran (`cpu`)."""
         assert self.sampler is not None and self.cpu is not None
         cpu, tasks_at_go = self.cpu, {}
@@ -160,7 +160,8 @@ class Topology:
         used["clients"] = sum(part.pop("cpu_s", 0.0) for part in parts)
         before, after = tasks_at_go.get("calls"), _task_calls_or_none(self)
         tasks = after["tasks"] - before["tasks"] if before and after else None
-        return parts, {**self.sampler.peaks(), "cpu": {"seconds": used, "task_attempts": tasks}}
+        cpu_figures = {"seconds": used, "task_attempts": tasks}
+        return parts, {"memory": self.sampler.peaks(), "cpu": cpu_figures}
 
 
 def task_calls(top: Topology) -> dict[str, float]:
@@ -187,19 +188,19 @@ def _task_calls_or_none(top: Topology) -> dict[str, float] | None:
 
 def _b1(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
     before = _task_calls_or_none(top)
-    (part,), memory = top.run("b1", [top.spec("b1")])
+    (part,), figures = top.run("b1", [top.spec("b1")])
     after = _task_calls_or_none(top)
     calls = None
     if before is not None and after is not None:
         calls = {key: after[key] - before[key] for key in after}
         log.warning("B1 topology: %.0f task attempts in %.0f requests", *calls.values())
-    results["b1"] = {**part, "memory": memory, "task_calls": calls}
+    results["b1"] = {**part, **figures, "task_calls": calls}
     log.warning("B1 topology: %s", {k: round(v["median_tasks_per_s"]) for k, v in part.items()})
 
 
 def _b2(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> None:
-    (part,), memory = top.run("b2", [top.spec("b2")])
-    results["b2"] = {**part, "memory": memory}
+    (part,), figures = top.run("b2", [top.spec("b2")])
+    results["b2"] = {**part, **figures}
     log.warning(
         "B2 topology: p50 %.1f p95 %.1f p99 %.1f ms", part["p50_ms"], part["p95_ms"], part["p99_ms"]
     )
@@ -209,9 +210,9 @@ def _b3(top: Topology, args: argparse.Namespace, results: dict[str, Any]) -> Non
     results.setdefault("b3", {})
     for n in args.b3_sizes:
         variants = args.b3_variants if n <= 100_000 else args.b3_big_variants
-        (part,), memory = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n], b3_variants=variants)])
+        (part,), figures = top.run(f"b3-{n}", [top.spec("b3", b3_sizes=[n], b3_variants=variants)])
         for key, row in part.items():
-            results["b3"][key] = {**row, "memory": memory}
+            results["b3"][key] = {**row, **figures}
             log.warning(
                 "B3 topology %s: %.2f s, %.0f us/child",
                 key,
@@ -232,9 +233,9 @@ def _b5(policies: str) -> Any:
                 )
                 for i in range(args.b5_clients)
             ]
-            parts, memory = top.run(f"b5-{reuse}", specs)
+            parts, figures = top.run(f"b5-{reuse}", specs)
             merged = _clients.merge_b5(parts)
-            results["b5"][reuse] = {**merged, "reuse": reuse, "memory": memory}
+            results["b5"][reuse] = {**merged, "reuse": reuse, **figures}
             log.warning(
                 "B5 topology reuse=%s: %d pipelines from %d processes, %.0f tasks/s, "
                 "p50 %.1f p95 %.1f p99 %.1f ms",

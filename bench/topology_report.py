@@ -58,9 +58,9 @@ def _memory(m: dict[str, Any] | None) -> str:
 _CPU_GROUPS = ("statefun_jvm", "kafka", "serve", "clients")
 
 
-def _cpu(m: dict[str, Any] | None, groups: tuple[str, ...] = _CPU_GROUPS) -> str | None:
+def _cpu(row: dict[str, Any] | None, groups: tuple[str, ...] = _CPU_GROUPS) -> str | None:
     """CPU ms per task attempt by process group, or None when the phase has no such figure."""
-    cpu = (m or {}).get("cpu") or {}
+    cpu = (row or {}).get("cpu") or {}
     seconds, tasks = cpu.get("seconds"), cpu.get("task_attempts")
     if not seconds or not tasks:
         return None
@@ -75,7 +75,7 @@ def _cpu_table(
     rows = [("B1", top.get("b1")), ("B2", top.get("b2"))]
     rows += [(f"{p.upper()}, opt-in settings", opt.get(p)) for p in ("b1", "b2")]
     rows += [(f"B5 {reuse}", row) for reuse, row in (top.get("b5") or {}).items()]
-    rendered = [(name, _cpu(row.get("memory") if row else None)) for name, row in rows]
+    rendered = [(name, _cpu(row)) for name, row in rows]
     # Celery's groups in the same columns: Redis as the broker, its worker as the task runner
     celery = _cpu(celery_b5, ("-", "redis", "celery_worker", "clients"))
     if celery:
