@@ -37,6 +37,8 @@ class AddressStats:
     invocations: int = 0
     state_bytes: int = 0
     max_state_bytes: int = 0
+    # the most one call shipped of each state cell, by cell name
+    max_cell_bytes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,6 +190,9 @@ class InMemoryRuntime:
         stats.invocations += len(batch)
         stats.state_bytes += shipped
         stats.max_state_bytes = max(stats.max_state_bytes, shipped)
+        for name, (_, data) in state.items():
+            if data:
+                stats.max_cell_bytes[name] = max(stats.max_cell_bytes.get(name, 0), len(data))
         for name, data in reply.mutations.items():
             if data is None:
                 address.state.pop(name, None)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
-from flink_tasks import TaskError, in_parallel, wire
+from flink_tasks import TaskError, in_parallel, serialization, wire
 from flink_tasks.testing import PipelineEnvironment
 from tests import pipelines as t
 
 
-async def _fan_out_cost(size: int) -> tuple[float, int, float]:
-    """(state bytes shipped per result, the most shipped in one call, pipeline calls per result)."""
+@dataclass(frozen=True)
+class FanOutCost:
+    state_per_result: float  # state bytes shipped per task result
+    calls_per_result: float  # pipeline function calls per task result
+    largest_cell: dict[str, int]  # the most one call shipped of each cell, over all addresses
+    result_bytes: int  # the encoded result of the whole fan-out
+
+
+async def _fan_out_cost(size: int) -> FanOutCost:
     # The in-memory runtime has no in-flight limit (StateFun has), so 100,000 tasks would queue in
     # the worker past its inline wait and go the lease path: not what this measures.
     # 100,000 chains are a ~6 MB request: as on a broker configured for records that large.
@@ -28,9 +36,16 @@ async def _fan_out_cost(size: int) -> tuple[float, int, float]:
             for (typename, _), s in env.runtime.stats.items()
             if typename == wire.PIPELINE_FUNCTION
         ]
-        shipped = sum(s.state_bytes for s in stats)
-        calls = sum(s.invocations for s in stats)
-        return shipped / size, max(s.max_state_bytes for s in stats), calls / size
+        largest: dict[str, int] = {}
+        for s in stats:
+            for cell, shipped in s.max_cell_bytes.items():
+                largest[cell] = max(largest.get(cell, 0), shipped)
+        return FanOutCost(
+            state_per_result=sum(s.state_bytes for s in stats) / size,
+            calls_per_result=sum(s.invocations for s in stats) / size,
+            largest_cell=largest,
+            result_bytes=serialization.encode(result).ByteSize(),
+        )
 
 
 @pytest.mark.slow
@@ -38,13 +53,18 @@ async def test_state_shipped_per_result_does_not_grow_with_the_fan_out() -> None
     # 30x the size is enough to see growth; 100,000 and 1,000,000 are `make bench`'s (B3)
     small = await _fan_out_cost(1_000)
     large = await _fan_out_cost(30_000)
-    print(
-        f"per result: 1,000 -> {small[0]:.0f} B, 30,000 -> {large[0]:.0f} B; "
-        f"largest call {large[1]} B"
-    )
-    assert large[0] <= 1.5 * small[0]
-    assert large[1] <= 64 * 1024  # no address ever ships the whole fan-out
-    assert large[2] <= 1.5 * small[2]
+    print(f"1,000: {small}\n30,000: {large}")
+    assert large.state_per_result <= 1.5 * small.state_per_result
+    assert large.calls_per_result <= 1.5 * small.calls_per_result
+    # a definition holds one stage (at most 100 chains: a leaf's tasks or the references to the
+    # stages below it), the control record at most the ids of 100 running stages, whatever the
+    # fan-out...
+    assert large.largest_cell["definition"] <= 16 * 1024
+    assert large.largest_cell["run"] <= 8 * 1024
+    # ...while a fan-in's slots hold the results its children returned so far: these grow with
+    # the results (how many arrive per call varies from run to run), never to all of them (the
+    # group finishes in the call its last result arrives in)
+    assert large.largest_cell["slots"] < large.result_bytes
 
 
 async def test_long_chains_are_segmented_and_keep_their_semantics() -> None:
