@@ -13,8 +13,9 @@ two lanes share no runtime and no ports (tests/faults/harness.py: 61000-62999)."
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if out:
         with open(out, "w") as fh:
             json.dump(RESULTS, fh, indent=2, sort_keys=True)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the CLI in-process configures logging to that test's captured stderr;
+    left in place, every later warning of any thread fails to write there ("--- Logging error
+    ---" in the run's output) and the root level stays changed."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
