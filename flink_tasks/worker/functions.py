@@ -382,13 +382,22 @@ class Worker:
         if request.attempt > 1:
             series.retries.inc()
         series.in_progress.inc()
-        started = time.perf_counter()
+        received = time.perf_counter()
+        began: float | None = None  # None: the body never started (refused, or the pool closed)
+
+        def body_starts() -> None:  # from a pool thread, for the thread pool
+            nonlocal began
+            began = time.perf_counter()
+            on_start()
+
         try:
-            result = await self.runner.run(request, on_start)
+            result = await self.runner.run(request, body_starts)
         finally:
             series.in_progress.dec()
+        if began is not None:
+            series.queue_wait.observe(began - received)
         duration = series.failed if result.WhichOneof("outcome") == "error" else series.succeeded
-        duration.observe(time.perf_counter() - started)
+        duration.observe(time.perf_counter() - (received if began is None else began))
         return result
 
     async def drain(self, timeout: float) -> None:

@@ -50,6 +50,7 @@ class TaskSeries:
 
     in_progress: Any
     retries: Any
+    queue_wait: Any
     succeeded: Any
     failed: Any
 
@@ -64,6 +65,7 @@ class Metrics:
             series = self._task_series[task_type] = TaskSeries(
                 in_progress=self.tasks_in_progress.labels(task_type),
                 retries=self.task_retries.labels(task_type),
+                queue_wait=self.task_queue_wait.labels(task_type),
                 succeeded=self.task_duration.labels(task_type, "succeeded"),
                 failed=self.task_duration.labels(task_type, "failed"),
             )
@@ -74,9 +76,17 @@ class Metrics:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.task_duration = Histogram(
             "flink_tasks_task_duration_seconds",
-            "Time from a worker receiving a task attempt to its result (pool queueing included), "
-            "by task type and outcome (succeeded, failed).",
+            "Time from a task attempt's body starting to its result (from its receipt for one "
+            "that failed before it started), by task type and outcome (succeeded, failed).",
             ["task_type", "outcome"],
+            buckets=TASK_BUCKETS,
+            registry=registry,
+        )
+        self.task_queue_wait = Histogram(
+            "flink_tasks_task_queue_seconds",
+            "Time a task attempt waited in the worker for a pool thread or process before its "
+            "body started, by task type.",
+            ["task_type"],
             buckets=TASK_BUCKETS,
             registry=registry,
         )
