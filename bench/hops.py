@@ -24,8 +24,10 @@ from statefun.request_reply_pb2 import ToFunction
 
 from bench import tasks as bench_tasks
 from flink_tasks.config import INLINE_CHAIN_STEPS_VAR
+from flink_tasks.engine.context import EngineSettings
 from flink_tasks.runtime import LocalRuntimeSettings
 from flink_tasks.testing import PipelineEnvironment
+from flink_tasks.testing._local import installed_client
 from flink_tasks.worker.functions import Worker
 
 Call = tuple[float, float, str]  # arrival, reply, the called function's type
@@ -104,7 +106,15 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.buffer_timeout_ms is not None
         else LocalRuntimeSettings().buffer_timeout,
     )
-    async with PipelineEnvironment.start_local(bench_tasks.tasks, settings=settings) as env:
+    factory = installed_client()
+
+    def client(**options: Any) -> Any:  # without events: no event records to write per pipeline
+        return factory(**{**options, "events_topic": ""} if args.no_events else options)
+
+    engine = EngineSettings(stall_timeout=None) if args.no_stall_check else None
+    async with PipelineEnvironment.start_local(
+        bench_tasks.tasks, settings=settings, client=client, engine=engine
+    ) as env:
         return [await measure(env, steps, args.runs, args.warmup) for steps in args.steps]
 
 
@@ -115,6 +125,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--inline-chain-steps", type=int, default=0)
     parser.add_argument("--buffer-timeout-ms", type=int, default=None)
+    parser.add_argument("--no-events", action="store_true", help="submit without events")
+    parser.add_argument(
+        "--no-stall-check", action="store_true", help="EngineSettings(stall_timeout=None)"
+    )
     parser.add_argument("--run-dir", default="/tmp/ft-bench-hops")
     parser.add_argument("--kafka-port", type=int, default=21192)
     parser.add_argument("--rest-port", type=int, default=21181)
