@@ -24,7 +24,7 @@ from statefun.request_reply_pb2 import ToFunction
 
 from bench import tasks as bench_tasks
 from flink_tasks.config import INLINE_CHAIN_STEPS_VAR
-from flink_tasks.engine.context import EngineSettings
+from flink_tasks.engine import EngineSettings
 from flink_tasks.runtime import LocalRuntimeSettings
 from flink_tasks.testing import PipelineEnvironment
 from flink_tasks.testing._local import installed_client
@@ -63,9 +63,10 @@ def _segments(t0: float, t1: float, calls: list[Call]) -> list[tuple[str, float]
     return out
 
 
-async def measure(env: PipelineEnvironment, steps: int, runs: int, warmup: int) -> dict[str, Any]:
-    calls: list[Call] = []
-    _instrument(calls)
+async def measure(
+    env: PipelineEnvironment, calls: list[Call], steps: int, runs: int, warmup: int
+) -> dict[str, Any]:
+    """`calls`: where the instrumented worker records its calls (cleared before each run)."""
     timelines: dict[tuple[str, ...], list[list[float]]] = {}
     totals = []
     for rep in range(warmup + runs):
@@ -115,7 +116,9 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     async with PipelineEnvironment.start_local(
         bench_tasks.tasks, settings=settings, client=client, engine=engine
     ) as env:
-        return [await measure(env, steps, args.runs, args.warmup) for steps in args.steps]
+        calls: list[Call] = []
+        _instrument(calls)  # once: the worker's class, for every measurement
+        return [await measure(env, calls, steps, args.runs, args.warmup) for steps in args.steps]
 
 
 def main() -> None:

@@ -53,6 +53,7 @@ async def test_a_tasks_wait_for_the_pool_is_apart_from_its_run_time() -> None:
         metrics = env.worker.metrics
         held = asyncio.ensure_future(env.submit_async(sleep_sync.send(2.0, "held")))
         while not metrics.value("flink_tasks_tasks_in_progress", task_type=SLEEP):
+            assert not held.done(), held.result()  # it must run, not end before it started
             await asyncio.sleep(0.01)  # until the executor has it (no await in between)
         assert await env.submit_async(echo.send("queued")) == "queued"
         assert await held == "held"
