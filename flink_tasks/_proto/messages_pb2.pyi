@@ -358,6 +358,48 @@ class TaskResult(google.protobuf.message.Message):
 global___TaskResult = TaskResult
 
 @typing.final
+class TaskRequests(google.protobuf.message.Message):
+    """Several task requests in one message to one task address (EngineSettings.task_buckets): the
+    pipeline function packs what one of its batches sends to a bucket, so StateFun routes, stores
+    and calls one message instead of one per task. Each element is a serialized TaskRequest.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: builtins.int
+    @property
+    def requests(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        requests: collections.abc.Iterable[builtins.bytes] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["requests", b"requests"]) -> None: ...
+
+global___TaskRequests = TaskRequests
+
+@typing.final
+class TaskResults(google.protobuf.message.Message):
+    """Several task results in one message to one pipeline address: what one task-function call
+    finished for that pipeline. Each element is a serialized TaskResult (parsed one by one, so an
+    unreadable result fails its own task and not its neighbours).
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: builtins.int
+    @property
+    def results(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        results: collections.abc.Iterable[builtins.bytes] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["results", b"results"]) -> None: ...
+
+global___TaskResults = TaskResults
+
+@typing.final
 class Run(google.protobuf.message.Message):
     """The pipeline function's control record for one address: small, rewritten on each step."""
 

@@ -75,6 +75,15 @@ _SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
 }
 
 
+def _send_packed(packs: dict[tuple[str, str], list[bytes]], outbox: Outbox) -> None:
+    for (function_type, address_id), payloads in packs.items():
+        if len(payloads) == 1:
+            outbox.send(function_type, address_id, wire.TASK_REQUEST, payloads[0])
+        else:
+            packed = messages_pb2.TaskRequests(requests=payloads).SerializeToString()
+            outbox.send(function_type, address_id, wire.TASK_REQUESTS, packed)
+
+
 def _write_back(state: AddressState, outbox: Outbox) -> None:
     for cell, data in state.encoded().items():
         outbox.set(cell, data)
@@ -171,15 +180,29 @@ class Worker:
     # ---------------------------------------------------------------- pipeline function
 
     async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
-        # the hottest path of the worker (every message of every pipeline): kept lean on purpose
         typename = invocation.typename
+        if typename != wire.TASK_RESULTS:
+            self._pipeline_message(invocation, typename, invocation.payload, outbox)
+            return
+        try:
+            packed = messages_pb2.TaskResults.FromString(invocation.payload)
+        except DecodeError as err:  # framing only: each result is parsed (or salvaged) below
+            self._reject("unparsable", invocation, f"cannot parse {typename}: {err}")
+            return
+        for payload in packed.results:
+            self._pipeline_message(invocation, wire.TASK_RESULT, payload, outbox)
+
+    def _pipeline_message(
+        self, invocation: Invocation, typename: str, payload: bytes, outbox: Outbox
+    ) -> None:
+        # the hottest path of the worker (every message of every pipeline): kept lean on purpose
         message_type = _PIPELINE_INPUTS.get(typename)
         if message_type is None:
             self._reject("unknown_type", invocation, f"unexpected message type {typename!r}")
             return
         message: EngineMessage
         try:
-            message = message_type.FromString(invocation.payload)
+            message = message_type.FromString(payload)
         except DecodeError as err:
             detail = f"cannot parse {typename}: {err}"
             self._reject("unparsable", invocation, detail)
@@ -187,7 +210,7 @@ class Worker:
             if salvage is None:
                 return
             # from our own functions, so a pipeline waits for it: fail it rather than hang
-            message = salvage(invocation.payload, detail)
+            message = salvage(payload, detail)
             self.metrics.unreadable_failures.labels(typename.rpartition("/")[2]).inc()
         if message_type is messages_pb2.PipelineRequest and not message.pipeline.entries:  # type: ignore[union-attr]
             self.metrics.rejected_messages.labels("invalid_request").inc()
@@ -262,12 +285,17 @@ class Worker:
 
     def _apply(self, effect: fx.Effect, outbox: Outbox) -> None:
         if isinstance(effect, fx.SendTask):
-            outbox.send(
-                f"{effect.namespace}/{effect.worker_name}",
-                effect.address_id,
-                wire.TASK_REQUEST,
-                effect.request.SerializeToString(),
-            )
+            function_type = f"{effect.namespace}/{effect.worker_name}"
+            payload = effect.request.SerializeToString()
+            if not self.engine.task_buckets:
+                outbox.send(function_type, effect.address_id, wire.TASK_REQUEST, payload)
+                return
+            # a bucket address gets one message per batch, whatever number of tasks it carries
+            packs: dict[tuple[str, str], list[bytes]] | None = outbox.scratch.get("packs")
+            if packs is None:
+                packs = outbox.scratch["packs"] = {}
+                outbox.at_batch_end(functools.partial(_send_packed, packs, outbox))
+            packs.setdefault((function_type, effect.address_id), []).append(payload)
         elif isinstance(effect, fx.SendPipelineMessage):
             typename = (
                 wire.TASK_RESULT
@@ -322,13 +350,23 @@ class Worker:
     # ---------------------------------------------------------------- task functions
 
     async def _task_function(self, invocation: Invocation, outbox: Outbox) -> None:
-        if invocation.typename != wire.TASK_REQUEST:
-            self._reject(
-                "unknown_type", invocation, f"unexpected message type {invocation.typename!r}"
-            )
-            return
+        typename = invocation.typename
+        if typename == wire.TASK_REQUEST:
+            self._start_task(invocation, invocation.payload, outbox)
+        elif typename == wire.TASK_REQUESTS:
+            try:
+                packed = messages_pb2.TaskRequests.FromString(invocation.payload)
+            except DecodeError as err:
+                self._reject("unparsable", invocation, f"cannot parse {typename}: {err}")
+                return
+            for payload in packed.requests:
+                self._start_task(invocation, payload, outbox)
+        else:
+            self._reject("unknown_type", invocation, f"unexpected message type {typename!r}")
+
+    def _start_task(self, invocation: Invocation, payload: bytes, outbox: Outbox) -> None:
         try:
-            request = messages_pb2.TaskRequest.FromString(invocation.payload)
+            request = messages_pb2.TaskRequest.FromString(payload)
         except DecodeError as err:
             self._reject("unparsable", invocation, f"cannot parse a task request: {err}")
             return
@@ -359,6 +397,7 @@ class Worker:
             await asyncio.wait({attempt.future for attempt in started})  # never cancels them
         else:
             await hold(started, self.inline_wait_s, self.queue_wait_s)
+        results: dict[str, list[bytes]] = {}
         for attempt in started:
             if not attempt.future.done():
                 assert self.reports is not None
@@ -367,13 +406,15 @@ class Worker:
                 report = attempt.detach(self.reports, self.lease_ms)
                 outbox.send(wire.PIPELINE_FUNCTION, attempt.reply_to, wire.WORKER_REPORT, report)
                 continue
-            result = attempt.future.result()
-            outbox.send(
-                wire.PIPELINE_FUNCTION,
-                attempt.reply_to,
-                wire.TASK_RESULT,
-                result.SerializeToString(),
-            )
+            payload = attempt.future.result().SerializeToString()
+            results.setdefault(attempt.reply_to, []).append(payload)
+        # one message per pipeline address, however many of its tasks this call ran
+        for reply_to, payloads in results.items():
+            if len(payloads) == 1:
+                outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, payloads[0])
+            else:
+                packed = messages_pb2.TaskResults(results=payloads).SerializeToString()
+                outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULTS, packed)
 
     async def _run_task(
         self, request: messages_pb2.TaskRequest, on_start: Callable[[], None]

@@ -34,19 +34,29 @@ def _task_calls(env: PipelineEnvironment) -> tuple[int, int]:
     return sum(s.batches for s in stats), sum(s.invocations for s in stats)
 
 
-async def test_a_fan_out_needs_fewer_requests_than_tasks() -> None:
+def _pipeline_messages(env: PipelineEnvironment) -> int:
+    assert env.runtime is not None
+    stats = env.runtime.stats
+    return sum(s.invocations for (t, _), s in stats.items() if t == wire.PIPELINE_FUNCTION)
+
+
+async def test_a_fan_out_needs_fewer_requests_and_messages_than_tasks() -> None:
     settings = EngineSettings(task_buckets=4)
     async with PipelineEnvironment.in_process(tasks, engine=settings) as env:
         result = await env.submit_async(
             in_parallel([wait_and_echo.send(i, 0) for i in range(1000)])
         )
         assert result == list(range(1000))
-        calls, invocations = _task_calls(env)
-        assert invocations == 1000
-        assert calls <= 100  # 10 stages x 4 buckets, each batch holds what queued meanwhile
+        calls, messages = _task_calls(env)
+        # 10 stages of 100 (automatic staging), each starts its tasks in one step and packs
+        # them into one message per bucket
+        assert messages == 40
+        assert calls <= messages
         metrics = env.worker.metrics  # what an operator sees: tasks per request
         assert metrics.value("flink_tasks_task_batch_size_count") == calls
         assert metrics.value("flink_tasks_task_batch_size_sum") == 1000
+        # the results come back packed too: one message per call and stage, not per task
+        assert _pipeline_messages(env) < 100
 
 
 async def test_without_buckets_every_task_is_its_own_request() -> None:
@@ -55,6 +65,7 @@ async def test_without_buckets_every_task_is_its_own_request() -> None:
         result = await env.submit_async(in_parallel([wait_and_echo.send(i, 0) for i in range(100)]))
         assert result == list(range(100))
         assert _task_calls(env) == (100, 100)
+        assert _pipeline_messages(env) >= 100  # a result message per task
 
 
 async def test_a_slow_task_does_not_hold_back_the_fast_results_of_its_batch() -> None:
@@ -70,12 +81,16 @@ async def test_a_slow_task_does_not_hold_back_the_fast_results_of_its_batch() ->
         for invocation in request_reply_v3.ToFunction.FromString(body).invocation.invocations:
             value = invocation.argument
             result = None
+            results: list[messages_pb2.TaskResult] = []
             if value.typename == wire.TASK_RESULT:
-                result = messages_pb2.TaskResult.FromString(value.value)
+                results = [messages_pb2.TaskResult.FromString(value.value)]
+            elif value.typename == wire.TASK_RESULTS:
+                packed = messages_pb2.TaskResults.FromString(value.value).results
+                results = [messages_pb2.TaskResult.FromString(r) for r in packed]
             elif value.typename == wire.WORKER_REPORT:
                 report = messages_pb2.WorkerReport.FromString(value.value)
-                result = report.result if report.HasField("result") else None
-            if result is not None:
+                results = [report.result] if report.HasField("result") else []
+            for result in results:
                 arrived.setdefault(result.slot - 1, now)
         return await handle(body)
 
