@@ -223,6 +223,7 @@ class TaskRequest(google.protobuf.message.Message):
     INVOCATION_FIELD_NUMBER: builtins.int
     NOT_FRUITFUL_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
+    BATCHED_FIELD_NUMBER: builtins.int
     EXPIRES_AT_MS_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     INLINE_NEXT_FIELD_NUMBER: builtins.int
@@ -243,6 +244,8 @@ class TaskRequest(google.protobuf.message.Message):
     """the result is not wanted: None is passed on"""
     slot: builtins.int
     """1 + the chain's index in the running group; 0: not in a group"""
+    batched: builtins.bool
+    """sent to a task bucket: answered within the batch wait"""
     expires_at_ms: builtins.int
     """.set(expires=): the worker fails the task if it starts later"""
     @property
@@ -282,12 +285,13 @@ class TaskRequest(google.protobuf.message.Message):
         invocation: builtins.int = ...,
         not_fruitful: builtins.bool = ...,
         slot: builtins.int = ...,
+        batched: builtins.bool = ...,
         expires_at_ms: builtins.int = ...,
         trace_context: global___TraceContext | None = ...,
         inline_next: collections.abc.Iterable[flink_tasks._proto.pipeline_pb2.TaskEntry] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "inline_next", b"inline_next", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "batched", b"batched", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "inline_next", b"inline_next", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 

@@ -68,6 +68,14 @@ def register_serve(subparsers: Subparsers) -> None:
         "(default 5s; keep it well under the runtime's call budget)",
     )
     serve.add_argument(
+        "--batch-wait",
+        type=parse_duration,
+        default="500ms",
+        metavar="DURATION",
+        help="with --task-buckets: the inline wait of a group's tasks, which share a bucket's "
+        "calls (what queues at a bucket waits for its call in flight); default 500ms",
+    )
+    serve.add_argument(
         "--queue-wait",
         type=parse_duration,
         default="15s",
@@ -186,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         extra_namespaces=tuple(ns for ns in extra if ns),
         shutdown_timeout=args.shutdown_timeout,
         inline_wait=args.inline_wait,
+        batch_wait=args.batch_wait,
         queue_wait=args.queue_wait,
         task_lease=args.task_lease,
         pool=args.pool,

@@ -50,12 +50,18 @@ def as_action(value: int) -> messages_pb2.Action.ValueType:
     return cast("messages_pb2.Action.ValueType", value)
 
 
+def bucketed(sender: str, slot: int, buckets: int) -> bool:
+    """Whether a task goes to a bucket address shared with other tasks: only a group's tasks
+    (slot > 0) run side by side; a pipeline's other tasks run one at a time, nothing to batch."""
+    return buckets > 0 and slot > 0 and bool(sender)
+
+
 def task_address(
     task_id: str, attempt: int, sender: str = "", slot: int = 0, buckets: int = 0
 ) -> str:
-    """The task function address of an attempt: its own (no buckets), or one of `buckets`
+    """The task function address of an attempt: its own, or (`bucketed`) one of `buckets`
     addresses of the sending pipeline address, by slot (StateFun batches what queues there)."""
-    if buckets > 0 and sender:
+    if bucketed(sender, slot, buckets):
         return f"{sender}#b{slot % buckets}"
     # One address per task attempt: attempts never queue behind each other's batch.
     return task_id if attempt <= 1 else f"{task_id}#{attempt}"

@@ -9,6 +9,7 @@ from flink_tasks._proto import messages_pb2, pipeline_pb2, values_pb2
 from flink_tasks.engine import effects, finish, groups, inline, pauses, retries, schedule, values
 from flink_tasks.engine.common import (
     FINISHED_STATUSES,
+    bucketed,
     entry_task_ids,
     final_error,
     task_address,
@@ -177,11 +178,13 @@ def send_task(
     )
     if ctx.settings.inline_chain_steps:
         request.inline_next.extend(inline.plan(ctx, task, slot))
+    buckets = ctx.settings.task_buckets
+    request.batched = bucketed(ctx.address_id, slot, buckets)
     ctx.effects.append(
         effects.SendTask(
             namespace,
             task.worker_name or wire.DEFAULT_WORKER_NAME,
-            task_address(task.task_id, attempt, ctx.address_id, slot, ctx.settings.task_buckets),
+            task_address(task.task_id, attempt, ctx.address_id, slot, buckets),
             request,
         )
     )

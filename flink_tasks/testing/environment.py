@@ -22,6 +22,7 @@ from flink_tasks.testing._inprocess import InMemoryReportSink, InMemoryRuntime
 from flink_tasks.testing.virtual_time import RunningTasks, VirtualClock
 from flink_tasks.types import PipelineStatus
 from flink_tasks.worker.functions import (
+    DEFAULT_BATCH_WAIT,
     DEFAULT_INLINE_WAIT,
     DEFAULT_LEASE,
     DEFAULT_QUEUE_WAIT,
@@ -254,6 +255,7 @@ class PipelineEnvironment:
         max_batch: int = 1000,
         default_timeout: float = 60.0,
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
+        batch_wait: timedelta = DEFAULT_BATCH_WAIT,
         queue_wait: timedelta = DEFAULT_QUEUE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
         pool: PoolSettings | None = None,
@@ -280,6 +282,7 @@ class PipelineEnvironment:
             hooks=[*(hooks or ()), running] if clock is not None else hooks or (),
             reports=reports,
             inline_wait=inline_wait,
+            batch_wait=batch_wait,
             queue_wait=queue_wait,
             lease=lease,
             pool=pool,

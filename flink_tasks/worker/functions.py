@@ -64,6 +64,9 @@ _PIPELINE_INPUTS: dict[str, type[_PipelineInput]] = {
 
 #: Tasks still running after this are answered with a lease (see `Worker`).
 DEFAULT_INLINE_WAIT = timedelta(seconds=5)
+#: A group's tasks at a bucket address (`EngineSettings.task_buckets`) still running after this
+#: are leased, so the tasks queued behind them there wait at most this long.
+DEFAULT_BATCH_WAIT = timedelta(milliseconds=500)
 #: Tasks still queued for a pool slot after this are answered with a lease too.
 DEFAULT_QUEUE_WAIT = timedelta(seconds=15)
 DEFAULT_LEASE = timedelta(seconds=30)
@@ -105,6 +108,9 @@ class Worker:
             past it the call is answered with a lease. Counted from the task's start, so tasks
             queued for a pool slot keep their calls and StateFun sends no more than it has
             calls in flight (admission control).
+        batch_wait: the inline wait of a call at a task bucket (`EngineSettings.task_buckets`),
+            when it is shorter: a bucket is shared by a group's tasks, and what queues there
+            waits for the call in flight, so a slow task is leased after this instead.
         queue_wait: how long a call whose tasks wait for a pool slot (every slot busy) may
             be held before they are leased anyway. A call is held at most the longer of the
             two waits: keep both well under the runtime's call budget (``transport.call``:
@@ -133,6 +139,7 @@ class Worker:
         egress_topics: Collection[str] | None = None,
         reports: ReportSink | None = None,
         inline_wait: timedelta = DEFAULT_INLINE_WAIT,
+        batch_wait: timedelta = DEFAULT_BATCH_WAIT,
         queue_wait: timedelta = DEFAULT_QUEUE_WAIT,
         lease: timedelta = DEFAULT_LEASE,
         pool: PoolSettings | None = None,
@@ -145,6 +152,7 @@ class Worker:
         self.ids = ids
         self.reports = reports
         self.inline_wait_s = inline_wait.total_seconds()
+        self.batch_wait_s = min(self.inline_wait_s, batch_wait.total_seconds())
         self.queue_wait_s = queue_wait.total_seconds()
         self.lease_ms = int(lease.total_seconds() * 1000)
         if self.lease_ms < 300:
@@ -389,14 +397,17 @@ class Worker:
         started.append(attempt)
 
     async def _answer_batch(self, started: list[Attempt], outbox: Outbox) -> None:
-        """Results of the batch's tasks done within the inline wait; a lease for each other one
-        (its result follows on the task-reports topic), so a slow task holds the batch's call
-        for at most `inline_wait` of its running time (`attempts.hold`)."""
+        """Results of the batch's tasks done within the inline wait (the batch wait at a task
+        bucket); a lease for each other one (its result follows on the task-reports topic), so
+        a slow task holds the batch's call for at most that much of its running time
+        (`attempts.hold`)."""
         self.metrics.task_batch_size.observe(len(started))
         if self.reports is None:
             await asyncio.wait({attempt.future for attempt in started})  # never cancels them
         else:
-            await hold(started, self.inline_wait_s, self.queue_wait_s)
+            shared = any(attempt.request.batched for attempt in started)
+            wait = self.batch_wait_s if shared else self.inline_wait_s
+            await hold(started, wait, self.queue_wait_s)
         results: dict[str, list[bytes]] = {}
         for attempt in started:
             if not attempt.future.done():

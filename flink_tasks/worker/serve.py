@@ -42,6 +42,7 @@ from flink_tasks.logs import LogFormat
 from flink_tasks.registry import FlinkTasks
 from flink_tasks.runtime.settings import LocalRuntimeSettings
 from flink_tasks.worker.functions import (
+    DEFAULT_BATCH_WAIT,
     DEFAULT_INLINE_WAIT,
     DEFAULT_LEASE,
     DEFAULT_QUEUE_WAIT,
@@ -87,6 +88,7 @@ class ServeOptions:
     grace: timedelta = timedelta(seconds=30)
     shutdown_timeout: timedelta = timedelta(seconds=20)
     inline_wait: timedelta = DEFAULT_INLINE_WAIT
+    batch_wait: timedelta = DEFAULT_BATCH_WAIT
     queue_wait: timedelta = DEFAULT_QUEUE_WAIT
     task_lease: timedelta = DEFAULT_LEASE
     env: dict[str, str] = field(default_factory=dict)
@@ -134,6 +136,7 @@ def build_worker(tasks: FlinkTasks, options: ServeOptions) -> Worker:
         pool=pool,
         reports=report_sink(),
         inline_wait=options.inline_wait,
+        batch_wait=options.batch_wait,
         queue_wait=options.queue_wait,
         lease=options.task_lease,
     )

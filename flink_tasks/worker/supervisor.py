@@ -91,6 +91,7 @@ class Supervisor:
             cmd += ["--extra-namespace", ns]
         cmd += ["--shutdown-timeout", f"{o.shutdown_timeout.total_seconds():g}s"]
         cmd += ["--inline-wait", f"{o.inline_wait.total_seconds():g}s"]
+        cmd += ["--batch-wait", f"{o.batch_wait.total_seconds():g}s"]
         cmd += ["--queue-wait", f"{o.queue_wait.total_seconds():g}s"]
         cmd += ["--task-lease", f"{o.task_lease.total_seconds():g}s"]
         cmd += ["--pool", o.pool]

@@ -25,7 +25,10 @@ async def _fan_out_cost(size: int) -> FanOutCost:
     # the worker past its inline wait and go the lease path: not what this measures.
     # 100,000 chains are a ~6 MB request: as on a broker configured for records that large.
     async with PipelineEnvironment.in_process(
-        t.tasks, inline_wait=timedelta(hours=1), max_request_bytes=16 * 1024 * 1024
+        t.tasks,
+        inline_wait=timedelta(hours=1),
+        batch_wait=timedelta(hours=1),
+        max_request_bytes=16 * 1024 * 1024,
     ) as env:
         pipeline = in_parallel([t.multiply.send(i) for i in range(size)]).with_initial(args=2)
         result = await env.submit_async(pipeline, timeout=timedelta(minutes=5))

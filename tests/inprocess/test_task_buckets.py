@@ -70,9 +70,8 @@ async def test_without_buckets_every_task_is_its_own_request() -> None:
 
 async def test_a_slow_task_does_not_hold_back_the_fast_results_of_its_batch() -> None:
     settings = EngineSettings(task_buckets=4)
-    env = PipelineEnvironment.in_process(
-        tasks, engine=settings, inline_wait=timedelta(seconds=0.5), lease=timedelta(seconds=3)
-    )
+    # serve's default inline wait (5 s): the batch wait (0.5 s) bounds a bucket's calls
+    env = PipelineEnvironment.in_process(tasks, engine=settings, lease=timedelta(seconds=3))
     arrived: dict[int, float] = {}  # slot - 1 -> when its result reached the pipeline function
     handle = env.worker.handle
 
@@ -100,7 +99,7 @@ async def test_a_slow_task_does_not_hold_back_the_fast_results_of_its_batch() ->
     async with env:
         group = in_parallel([wait_and_echo.send(i, 3.0 if i == 0 else 0.01) for i in range(100)])
         assert await env.submit_async(group) == list(range(100))
-        # the slow task was leased after the inline wait, so the fast results of its batch (and
+        # the slow task was leased after the batch wait, so the fast results of its batch (and
         # of the batches queued behind it in its bucket) reached the pipeline before it finished
         assert sorted(arrived) == list(range(100))
         assert max(arrived[i] for i in range(1, 100)) < ENDED[0]
@@ -109,4 +108,22 @@ async def test_a_slow_task_does_not_hold_back_the_fast_results_of_its_batch() ->
                 "flink_tasks_tasks_detached_total", task_type=wait_and_echo.type_name
             )
             >= 1
+        )
+
+
+async def test_a_task_outside_a_group_keeps_its_own_address_and_the_inline_wait() -> None:
+    settings = EngineSettings(task_buckets=4)
+    async with PipelineEnvironment.in_process(tasks, engine=settings) as env:
+        # one step at a time: nothing would queue behind it, so it is not bucketed, and a task
+        # longer than the batch wait (0.5 s) but within the inline wait (5 s) is not leased
+        pipeline = wait_and_echo.send(7, 1.0)
+        assert await env.submit_async(pipeline) == 7
+        assert env.runtime is not None
+        addresses = [a for (t, a) in env.runtime.stats if t != wire.PIPELINE_FUNCTION]
+        assert len(addresses) == 1 and "#b" not in addresses[0]  # not <pipeline>#b<n>
+        assert (
+            env.worker.metrics.value(
+                "flink_tasks_tasks_detached_total", task_type=wait_and_echo.type_name
+            )
+            == 0
         )
