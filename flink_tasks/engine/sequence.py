@@ -178,7 +178,9 @@ def send_task(
     )
     if ctx.settings.inline_chain_steps:
         request.inline_next.extend(inline.plan(ctx, task, slot))
-    buckets = ctx.settings.task_buckets
+    # a group with a max_parallelism releases its tasks one result at a time: nothing would be
+    # packed, and a bucket would queue a released task behind its neighbour's call
+    buckets = 0 if run.group_limit else ctx.settings.task_buckets
     request.batched = bucketed(ctx.address_id, slot, buckets)
     ctx.effects.append(
         effects.SendTask(

@@ -57,7 +57,10 @@ async def test_state_shipped_per_result_does_not_grow_with_the_fan_out() -> None
     small = await _fan_out_cost(1_000)
     large = await _fan_out_cost(30_000)
     print(f"1,000: {small}\n30,000: {large}")
-    assert large.state_per_result <= 1.5 * small.state_per_result
+    # how results batch into calls varies from run to run (with task buckets, whose results
+    # arrive packed, 74-199 bytes a result at 1,000): 2x still fails any growth with the size,
+    # which would be ~30x here
+    assert large.state_per_result <= 2 * small.state_per_result
     assert large.calls_per_result <= 1.5 * small.calls_per_result
     # a definition holds one stage (at most 100 chains: a leaf's tasks or the references to the
     # stages below it), the control record at most the ids of 100 running stages, whatever the

@@ -127,3 +127,15 @@ async def test_a_task_outside_a_group_keeps_its_own_address_and_the_inline_wait(
             )
             == 0
         )
+
+
+async def test_a_group_with_a_max_parallelism_is_not_bucketed() -> None:
+    settings = EngineSettings(task_buckets=4)
+    async with PipelineEnvironment.in_process(tasks, engine=settings) as env:
+        # released one result at a time: nothing to pack, and a bucket would queue a released
+        # task behind its neighbour's call
+        group = in_parallel([wait_and_echo.send(i, 0) for i in range(20)], max_parallelism=5)
+        assert await env.submit_async(group) == list(range(20))
+        assert env.runtime is not None
+        addresses = [a for (t, a) in env.runtime.stats if t != wire.PIPELINE_FUNCTION]
+        assert len(addresses) == 20 and not any("#b" in a for a in addresses)
