@@ -258,11 +258,13 @@ def section(results: dict[str, Any]) -> list[str]:
     )
     if opt:
         add(
-            "- Opt-in rows: `serve` with `--task-buckets` (a request carries a bucket's tasks) and "
+            "- Opt-in rows: `serve` with `--task-buckets` (the tasks a group starts travel as one message "
+            "per bucket, a request carries a bucket's tasks, their results return packed) and "
             "`FLINK_TASKS_INLINE_CHAIN_STEPS` (the worker runs a chain's next steps in the same call). "
-            "Both are off by default because they change behaviour: a task in a bucket past the inline wait "
-            "is leased even when its batch-mates were fast, and inlined steps cannot be cancelled or paused "
-            "between steps (docs/deploy.md). Targets are judged on both topology rows."
+            "Both are off by default because they change behaviour: a group's task past the batch wait "
+            "(500 ms) is leased even when its batch-mates were fast, so a worker that dies under it fails "
+            "it as `WorkerLostError` instead of StateFun delivering it again, and inlined steps cannot be "
+            "cancelled or paused between steps (docs/deploy.md). Targets are judged on both topology rows."
         )
     add(
         "- B5 latency is from just before the submit call to the moment the result reaches the client process: for flink-tasks "
