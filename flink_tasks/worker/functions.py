@@ -78,13 +78,53 @@ _SALVAGE: dict[str, Callable[[bytes, str], EngineMessage]] = {
 }
 
 
-def _send_packed(packs: dict[tuple[str, str], list[bytes]], outbox: Outbox) -> None:
+#: A packed message carries payloads up to this many bytes in all (one larger payload goes
+#: alone): a result may be 256 KiB and a bucket's call may carry a thousand tasks, so every
+#: message through Flink stays about as small as one task's own.
+PACK_BYTES = 1024 * 1024
+_PACKED: dict[str, tuple[str, Callable[[list[bytes]], Any]]] = {
+    wire.TASK_REQUEST: (
+        wire.TASK_REQUESTS,
+        lambda chunk: messages_pb2.TaskRequests(requests=chunk),
+    ),
+    wire.TASK_RESULT: (wire.TASK_RESULTS, lambda chunk: messages_pb2.TaskResults(results=chunk)),
+}
+_UNPACKED: dict[str, tuple[str, Callable[[bytes], Sequence[bytes]]]] = {
+    wire.TASK_REQUESTS: (
+        wire.TASK_REQUEST,
+        lambda b: messages_pb2.TaskRequests.FromString(b).requests,
+    ),
+    wire.TASK_RESULTS: (wire.TASK_RESULT, lambda b: messages_pb2.TaskResults.FromString(b).results),
+}
+
+
+def _send_packed(
+    outbox: Outbox, function_type: str, address_id: str, typename: str, payloads: list[bytes]
+) -> None:
+    """`payloads` (each a `typename` message) to one address in as few messages as
+    `PACK_BYTES` allows; a payload alone in its message goes as itself."""
+    start, size = 0, 0
+    for end, payload in enumerate(payloads):
+        if end > start and size + len(payload) > PACK_BYTES:
+            _send_chunk(outbox, function_type, address_id, typename, payloads[start:end])
+            start, size = end, 0
+        size += len(payload)
+    _send_chunk(outbox, function_type, address_id, typename, payloads[start:])
+
+
+def _send_chunk(
+    outbox: Outbox, function_type: str, address_id: str, typename: str, chunk: list[bytes]
+) -> None:
+    if len(chunk) == 1:
+        outbox.send(function_type, address_id, typename, chunk[0])
+    else:
+        packed_type, pack = _PACKED[typename]
+        outbox.send(function_type, address_id, packed_type, pack(chunk).SerializeToString())
+
+
+def _send_packs(packs: dict[tuple[str, str], list[bytes]], outbox: Outbox) -> None:
     for (function_type, address_id), payloads in packs.items():
-        if len(payloads) == 1:
-            outbox.send(function_type, address_id, wire.TASK_REQUEST, payloads[0])
-        else:
-            packed = messages_pb2.TaskRequests(requests=payloads).SerializeToString()
-            outbox.send(function_type, address_id, wire.TASK_REQUESTS, packed)
+        _send_packed(outbox, function_type, address_id, wire.TASK_REQUEST, payloads)
 
 
 def _write_back(state: AddressState, outbox: Outbox) -> None:
@@ -188,17 +228,22 @@ class Worker:
     # ---------------------------------------------------------------- pipeline function
 
     async def _pipeline_function(self, invocation: Invocation, outbox: Outbox) -> None:
-        typename = invocation.typename
-        if typename != wire.TASK_RESULTS:
-            self._pipeline_message(invocation, typename, invocation.payload, outbox)
-            return
+        typename, payloads = self._unpacked(invocation)
+        for payload in payloads:
+            self._pipeline_message(invocation, typename, payload, outbox)
+
+    def _unpacked(self, invocation: Invocation) -> tuple[str, Sequence[bytes]]:
+        """A message's payloads and their type: itself, or what a packed message holds (its
+        framing only: each payload is parsed, or rejected, on its own)."""
+        unpacked = _UNPACKED.get(invocation.typename)
+        if unpacked is None:
+            return invocation.typename, (invocation.payload,)
+        typename, unpack = unpacked
         try:
-            packed = messages_pb2.TaskResults.FromString(invocation.payload)
-        except DecodeError as err:  # framing only: each result is parsed (or salvaged) below
-            self._reject("unparsable", invocation, f"cannot parse {typename}: {err}")
-            return
-        for payload in packed.results:
-            self._pipeline_message(invocation, wire.TASK_RESULT, payload, outbox)
+            return typename, unpack(invocation.payload)
+        except DecodeError as err:
+            self._reject("unparsable", invocation, f"cannot parse {invocation.typename}: {err}")
+            return typename, ()
 
     def _pipeline_message(
         self, invocation: Invocation, typename: str, payload: bytes, outbox: Outbox
@@ -295,14 +340,14 @@ class Worker:
         if isinstance(effect, fx.SendTask):
             function_type = f"{effect.namespace}/{effect.worker_name}"
             payload = effect.request.SerializeToString()
-            if not self.engine.task_buckets:
+            if not effect.request.batched:
                 outbox.send(function_type, effect.address_id, wire.TASK_REQUEST, payload)
                 return
-            # a bucket address gets one message per batch, whatever number of tasks it carries
+            # a bucket gets its tasks of this batch packed, at the batch's end
             packs: dict[tuple[str, str], list[bytes]] | None = outbox.scratch.get("packs")
             if packs is None:
                 packs = outbox.scratch["packs"] = {}
-                outbox.at_batch_end(functools.partial(_send_packed, packs, outbox))
+                outbox.at_batch_end(functools.partial(_send_packs, packs, outbox))
             packs.setdefault((function_type, effect.address_id), []).append(payload)
         elif isinstance(effect, fx.SendPipelineMessage):
             typename = (
@@ -358,19 +403,12 @@ class Worker:
     # ---------------------------------------------------------------- task functions
 
     async def _task_function(self, invocation: Invocation, outbox: Outbox) -> None:
-        typename = invocation.typename
-        if typename == wire.TASK_REQUEST:
-            self._start_task(invocation, invocation.payload, outbox)
-        elif typename == wire.TASK_REQUESTS:
-            try:
-                packed = messages_pb2.TaskRequests.FromString(invocation.payload)
-            except DecodeError as err:
-                self._reject("unparsable", invocation, f"cannot parse {typename}: {err}")
-                return
-            for payload in packed.requests:
-                self._start_task(invocation, payload, outbox)
-        else:
+        typename, payloads = self._unpacked(invocation)
+        if typename != wire.TASK_REQUEST:
             self._reject("unknown_type", invocation, f"unexpected message type {typename!r}")
+            return
+        for payload in payloads:
+            self._start_task(invocation, payload, outbox)
 
     def _start_task(self, invocation: Invocation, payload: bytes, outbox: Outbox) -> None:
         try:
@@ -419,13 +457,9 @@ class Worker:
                 continue
             payload = attempt.future.result().SerializeToString()
             results.setdefault(attempt.reply_to, []).append(payload)
-        # one message per pipeline address, however many of its tasks this call ran
+        # one message per pipeline address (up to PACK_BYTES), however many tasks this call ran
         for reply_to, payloads in results.items():
-            if len(payloads) == 1:
-                outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, payloads[0])
-            else:
-                packed = messages_pb2.TaskResults(results=payloads).SerializeToString()
-                outbox.send(wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULTS, packed)
+            _send_packed(outbox, wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULT, payloads)
 
     async def _run_task(
         self, request: messages_pb2.TaskRequest, on_start: Callable[[], None]

@@ -14,6 +14,7 @@ from flink_tasks import FlinkTasks, in_parallel, wire
 from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import EngineSettings
 from flink_tasks.testing import PipelineEnvironment
+from flink_tasks.worker.functions import PACK_BYTES
 
 tasks = FlinkTasks()
 ENDED: dict[int, float] = {}
@@ -139,3 +140,35 @@ async def test_a_group_with_a_max_parallelism_is_not_bucketed() -> None:
         assert env.runtime is not None
         addresses = [a for (t, a) in env.runtime.stats if t != wire.PIPELINE_FUNCTION]
         assert len(addresses) == 20 and not any("#b" in a for a in addresses)
+
+
+@tasks.bind()
+def sized(i: int, size: int) -> str:
+    return str(i % 10) * size
+
+
+@tasks.bind()
+def heads(values: list[str]) -> list[str]:
+    return [value[:2] for value in values]
+
+
+async def test_packed_messages_stay_under_the_pack_size() -> None:
+    settings = EngineSettings(task_buckets=1)  # one bucket: one call gets all 20 tasks
+    env = PipelineEnvironment.in_process(tasks, engine=settings)
+    sizes: list[tuple[str, int]] = []  # every message the pipeline function got: type, bytes
+    handle = env.worker.handle
+
+    async def recorded(body: bytes) -> bytes:
+        for invocation in request_reply_v3.ToFunction.FromString(body).invocation.invocations:
+            sizes.append((invocation.argument.typename, len(invocation.argument.value)))
+        return await handle(body)
+
+    assert env.runtime is not None
+    env.runtime._handler = recorded
+    async with env:
+        # 20 results of 200 KB (4 MB) from one call: no one message of them all
+        group = in_parallel([sized.send(i, 200_000) for i in range(20)]).continue_with(heads)
+        assert await env.submit_async(group) == [str(i % 10) * 2 for i in range(20)]
+    packed = [n for typename, n in sizes if typename == wire.TASK_RESULTS]
+    assert len(packed) >= 4
+    assert max(packed) <= PACK_BYTES + 64 * 1024  # a result's own framing on top
