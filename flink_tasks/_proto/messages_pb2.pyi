@@ -224,6 +224,7 @@ class TaskRequest(google.protobuf.message.Message):
     NOT_FRUITFUL_FIELD_NUMBER: builtins.int
     SLOT_FIELD_NUMBER: builtins.int
     BATCHED_FIELD_NUMBER: builtins.int
+    DELIVERY_FIELD_NUMBER: builtins.int
     EXPIRES_AT_MS_FIELD_NUMBER: builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: builtins.int
     INLINE_NEXT_FIELD_NUMBER: builtins.int
@@ -246,6 +247,8 @@ class TaskRequest(google.protobuf.message.Message):
     """1 + the chain's index in the running group; 0: not in a group"""
     batched: builtins.bool
     """sent to a task bucket: answered within the batch wait"""
+    delivery: builtins.int
+    """0; +1 each time the pipeline sends a lost batched attempt again"""
     expires_at_ms: builtins.int
     """.set(expires=): the worker fails the task if it starts later"""
     @property
@@ -286,12 +289,13 @@ class TaskRequest(google.protobuf.message.Message):
         not_fruitful: builtins.bool = ...,
         slot: builtins.int = ...,
         batched: builtins.bool = ...,
+        delivery: builtins.int = ...,
         expires_at_ms: builtins.int = ...,
         trace_context: global___TraceContext | None = ...,
         inline_next: collections.abc.Iterable[flink_tasks._proto.pipeline_pb2.TaskEntry] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["args", b"args", "kwargs", b"kwargs", "retry_policy", b"retry_policy", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "batched", b"batched", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "inline_next", b"inline_next", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["args", b"args", "attempt", b"attempt", "batched", b"batched", "delivery", b"delivery", "expires_at_ms", b"expires_at_ms", "has_retry_policy", b"has_retry_policy", "has_state", b"has_state", "inline_next", b"inline_next", "invocation", b"invocation", "kwargs", b"kwargs", "not_fruitful", b"not_fruitful", "pipeline_id", b"pipeline_id", "reply_id", b"reply_id", "retry_policy", b"retry_policy", "root_pipeline_id", b"root_pipeline_id", "slot", b"slot", "state", b"state", "task_id", b"task_id", "task_type", b"task_type", "timeout_s", b"timeout_s", "trace_context", b"trace_context"]) -> None: ...
 
 global___TaskRequest = TaskRequest
 
@@ -619,6 +623,7 @@ class Slot(google.protobuf.message.Message):
     HAS_STATE_FIELD_NUMBER: builtins.int
     ATTEMPT_FIELD_NUMBER: builtins.int
     BEAT_FIELD_NUMBER: builtins.int
+    DELIVERY_FIELD_NUMBER: builtins.int
     ORDER_FIELD_NUMBER: builtins.int
     done: builtins.bool
     failed: builtins.bool
@@ -626,6 +631,8 @@ class Slot(google.protobuf.message.Message):
     attempt: builtins.int
     beat: builtins.int
     """newest lease beat of the chain's running task"""
+    delivery: builtins.int
+    """how often its attempt was sent again (TaskRequest.delivery)"""
     order: builtins.int
     """1 + how many chains finished before this one"""
     @property
@@ -645,10 +652,11 @@ class Slot(google.protobuf.message.Message):
         has_state: builtins.bool = ...,
         attempt: builtins.int = ...,
         beat: builtins.int = ...,
+        delivery: builtins.int = ...,
         order: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "result", b"result", "state", b"state"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "done", b"done", "error", b"error", "failed", b"failed", "has_state", b"has_state", "order", b"order", "result", b"result", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "delivery", b"delivery", "done", b"done", "error", b"error", "failed", b"failed", "has_state", b"has_state", "order", b"order", "result", b"result", "state", b"state"]) -> None: ...
 
 global___Slot = Slot
 
@@ -785,6 +793,8 @@ class TaskRunning(google.protobuf.message.Message):
     SLOT_FIELD_NUMBER: builtins.int
     BEAT_FIELD_NUMBER: builtins.int
     LEASE_MS_FIELD_NUMBER: builtins.int
+    DELIVERY_FIELD_NUMBER: builtins.int
+    REDELIVERABLE_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     attempt: builtins.int
     invocation: builtins.int
@@ -793,6 +803,12 @@ class TaskRunning(google.protobuf.message.Message):
     """0 for the first lease, +1 per heartbeat"""
     lease_ms: builtins.int
     """the task is lost if no newer beat comes within this"""
+    delivery: builtins.int
+    """the request's delivery"""
+    redeliverable: builtins.bool
+    """leased at a bucket's batch wait, before a call of its own would have been answered: if
+    its worker is lost now, the pipeline sends the attempt again (as StateFun would have)
+    """
     def __init__(
         self,
         *,
@@ -802,8 +818,10 @@ class TaskRunning(google.protobuf.message.Message):
         slot: builtins.int = ...,
         beat: builtins.int = ...,
         lease_ms: builtins.int = ...,
+        delivery: builtins.int = ...,
+        redeliverable: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "invocation", b"invocation", "lease_ms", b"lease_ms", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "delivery", b"delivery", "invocation", b"invocation", "lease_ms", b"lease_ms", "redeliverable", b"redeliverable", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
 
 global___TaskRunning = TaskRunning
 
@@ -817,6 +835,8 @@ class TaskDeadline(google.protobuf.message.Message):
     SLOT_FIELD_NUMBER: builtins.int
     BEAT_FIELD_NUMBER: builtins.int
     LEASE_MS_FIELD_NUMBER: builtins.int
+    DELIVERY_FIELD_NUMBER: builtins.int
+    REDELIVERABLE_FIELD_NUMBER: builtins.int
     task_id: builtins.str
     attempt: builtins.int
     invocation: builtins.int
@@ -824,6 +844,8 @@ class TaskDeadline(google.protobuf.message.Message):
     beat: builtins.int
     """the beat whose lease fell due"""
     lease_ms: builtins.int
+    delivery: builtins.int
+    redeliverable: builtins.bool
     def __init__(
         self,
         *,
@@ -833,8 +855,10 @@ class TaskDeadline(google.protobuf.message.Message):
         slot: builtins.int = ...,
         beat: builtins.int = ...,
         lease_ms: builtins.int = ...,
+        delivery: builtins.int = ...,
+        redeliverable: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "invocation", b"invocation", "lease_ms", b"lease_ms", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "beat", b"beat", "delivery", b"delivery", "invocation", b"invocation", "lease_ms", b"lease_ms", "redeliverable", b"redeliverable", "slot", b"slot", "task_id", b"task_id"]) -> None: ...
 
 global___TaskDeadline = TaskDeadline
 

@@ -7,7 +7,12 @@ which StateFun stops reading while its calls to the workers are at their limit, 
 live worker's beats can be minutes late while the deadline's timer fires on time. The check is
 keyed like the beats, so it is read after every beat written before it: a live worker's beat
 renews the lease first, a dead worker's never comes. The deadline is re-armed meanwhile, so a
-check lost on the way is sent again."""
+check lost on the way is sent again.
+
+A task bucket's call is answered within the batch wait, so a group's task is leased sooner than
+a call of its own would have been. While its beats say so (`redeliverable`), a lost worker gets
+the attempt sent again, as StateFun would have delivered its call again, up to
+`MAX_REDELIVERIES` times: the batch wait changes when results arrive, not what happens."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import logging
 
 from flink_tasks import errors
 from flink_tasks._proto import messages_pb2, pipeline_pb2
-from flink_tasks.engine import effects, sequence
+from flink_tasks.engine import effects, retries, sequence
 from flink_tasks.engine.common import FINISHED_STATUSES, task_exception
 from flink_tasks.engine.context import Context
 from flink_tasks.types import type_name_of
@@ -24,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 # what a lost worker's error matches in a retry policy's `retry_for`
 WORKER_LOST_NAMES = frozenset(type_name_of(t) for t in errors.WorkerLostError.__mro__)
+
+#: how often a lost batched attempt is sent again before it fails as `WorkerLostError`
+MAX_REDELIVERIES = 3
 
 
 def running_task(
@@ -83,8 +91,8 @@ def on_task_running(ctx: Context, running: messages_pb2.TaskRunning) -> None:
         record.task_beat = running.beat
         ctx.state.touch_run()
     else:
-        if running.beat < record.beat:
-            return
+        if running.delivery != record.delivery or running.beat < record.beat:
+            return  # a stale beat, or one of a delivery the pipeline gave up on
         record.beat = running.beat
         ctx.state.touch_slots()
     deadline = messages_pb2.TaskDeadline(
@@ -94,6 +102,8 @@ def on_task_running(ctx: Context, running: messages_pb2.TaskRunning) -> None:
         slot=running.slot,
         beat=running.beat,
         lease_ms=running.lease_ms,
+        delivery=running.delivery,
+        redeliverable=running.redeliverable,
     )
     ctx.send(
         ctx.address_id,
@@ -123,16 +133,21 @@ def on_task_deadline(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
 
 def on_task_lease_check(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
     """The check came back behind every report written before it, and still no newer beat:
-    the worker is gone; the attempt fails as lost."""
+    the worker is gone; the attempt is sent again if it was leased at a batch wait, else it
+    fails as lost."""
     task = _still_due(ctx, deadline)
     if task is None:
+        return
+    if deadline.redeliverable and deadline.delivery < MAX_REDELIVERIES:
+        _redeliver(ctx, deadline)
         return
     failure = task_exception(
         deadline.task_id,
         task.task_type,
         errors.WORKER_LOST_ERROR,
         f"the worker running task {task.task_type!r} (attempt {deadline.attempt}) sent no "
-        f"word for {deadline.lease_ms / 1000:g} s: its process died or lost its connection",
+        f"word for {deadline.lease_ms / 1000:g} s: its process died or lost its connection"
+        + (f" (delivered {deadline.delivery + 1} times)" if deadline.delivery else ""),
     )
     failure.attempts = deadline.attempt
     failure.retryable = task.has_retry_policy and bool(
@@ -156,6 +171,32 @@ def on_task_lease_check(ctx: Context, deadline: messages_pb2.TaskDeadline) -> No
     )
 
 
+def _redeliver(ctx: Context, deadline: messages_pb2.TaskDeadline) -> None:
+    """The same attempt again, as a new delivery: beats of the lost one no longer count, and
+    whichever delivery's result comes first is the attempt's."""
+    record = ctx.state.slots.slots[deadline.slot - 1]  # type: ignore[union-attr]
+    record.delivery = deadline.delivery + 1
+    record.beat = 0
+    ctx.state.touch_slots()
+    logger.warning(
+        "task %s (attempt %d) at %s lost its worker at the batch wait: delivering it again (%d)",
+        deadline.task_id,
+        deadline.attempt,
+        ctx.address_id,
+        record.delivery,
+    )
+    retries.resend(
+        ctx,
+        messages_pb2.RetryDue(
+            task_id=deadline.task_id,
+            attempt=deadline.attempt,
+            invocation=deadline.invocation,
+            slot=deadline.slot,
+        ),
+        delivery=record.delivery,
+    )
+
+
 def _still_due(ctx: Context, deadline: messages_pb2.TaskDeadline) -> pipeline_pb2.TaskEntry | None:
     """The task, if the deadline's attempt still runs here with no beat newer than its own."""
     found = running_task(
@@ -164,5 +205,7 @@ def _still_due(ctx: Context, deadline: messages_pb2.TaskDeadline) -> pipeline_pb
     if found is None:
         return None
     task, record = found
-    beat = record.task_beat if isinstance(record, messages_pb2.Run) else record.beat
-    return task if beat == deadline.beat else None
+    if isinstance(record, messages_pb2.Run):
+        return task if record.task_beat == deadline.beat else None
+    fresh = record.beat == deadline.beat and record.delivery == deadline.delivery
+    return task if fresh else None

@@ -31,7 +31,9 @@ def schedule_retry(
     run = ctx.run
     # from now on only the next attempt's result counts
     if slot:
-        ctx.state.slots.slots[slot - 1].attempt = attempt + 1  # type: ignore[union-attr]
+        record = ctx.state.slots.slots[slot - 1]  # type: ignore[union-attr]
+        record.attempt = attempt + 1
+        record.beat = record.delivery = 0  # the next attempt's beats count from its first
         ctx.state.touch_slots()
     else:
         run.attempt = attempt + 1
@@ -62,7 +64,8 @@ def on_retry_due(ctx: Context, due: messages_pb2.RetryDue) -> None:
     resend(ctx, due)
 
 
-def resend(ctx: Context, due: messages_pb2.RetryDue) -> None:
+def resend(ctx: Context, due: messages_pb2.RetryDue, *, delivery: int = 0) -> None:
+    """Send attempt `due.attempt` of the current entry's task (or of a group chain's head)."""
     run = ctx.run
     entries = ctx.definition.pipeline.entries
     if run.cursor >= len(entries):
@@ -91,4 +94,5 @@ def resend(ctx: Context, due: messages_pb2.RetryDue) -> None:
         attempt=due.attempt,
         slot=due.slot,
         expires_at_ms=due.expires_at_ms,
+        delivery=delivery,
     )

@@ -142,6 +142,7 @@ def send_task(
     attempt: int,
     slot: int = 0,
     expires_at_ms: int = 0,
+    delivery: int = 0,
 ) -> None:
     run = ctx.run
     if expires_at_ms and schedule.expired(ctx, task, slot, expires_at_ms):
@@ -182,6 +183,7 @@ def send_task(
     # packed, and a bucket would queue a released task behind its neighbour's call
     buckets = 0 if run.group_limit else ctx.settings.task_buckets
     request.batched = bucketed(ctx.address_id, slot, buckets)
+    request.delivery = delivery
     ctx.effects.append(
         effects.SendTask(
             namespace,

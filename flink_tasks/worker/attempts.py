@@ -5,6 +5,11 @@ StateFun delivers a task request at least once: after a restore from a checkpoin
 attempt may come again while it still runs here. It is then joined, not run twice. A detached
 attempt (answered to StateFun with a lease) sends a heartbeat every third of its lease and then
 its result through the report sink; the pipeline applies one result per attempt.
+
+A task bucket's call is answered within the batch wait, sooner than a call of its own would be
+(`hold`). Until that later moment an attempt's beats say `redeliverable`, and one beat more says
+when it has passed: a worker lost before then has its attempt sent again by the pipeline, as
+StateFun would have delivered the call again; one lost after fails as `WorkerLostError`.
 """
 
 from __future__ import annotations
@@ -39,7 +44,14 @@ class Attempt:
     request: messages_pb2.TaskRequest
     future: asyncio.Task[messages_pb2.TaskResult] = field(init=False, repr=False)
     beat: int = 0
+    #: the newest delivery of the request joined here (`TaskRequest.delivery`)
+    delivery: int = 0
+    received: float = field(default_factory=time.monotonic)
     reporter: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: for a batched request, the waits of a call of its own (inline, queue); None otherwise
+    own_call_waits: tuple[float, float] | None = None
+    #: the last beat said `redeliverable`
+    said_redeliverable: bool = False
     #: when its body got a pool slot (`time.monotonic`), None while it queues for one
     started_at: float | None = None
     _start_waiter: asyncio.Future[None] | None = field(default=None, repr=False)
@@ -67,6 +79,7 @@ class Attempt:
     def running(self, lease_ms: int) -> bytes:
         """A `WorkerReport` renewing the lease at the current beat."""
         r = self.request
+        self.said_redeliverable = time.monotonic() < self.own_call_answered_at()
         return messages_pb2.WorkerReport(
             running=messages_pb2.TaskRunning(
                 task_id=r.task_id,
@@ -75,8 +88,19 @@ class Attempt:
                 slot=r.slot,
                 beat=self.beat,
                 lease_ms=lease_ms,
+                delivery=self.delivery,
+                redeliverable=self.said_redeliverable,
             )
         ).SerializeToString()
+
+    def own_call_answered_at(self) -> float:
+        """When a call of its own would have been answered (`hold`): after `inline_wait` of
+        running, or `queue_wait` after it came; -inf unless its request was batched."""
+        if self.own_call_waits is None:
+            return float("-inf")
+        inline_wait, queue_wait = self.own_call_waits
+        due = self.received + queue_wait
+        return due if self.started_at is None else min(due, self.started_at + inline_wait)
 
     def detach(self, sink: ReportSink, lease_ms: int) -> bytes:
         """Start reporting through `sink` (once); the first lease goes back in the call."""
@@ -86,12 +110,25 @@ class Attempt:
 
     async def _report(self, sink: ReportSink, lease_ms: int) -> None:
         interval = lease_ms / 3000
-        while True:
-            done, _ = await asyncio.wait({self.future}, timeout=interval)
-            if done:
+        next_beat = time.monotonic() + interval
+        while not self.future.done():
+            wake = next_beat
+            waits: set[asyncio.Future[Any]] = {self.future}
+            if self.said_redeliverable:  # one beat more once that has passed
+                wake = min(wake, self.own_call_answered_at())
+                if self.started_at is None:  # starting moves that moment
+                    waits.add(self.start_signal())
+            await asyncio.wait(
+                waits, timeout=max(0.0, wake - time.monotonic()), return_when=FIRST_COMPLETED
+            )
+            now = time.monotonic()
+            if self.future.done():
                 break
-            self.beat += 1
-            sink.send(self.reply_to, self.running(lease_ms))
+            passed = self.said_redeliverable and now >= self.own_call_answered_at()
+            if now >= next_beat or passed:
+                self.beat += 1
+                sink.send(self.reply_to, self.running(lease_ms))
+                next_beat = now + interval
         if self.future.cancelled():
             return  # the worker is stopping: the lease expires and the policy decides
         report = messages_pb2.WorkerReport(result=self.future.result())
@@ -137,8 +174,9 @@ class RunningAttempts:
         attempt = self._running.get(key)
         if attempt is not None:
             logger.info("task %s attempt %d delivered again: joined", *key[1:3])
+            attempt.delivery = max(attempt.delivery, request.delivery)
             return attempt
-        attempt = self._running[key] = Attempt(reply_to, request)
+        attempt = self._running[key] = Attempt(reply_to, request, delivery=request.delivery)
         future = attempt.future = asyncio.ensure_future(run(request, attempt.mark_started))
         future.add_done_callback(lambda _: self._forget(key, attempt))
         return attempt

@@ -445,6 +445,9 @@ class Worker:
         else:
             shared = any(attempt.request.batched for attempt in started)
             wait = self.batch_wait_s if shared else self.inline_wait_s
+            for attempt in started:
+                if attempt.request.batched:
+                    attempt.own_call_waits = (self.inline_wait_s, self.queue_wait_s)
             await hold(started, wait, self.queue_wait_s)
         results: dict[str, list[bytes]] = {}
         for attempt in started:
