@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flink_tasks.config import DEFAULT_TASK_BUCKETS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENVS = HERE / ".venvs"
@@ -105,8 +107,7 @@ def _step(
     return data
 
 
-#: the opt-in row's settings: `serve --task-buckets`, `FLINK_TASKS_INLINE_CHAIN_STEPS`
-OPT_IN_TASK_BUCKETS = 8
+#: the opt-in row's setting: `FLINK_TASKS_INLINE_CHAIN_STEPS` (task buckets as in the main row)
 OPT_IN_INLINE_CHAIN_STEPS = 9
 
 
@@ -172,9 +173,10 @@ def main() -> None:
     parser.add_argument(
         "--topology-task-buckets",
         type=int,
-        default=0,
+        default=DEFAULT_TASK_BUCKETS,
         metavar="N",
-        help="serve --task-buckets in the topology step (default 0: a request per task)",
+        help="serve --task-buckets in the topology step (default: serve's, 8; 0: a request "
+        "per task)",
     )
     parser.add_argument(
         "--pool",
@@ -360,7 +362,7 @@ def main() -> None:
                 args,
                 work / "topology_opt_in.json",
                 work / "opt-in",
-                *("--only", "b1,b2", "--task-buckets", str(OPT_IN_TASK_BUCKETS)),
+                *("--only", "b1,b2", "--task-buckets", str(args.topology_task_buckets)),
                 *("--inline-chain-steps", str(OPT_IN_INLINE_CHAIN_STEPS)),
             ),
             work / "topology_opt_in.json",

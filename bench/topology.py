@@ -33,7 +33,7 @@ from bench import _clients, realtime
 from bench import tasks as bench_tasks
 from bench._cpu import CpuMeter, pids_cpu_seconds, session_cpu
 from bench._memory import MemorySampler
-from flink_tasks.config import INLINE_CHAIN_STEPS_VAR
+from flink_tasks.config import DEFAULT_TASK_BUCKETS, INLINE_CHAIN_STEPS_VAR
 from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
 from flink_tasks.runtime.workers import WorkerProcesses
 
@@ -295,9 +295,9 @@ def main() -> None:
     parser.add_argument(
         "--task-buckets",
         type=int,
-        default=0,
+        default=DEFAULT_TASK_BUCKETS,
         metavar="N",
-        help="serve --task-buckets (EngineSettings.task_buckets; default 0: a request per task)",
+        help="serve --task-buckets (default: serve's, 8; 0: a request per task)",
     )
     parser.add_argument(
         "--reuse",

@@ -158,10 +158,7 @@ def section(results: dict[str, Any]) -> list[str]:
     cb1 = cel.get("b1") or {}
     c_rate = statistics.median(cb1["tasks_per_s"]) if cb1.get("tasks_per_s") else None
     opt = results.get("topology_opt_in") or {}
-    opt_label = (
-        f"topology, opt-in `--task-buckets {opt.get('task_buckets')}` + "
-        f"inlined chain steps ({opt.get('inline_chain_steps')})"
-    )
+    opt_label = f"topology, opt-in inlined chain steps ({opt.get('inline_chain_steps')})"
     for source, b1 in (
         ("topology", top.get("b1")),
         (opt_label, opt.get("b1")),
@@ -258,13 +255,11 @@ def section(results: dict[str, Any]) -> list[str]:
     )
     if opt:
         add(
-            "- Opt-in rows: `serve` with `--task-buckets` (the tasks a group starts travel as one message "
-            "per bucket, a request carries a bucket's tasks, their results return packed) and "
-            "`FLINK_TASKS_INLINE_CHAIN_STEPS` (the worker runs a chain's next steps in the same call). "
-            "Both are off by default because they change behaviour: a group's task past the batch wait "
-            "(500 ms) is leased even when its batch-mates were fast, so a worker that dies under it fails "
-            "it as `WorkerLostError` instead of StateFun delivering it again, and inlined steps cannot be "
-            "cancelled or paused between steps (docs/deploy.md). Targets are judged on both topology rows."
+            "- Opt-in rows: `FLINK_TASKS_INLINE_CHAIN_STEPS` (the worker runs a chain's next steps in "
+            "the same call), off by default because inlined steps cannot be cancelled or paused between "
+            "steps (docs/deploy.md). Both topology rows run serve's default task buckets (8: the tasks a "
+            "group starts travel as one message per bucket, a request carries a bucket's tasks, their "
+            "results return packed). Targets are judged on both topology rows."
         )
     add(
         "- B5 latency is from just before the submit call to the moment the result reaches the client process: for flink-tasks "

@@ -33,6 +33,8 @@ SettingsT = TypeVar("SettingsT")
 #: Environment variable: `EngineSettings.task_buckets` of `flink-tasks serve` (``--task-buckets``)
 #: and of the testing environments' default engine settings.
 TASK_BUCKETS_VAR = "FLINK_TASKS_TASK_BUCKETS"
+#: `EngineSettings.task_buckets` unless set: a pipeline address's group tasks go to 8 addresses
+DEFAULT_TASK_BUCKETS = 8
 #: Environment variable: `EngineSettings.inline_chain_steps` where a worker builds its own
 #: settings (`Worker` without `engine=`, `flink-tasks serve`, the testing environments).
 INLINE_CHAIN_STEPS_VAR = "FLINK_TASKS_INLINE_CHAIN_STEPS"
@@ -148,8 +150,8 @@ def load_attribute(spec: str, *, example: str, form: str = "MODULE:ATTR") -> obj
     return target
 
 
-def count_from_env(name: str, environ: Mapping[str, str] | None = None) -> int:
-    """The variable `name` as a whole number >= 0; unset or empty: 0.
+def count_from_env(name: str, environ: Mapping[str, str] | None = None, default: int = 0) -> int:
+    """The variable `name` as a whole number >= 0; unset or empty: `default`.
 
     Raises:
         ValueError: it is set to something else.
@@ -157,15 +159,15 @@ def count_from_env(name: str, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     raw = env.get(name, "").strip()
     if not raw:
-        return 0
+        return default
     if not raw.isdigit():
         raise ValueError(f"{name} must be a whole number >= 0, got {raw!r}")
     return int(raw)
 
 
 def task_buckets_from_env(environ: Mapping[str, str] | None = None) -> int:
-    """``FLINK_TASKS_TASK_BUCKETS``; unset: 0 (no buckets)."""
-    return count_from_env(TASK_BUCKETS_VAR, environ)
+    """``FLINK_TASKS_TASK_BUCKETS``; unset: `DEFAULT_TASK_BUCKETS` (8); 0: no buckets."""
+    return count_from_env(TASK_BUCKETS_VAR, environ, DEFAULT_TASK_BUCKETS)
 
 
 def inline_chain_steps_from_env(environ: Mapping[str, str] | None = None) -> int:

@@ -24,7 +24,7 @@ from flink_tasks_client import FlinkTasksClient
 
 from examples.seed import tasks as seed_tasks
 from flink_tasks import FlinkTasks
-from flink_tasks.config import TASK_BUCKETS_VAR
+from flink_tasks.config import TASK_BUCKETS_VAR, task_buckets_from_env
 from flink_tasks.testing import PipelineEnvironment
 from tests.faults.harness import RESULTS
 from tests.pipelines import tasks as test_tasks
@@ -65,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"task buckets: {os.environ.get(TASK_BUCKETS_VAR) or 0}"
+    return f"task buckets: {task_buckets_from_env()}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -96,10 +96,10 @@ def register_serve(subparsers: Subparsers) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="send each pipeline's tasks to N task addresses so that StateFun batches them into "
-        "fewer HTTP requests, run concurrently; a batch is answered after its tasks or the "
-        "inline wait, whichever is first (default $FLINK_TASKS_TASK_BUCKETS or 0: one request "
-        "per task; see docs/reliability.md)",
+        help="send the tasks each pipeline's groups start to N task addresses, packed, so that "
+        "StateFun batches them into few HTTP requests, run concurrently; a batch is answered "
+        "after its tasks or the batch wait, whichever is first (default $FLINK_TASKS_TASK_BUCKETS "
+        "or 8; 0: one request per task; see docs/reliability.md)",
     )
     serve.add_argument(
         "--pool",

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from flink_tasks._proto import events_pb2, messages_pb2
+from flink_tasks.config import DEFAULT_TASK_BUCKETS
 from flink_tasks.engine import effects
 from flink_tasks.engine.common import as_status, task_exception
 from flink_tasks.engine.state import AddressState, CompiledDefinition
@@ -57,13 +58,13 @@ class EngineSettings:
     """A root pipeline that gets no task result (anywhere in its tree) for this long is ended
     with `flink_tasks.PipelineDeadlineError`, so an orphaned pipeline cannot run forever. Raise
     it if single tasks run longer. None (or zero): never."""
-    task_buckets: int = 0
-    """0: one StateFun address per task attempt (each task is its own HTTP request). N > 0: the
-    tasks a pipeline address sends go to N addresses of the task function (by slot), so StateFun
-    batches the tasks queued for one of them into one request and the worker runs a batch's tasks
-    concurrently; a slow task holds its bucket's call for at most the worker's inline wait
-    (docs/decisions.md, "Task addressing revisited"). `flink-tasks serve --task-buckets`,
-    ``FLINK_TASKS_TASK_BUCKETS``."""
+    task_buckets: int = DEFAULT_TASK_BUCKETS
+    """N > 0: the tasks a pipeline address's groups start go to N addresses of the task function
+    (by slot), packed one message per address, so StateFun batches them into few requests and the
+    worker runs a batch's tasks concurrently; a slow task holds its bucket's call for at most the
+    worker's batch wait, then runs on a lease (docs/decisions.md, "Task addressing revisited").
+    0: one StateFun address per task attempt (each task its own request). `flink-tasks serve
+    --task-buckets`, ``FLINK_TASKS_TASK_BUCKETS``."""
     inline_chain_steps: int = 0
     """Opt-in: a task request also carries up to this many following steps of the same chain
     that the same worker serves, run in the same call (`flink_tasks.engine.inline`). 0: off.

@@ -98,7 +98,7 @@ class ServeOptions:
     hooks: tuple[str, ...] = ()
     log_format: LogFormat = "text"
     task_buckets: int | None = None
-    """`EngineSettings.task_buckets`; None: ``FLINK_TASKS_TASK_BUCKETS`` or 0."""
+    """`EngineSettings.task_buckets`; None: ``FLINK_TASKS_TASK_BUCKETS`` or 8."""
 
 
 def load_registry(target: str) -> FlinkTasks:

@@ -1,5 +1,6 @@
 """How task buckets are set: `flink-tasks serve --task-buckets N`, else `FLINK_TASKS_TASK_BUCKETS`,
-else 0; read the same way by the testing environments; refused when not a whole number >= 0."""
+else 8 (0 turns them off); read the same way by the testing environments; refused when not a
+whole number >= 0."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from tests.pipelines import tasks
 TARGET = "tests.pipelines:tasks"
 
 
-def test_the_variable_is_a_whole_number_and_unset_means_none() -> None:
-    assert task_buckets_from_env({}) == 0
-    assert task_buckets_from_env({TASK_BUCKETS_VAR: " "}) == 0
-    assert task_buckets_from_env({TASK_BUCKETS_VAR: "8"}) == 8
+def test_the_variable_is_a_whole_number_and_unset_means_the_default() -> None:
+    assert task_buckets_from_env({}) == 8 == EngineSettings().task_buckets
+    assert task_buckets_from_env({TASK_BUCKETS_VAR: " "}) == 8
+    assert task_buckets_from_env({TASK_BUCKETS_VAR: "0"}) == 0
+    assert task_buckets_from_env({TASK_BUCKETS_VAR: "3"}) == 3
     for bad in ("-1", "eight", "2.5"):
         with pytest.raises(ValueError, match=TASK_BUCKETS_VAR):
             task_buckets_from_env({TASK_BUCKETS_VAR: bad})
@@ -39,6 +41,12 @@ def test_serve_takes_the_flag_over_the_variable(monkeypatch: pytest.MonkeyPatch)
         (ServeOptions(TARGET, pool="thread", task_buckets=0), 0),
         (ServeOptions(TARGET, pool="thread", task_buckets=8), 8),
     ):
+        worker = build_worker(tasks, options)
+        assert worker.reports is not None
+        worker.reports.close()
+        assert worker.engine.task_buckets == expected
+    monkeypatch.delenv(TASK_BUCKETS_VAR)
+    for options, expected in ((ServeOptions(TARGET, pool="thread"), 8),):
         worker = build_worker(tasks, options)
         assert worker.reports is not None
         worker.reports.close()

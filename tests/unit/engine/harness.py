@@ -83,8 +83,12 @@ def action(kind: int) -> messages_pb2.ActionRequest:
 class Engine:
     """Addresses of the pipeline function, stepped one message at a time."""
 
+    # one address per task attempt: the cases name a task's address by its id (task buckets:
+    # tests/inprocess/test_task_buckets.py)
     settings: EngineSettings = field(
-        default_factory=lambda: EngineSettings(stall_timeout=None, retention=timedelta(seconds=60))
+        default_factory=lambda: EngineSettings(
+            stall_timeout=None, retention=timedelta(seconds=60), task_buckets=0
+        )
     )
     now: int = 1_000
     states: dict[str, AddressState] = field(default_factory=dict)
