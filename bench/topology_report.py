@@ -159,8 +159,9 @@ def section(results: dict[str, Any]) -> list[str]:
     c_rate = statistics.median(cb1["tasks_per_s"]) if cb1.get("tasks_per_s") else None
     opt = results.get("topology_opt_in") or {}
     opt_label = f"topology, opt-in inlined chain steps ({opt.get('inline_chain_steps')})"
+    top_label = f"topology, serve's defaults ({top.get('task_buckets', '?')} task buckets)"
     for source, b1 in (
-        ("topology", top.get("b1")),
+        (top_label, top.get("b1")),
         (opt_label, opt.get("b1")),
         ("`start_local` (one process)", alo.get("b1")),
     ):
@@ -180,7 +181,7 @@ def section(results: dict[str, Any]) -> list[str]:
     # B2
     cb2 = cel.get("b2")
     for source, b2 in (
-        ("topology", top.get("b2")),
+        (top_label, top.get("b2")),
         (opt_label, opt.get("b2")),
         ("`start_local` (one process)", alo.get("b2")),
     ):
