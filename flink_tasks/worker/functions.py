@@ -231,6 +231,11 @@ class Worker:
         typename, payloads = self._unpacked(invocation)
         for payload in payloads:
             self._pipeline_message(invocation, typename, payload, outbox)
+        if typename in _PIPELINE_INPUTS:  # known types only: a bounded set of labels
+            # one per message StateFun delivered: a packed one (TaskResults) counts once, so
+            # the batch sizes add up to these counts
+            messages = self._batch_tally.messages
+            messages[invocation.typename] = messages.get(invocation.typename, 0) + 1
 
     def _unpacked(self, invocation: Invocation) -> tuple[str, Sequence[bytes]]:
         """A message's payloads and their type: itself, or what a packed message holds (its
@@ -289,8 +294,6 @@ class Worker:
             before is None or before[0] != run.invocation or before[1] != run.status
         ):
             self._observe_run(before, run_before, state)
-        messages = self._batch_tally.messages
-        messages[typename] = messages.get(typename, 0) + 1
 
     def _end_batch(self, state: AddressState, outbox: Outbox) -> None:
         _write_back(state, outbox)

@@ -58,6 +58,13 @@ async def test_a_fan_out_needs_fewer_requests_and_messages_than_tasks() -> None:
         assert metrics.value("flink_tasks_task_batch_size_sum") == 1000
         # the results come back packed too: one message per call and stage, not per task
         assert _pipeline_messages(env) < 100
+        # a packed message counts once, so the batch sizes still add up to the message counts
+        counted = {
+            kind: metrics.value("flink_tasks_pipeline_messages_total", message_type=kind)
+            for kind in ("PipelineRequest", "PipelineMessage", "TaskResult", "TaskResults")
+        }
+        assert counted["TaskResults"] >= 1
+        assert sum(counted.values()) == metrics.value("flink_tasks_pipeline_batch_size_sum")
 
 
 async def test_without_buckets_every_task_is_its_own_request() -> None:
