@@ -46,9 +46,32 @@ def _answer(
     payload: bytes,
     caller: tuple[str, str] | None,
 ) -> list[tuple[str, str, str, bytes]] | None:
+    """A task function's answer, as the worker gives it: a result per request, a packed
+    request (a task bucket's, `EngineSettings.task_buckets`) answered with one packed result."""
     if typename == wire.PIPELINE_FUNCTION:
         return None
-    request = messages_pb2.TaskRequest.FromString(payload)
+    if value_typename != wire.TASK_REQUESTS:
+        request = messages_pb2.TaskRequest.FromString(payload)
+        return [(wire.PIPELINE_FUNCTION, _reply_to(request), wire.TASK_RESULT, _result(request))]
+    results: dict[str, list[bytes]] = {}
+    for packed in messages_pb2.TaskRequests.FromString(payload).requests:
+        request = messages_pb2.TaskRequest.FromString(packed)
+        results.setdefault(_reply_to(request), []).append(_result(request))
+    return [
+        (wire.PIPELINE_FUNCTION, reply_to, wire.TASK_RESULTS, _pack(chunk))
+        for reply_to, chunk in results.items()
+    ]
+
+
+def _reply_to(request: messages_pb2.TaskRequest) -> str:
+    return request.reply_id or request.pipeline_id
+
+
+def _pack(chunk: list[bytes]) -> bytes:
+    return messages_pb2.TaskResults(results=chunk).SerializeToString()
+
+
+def _result(request: messages_pb2.TaskRequest) -> bytes:
     result = messages_pb2.TaskResult(
         task_id=request.task_id,
         attempt=request.attempt or 1,
@@ -59,14 +82,7 @@ def _answer(
         result.result.CopyFrom(request.args.items[0])  # echo: the answer of a trivial task
     else:
         result.result.none = True
-    return [
-        (
-            wire.PIPELINE_FUNCTION,
-            request.reply_id or request.pipeline_id,
-            wire.TASK_RESULT,
-            result.SerializeToString(),
-        )
-    ]
+    return result.SerializeToString()
 
 
 async def pipeline_only(
