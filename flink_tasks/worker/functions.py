@@ -343,6 +343,8 @@ class Worker:
         if isinstance(effect, fx.SendTask):
             function_type = f"{effect.namespace}/{effect.worker_name}"
             payload = effect.request.SerializeToString()
+            if effect.request.delivery:
+                self.metrics.tasks_redelivered.labels(effect.request.task_type).inc()
             if not effect.request.batched:
                 outbox.send(function_type, effect.address_id, wire.TASK_REQUEST, payload)
                 return

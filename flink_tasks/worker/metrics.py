@@ -109,6 +109,13 @@ class Metrics:
             ["task_type"],
             registry=registry,
         )
+        self.tasks_redelivered = Counter(
+            "flink_tasks_tasks_redelivered",
+            "Task attempts sent again by a pipeline because the worker running them was lost "
+            "while they ran on a lease taken at a task bucket's batch wait.",
+            ["task_type"],
+            registry=registry,
+        )
         self.pipeline_duration = Histogram(
             "flink_tasks_pipeline_duration_seconds",
             "Time from a pipeline address starting to run to its end, by level (root, child) "

@@ -98,6 +98,7 @@ def test_a_task_whose_worker_is_killed_at_the_batch_wait_is_delivered_again(
         job_restarts=after.restarts - before.restarts,
     )
     assert stack.worker.executions("long")["bucket-lost"] == 2
+    assert _metric(stack, "flink_tasks_tasks_redelivered_total", slow) == 1
     assert log.by_pipeline[group.id] == 1
     assert after.jid == before.jid and after.state == "RUNNING"
     assert after.restarts == before.restarts

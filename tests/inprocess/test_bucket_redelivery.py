@@ -98,6 +98,9 @@ async def test_an_attempt_lost_at_the_batch_wait_is_delivered_again() -> None:
         # no retry policy: the second run is a delivery, as StateFun would have made
         assert await asyncio.wrap_future(future) == [1, f"{key} after 2 runs", 2]
         assert RUNS[key] == 2
+        assert env.worker is not None  # what an operator sees
+        redelivered = "flink_tasks_tasks_redelivered_total"
+        assert env.worker.metrics.value(redelivered, task_type=counted.type_name) == 1
 
 
 async def test_redelivery_is_bounded() -> None:
@@ -109,6 +112,11 @@ async def test_redelivery_is_bounded() -> None:
         assert _group_failure(await _failure(future)) == [
             f"flink_tasks.WorkerLostError ... (delivered {MAX_REDELIVERIES + 1} times)"
         ]
+        assert env.worker is not None
+        redelivered = "flink_tasks_tasks_redelivered_total"
+        assert (
+            env.worker.metrics.value(redelivered, task_type=counted.type_name) == MAX_REDELIVERIES
+        )
         assert RUNS[key] == MAX_REDELIVERIES + 1
 
 
