@@ -456,7 +456,10 @@ class Worker:
             await hold(started, wait, self.queue_wait_s)
         results: dict[str, list[bytes]] = {}
         for attempt in started:
-            if not attempt.future.done():
+            future = attempt.future
+            # still running: leased; abandoned (cancelled by a stopping worker) while this call
+            # held it: leased too, so its lease runs out and the pipeline decides
+            if not future.done() or (future.cancelled() and self.reports is not None):
                 assert self.reports is not None
                 if attempt.reporter is None:
                     self.metrics.tasks_detached.labels(attempt.request.task_type).inc()

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from flink_tasks import FlinkTasks, RetryPolicy, TaskError, WorkerLostError, in_parallel
+from flink_tasks._proto import messages_pb2
 from flink_tasks.engine import EngineSettings
 from flink_tasks.engine.leases import MAX_REDELIVERIES
 from flink_tasks.testing import PipelineEnvironment
 from flink_tasks.worker.attempts import Attempt
+from flink_tasks.worker.reports import ReportSink
 
 tasks = FlinkTasks()
 RUNS: Counter[str] = Counter()
@@ -143,3 +145,51 @@ async def test_a_retried_group_task_is_watched_from_its_first_beat() -> None:
         await _lose_worker_when(env, lambda a: a.request.attempt == 1 and a.beat >= 1)
         await _lose_worker_when(env, lambda a: a.request.attempt == 2)
         assert await asyncio.wrap_future(future) == [f"{key} after 3 runs"]
+
+
+class BeatlessSink:
+    """The task-reports path of a worker that lost its way to Kafka for a while: the beats of
+    first deliveries are lost, everything else arrives."""
+
+    def __init__(self, inner: ReportSink) -> None:
+        self.inner = inner
+        self.max_report_bytes = inner.max_report_bytes
+
+    def send(self, pipeline_id: str, report: bytes) -> None:
+        parsed = messages_pb2.WorkerReport.FromString(report)
+        if parsed.HasField("running") and parsed.running.delivery == 0:
+            return
+        self.inner.send(pipeline_id, report)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.inner.close(timeout)
+
+
+async def test_a_live_worker_delivered_again_joins_its_attempt_and_stays_watched() -> None:
+    key = "joined"
+    async with _env(lease=timedelta(milliseconds=600)) as env:
+        assert env.worker is not None and env.worker.reports is not None
+        env.worker.reports = BeatlessSink(env.worker.reports)
+        future = env.client.submit(in_parallel([counted.send(key, 2.0)]), timeout=20)
+        # its beats are lost, so the pipeline delivers it again: this process still runs it,
+        # so the delivery joins the running attempt (no second run) and takes its number
+        await _lose_worker_when(env, lambda a: a.delivery == 1)
+        # then the worker is lost for real: only a lease on the joined delivery notices
+        assert await asyncio.wrap_future(future) == [f"{key} after 2 runs"]
+        assert RUNS[key] == 2
+
+
+async def test_an_attempt_abandoned_while_its_call_holds_it_runs_out_its_lease() -> None:
+    key = "abandoned in its call"
+    # a worker stopping with tasks still running cancels them: one whose call is still held
+    # (a 1 s batch wait) is answered with a lease, which runs out; the pipeline delivers it again
+    async with _env(lease=timedelta(milliseconds=600), batch_wait=timedelta(seconds=1)) as env:
+        assert env.worker is not None
+        running = env.worker._attempts
+        future = env.client.submit(in_parallel([counted.send(key, 1.5)]), timeout=20)
+        deadline = time.monotonic() + 10
+        while not any(a.started_at and a.reporter is None for a in running._running.values()):
+            assert time.monotonic() < deadline, "the task did not start"
+            await asyncio.sleep(0.01)
+        await running.drain(0)
+        assert await asyncio.wrap_future(future) == [f"{key} after 2 runs"]
