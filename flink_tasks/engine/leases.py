@@ -138,7 +138,9 @@ def on_task_lease_check(ctx: Context, deadline: messages_pb2.TaskDeadline) -> No
     task = _still_due(ctx, deadline)
     if task is None:
         return
-    if deadline.redeliverable and deadline.delivery < MAX_REDELIVERIES:
+    # only a group's task is batched (a slot's record keeps its delivery); a report that says
+    # otherwise of a task outside a group is not believed
+    if deadline.redeliverable and deadline.slot and deadline.delivery < MAX_REDELIVERIES:
         _redeliver(ctx, deadline)
         return
     failure = task_exception(

@@ -48,7 +48,8 @@ class Attempt:
     delivery: int = 0
     received: float = field(default_factory=time.monotonic)
     reporter: asyncio.Task[None] | None = field(default=None, repr=False)
-    #: for a batched request, the waits of a call of its own (inline, queue); None otherwise
+    #: for a batched request, the waits of a call of its own (inline, queue), from `detach`;
+    #: None otherwise
     own_call_waits: tuple[float, float] | None = None
     #: the last beat said `redeliverable`
     said_redeliverable: bool = False
@@ -102,9 +103,12 @@ class Attempt:
         due = self.received + queue_wait
         return due if self.started_at is None else min(due, self.started_at + inline_wait)
 
-    def detach(self, sink: ReportSink, lease_ms: int) -> bytes:
-        """Start reporting through `sink` (once); the first lease goes back in the call."""
+    def detach(self, sink: ReportSink, lease_ms: int, own_call_waits: tuple[float, float]) -> bytes:
+        """Start reporting through `sink` (once); the first lease goes back in the call.
+        `own_call_waits`: the worker's (inline wait, queue wait), what a call of its own holds."""
         if self.reporter is None:
+            if self.request.batched:
+                self.own_call_waits = own_call_waits
             self.reporter = asyncio.ensure_future(self._report(sink, lease_ms))
         return self.running(lease_ms)
 

@@ -450,9 +450,6 @@ class Worker:
         else:
             shared = any(attempt.request.batched for attempt in started)
             wait = self.batch_wait_s if shared else self.inline_wait_s
-            for attempt in started:
-                if attempt.request.batched:
-                    attempt.own_call_waits = (self.inline_wait_s, self.queue_wait_s)
             await hold(started, wait, self.queue_wait_s)
         results: dict[str, list[bytes]] = {}
         for attempt in started:
@@ -463,7 +460,8 @@ class Worker:
                 assert self.reports is not None
                 if attempt.reporter is None:
                     self.metrics.tasks_detached.labels(attempt.request.task_type).inc()
-                report = attempt.detach(self.reports, self.lease_ms)
+                waits = (self.inline_wait_s, self.queue_wait_s)
+                report = attempt.detach(self.reports, self.lease_ms, waits)
                 outbox.send(wire.PIPELINE_FUNCTION, attempt.reply_to, wire.WORKER_REPORT, report)
                 continue
             payload = attempt.future.result().SerializeToString()

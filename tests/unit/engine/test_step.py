@@ -300,6 +300,27 @@ CASES = [
         ],
     ),
     Case(
+        "a task outside a group is never delivered again, whatever its worker's report says",
+        S.WorkerReport(
+            lease_check=S.TaskDeadline(
+                task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000, redeliverable=True
+            )
+        ),
+        [
+            ("event", "skipped", ["b"]),
+            (
+                "reply",
+                "error",
+                errors.WORKER_LOST_ERROR,
+                "the worker running task 't.a' (attempt 1) sent no word for 3 s: its process "
+                "died or lost its connection",
+            ),
+            FAILED,
+            EXPIRE,
+        ],
+        prelude=[*LEASE_FELL_DUE],
+    ),
+    Case(
         "a lease check overtaken by a late beat written before it is ignored (a live worker)",
         S.WorkerReport(
             lease_check=S.TaskDeadline(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
