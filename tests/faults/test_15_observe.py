@@ -1,7 +1,7 @@
 """Seeing what runs, on the real runtime with `flink-tasks serve --workers 2 --tracing`:
 
 - tracing: the client's submit span and the task-attempt spans of both worker processes form one
-  trace per submit, with the expected parent links (a fan-out of 40 with a continuation, and a
+  trace per submit, with the expected parent links (fan-outs of 40 with a continuation, and a
   task that returns a child pipeline);
 - the dashboard (`flink-tasks dashboard`) in a real headless Chromium: it lists a running
   pipeline, its progress rises, a failed task's traceback shows, and its cancel button cancels.
@@ -39,6 +39,7 @@ pytestmark = [
 
 FANOUT = 40
 FAN_OUT_ROUNDS = 4
+FAN_OUTS_PER_ROUND = 4
 ROOT = Path(__file__).resolve().parents[2]
 #: screenshots of the dashboard test for a person to look at (gitignored)
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -89,20 +90,26 @@ def test_a_submit_and_its_tasks_are_one_trace(observed_stack: ObservedStack) -> 
     client = stack.new_client(tracing=True)
     pids: set[int] = set()
     try:
-        # StateFun pools its connections, so a round may reuse ones that all reach one worker
-        # process; a later round (its own trace) opens more
+        # StateFun pools its connections and reuses the oldest first, so the few calls of one
+        # fan-out (one per task bucket) may all reach one worker process; a round of several
+        # fan-outs at once needs more connections than earlier tests left idle
         fan_outs = []
         for _ in range(FAN_OUT_ROUNDS):
-            fan_out = in_parallel([lt.square_slowly.send(i) for i in range(FANOUT)])
-            fan_out = fan_out.continue_with(ft.total)
-            assert client.submit(fan_out).result(timeout=120) == sum(i * i for i in range(FANOUT))
-            fan_outs.append(fan_out)
-            (submit,) = [
-                s
-                for s in exporter.get_finished_spans()
-                if s.attributes["flink_tasks.pipeline_id"] == fan_out.id
+            round_ = [
+                in_parallel([lt.square_slowly.send(i) for i in range(FANOUT)]).continue_with(
+                    ft.total
+                )
+                for _ in range(FAN_OUTS_PER_ROUND)
             ]
-            pids |= check_fan_out_trace(folder, fan_out, submit)
+            futures = [client.submit(fan_out) for fan_out in round_]
+            expected = sum(i * i for i in range(FANOUT))
+            assert [f.result(timeout=120) for f in futures] == [expected] * len(round_)
+            fan_outs += round_
+            submits = {
+                s.attributes["flink_tasks.pipeline_id"]: s for s in exporter.get_finished_spans()
+            }
+            for fan_out in round_:
+                pids |= check_fan_out_trace(folder, fan_out, submits[fan_out.id])
             if pids == worker_pids:
                 break
         orchestrated = ft.recurse.send(0, 2)  # returns a child pipeline, which returns another
