@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import shutil
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -285,6 +286,7 @@ def status_as_dict(status: RuntimeStatus) -> dict[str, Any]:
         "job": None if job is None else dict(job.__dict__),
         "latest_checkpoint": str(status.latest_checkpoint) if status.latest_checkpoint else None,
         "taskmanagers": status.taskmanagers,
+        "workers": status.workers,
         "settings": status.settings,
     }
 
@@ -317,6 +319,12 @@ def _print_status(status: RuntimeStatus) -> None:
         print("job:         (REST API not answering)")
     if status.latest_checkpoint:
         print(f"checkpoint:  {status.latest_checkpoint}")
+    for url, answering in status.workers.items():
+        port = urllib.parse.urlsplit(url).port
+        serve = "flink-tasks serve MODULE:tasks" + (f" --port {port}" if port != 18000 else "")
+        print(
+            f"worker:      {url} {'answering' if answering else f'not answering (start: {serve})'}"
+        )
     if status.settings:
         keys = (
             "delivery_semantic",

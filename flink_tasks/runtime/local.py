@@ -49,6 +49,8 @@ class RuntimeStatus:
     settings: dict[str, str] = field(default_factory=dict)
     #: cluster mode: TaskManager name -> pid (None: not running)
     taskmanagers: dict[str, int | None] = field(default_factory=dict)
+    #: the module's worker URLs (while StateFun runs) and whether each takes connections now
+    workers: dict[str, bool] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -260,6 +262,7 @@ class LocalRuntime:
     # --- status --------------------------------------------------------------------------------
     def status(self) -> RuntimeStatus:
         state = self._read_state()
+        running = self.statefun.process.is_running()
         return RuntimeStatus(
             run_dir=self.run_dir,
             kafka=self._process_status(
@@ -268,12 +271,13 @@ class LocalRuntime:
             statefun=self._process_status(
                 self.statefun.process, self.statefun.ports, state.get("statefun_ready_seconds")
             ),
-            job=self.statefun.job_status() if self.statefun.process.is_running() else None,
+            job=self.statefun.job_status() if running else None,
             java=state.get("statefun_java"),
             latest_checkpoint=self.latest_checkpoint(),
             started_at=state.get("started_at"),
             settings=state.get("settings") or state.get("identity", {}),
             taskmanagers=self.statefun.taskmanagers.pids(),
+            workers=self.statefun.workers_answering() if running else {},
         )
 
     @staticmethod

@@ -248,7 +248,7 @@ class StatefunJob:
                 # replayed input before `serve` starts: the job runs, and waits for the worker
                 running_since = running_since or time.monotonic()
                 missing = (
-                    self.workers_not_answering()
+                    [url for url, up in self.workers_answering().items() if not up]
                     if time.monotonic() - running_since > checkpoint_grace
                     else []
                 )
@@ -279,21 +279,22 @@ class StatefunJob:
                 )
             time.sleep(0.25)
 
-    def workers_not_answering(self) -> list[str]:
-        """The worker URLs of the module (the pools' and the default one) that refuse a TCP
-        connection now."""
+    def workers_answering(self) -> dict[str, bool]:
+        """The worker URLs of the module (the pools' and the default one), each with whether
+        it takes a TCP connection now."""
         urls = set(self.settings.endpoint_urls.values())
         if self.settings.function_namespace not in self.settings.endpoint_urls:
             urls.add(self.settings.worker_url)
-        missing = []
+        answering = {}
         for url in sorted(urls):
             parsed = urllib.parse.urlsplit(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
             try:
                 socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=1).close()
+                answering[url] = True
             except OSError:
-                missing.append(url)
-        return missing
+                answering[url] = False
+        return answering
 
     def wait_for_checkpoint(self, *, after: int = 0, timeout: float = 60.0) -> JobStatus:
         """Wait until more than ``after`` checkpoints have completed in the current job."""

@@ -131,8 +131,11 @@ def test_local_down_and_up_go_on_from_the_retained_state(cli: Cli) -> None:
     up = cli.run("local", "up", "--timeout", "90s", timeout=200)
     assert up.returncode == 0, up.stderr[-4000:]
     assert "restoring StateFun from" in up.stderr
-    assert f"waits for a worker at {cli.settings.worker_url}" in up.stderr
+    url = cli.settings.worker_url
+    assert f"waits for a worker at {url}" in up.stderr
+    assert f"{url} not answering (start: flink-tasks serve MODULE:tasks --port" in up.stdout
     cli.serve()  # the pipeline function runs in the worker too
+    assert json.loads(cli.ok("local", "status", "--json"))["workers"] == {url: True}
     assert json.loads(cli.ok("result", "day-one")) == 50
     attached = cli.ok("submit", f"{TASKS}:chain_of_7", "--id", late, "--reuse", "attach")
     assert json.loads(attached) == 80
