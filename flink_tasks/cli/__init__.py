@@ -24,6 +24,7 @@ from flink_tasks.cli.local import (
 )
 from flink_tasks.cli.module_yaml import register_module_yaml
 from flink_tasks.cli.serve import ENDPOINTS_VAR, register_serve
+from flink_tasks.cli.topics import register_topics
 from flink_tasks.logs import LogFormat
 from flink_tasks.logs import configure as configure_log_output
 from flink_tasks.runtime.errors import RuntimeLauncherError
@@ -36,6 +37,7 @@ __all__ = [
     "register_local",
     "register_module_yaml",
     "register_serve",
+    "register_topics",
     "settings_from_args",
     "status_as_dict",
 ]
@@ -50,7 +52,7 @@ log = logging.getLogger("flink_tasks.cli")
 
 #: Subcommand registrations, in help order. Append ``register_<name>`` functions here.
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [register_local]
-SUBCOMMANDS += [register_serve, register_module_yaml]
+SUBCOMMANDS += [register_serve, register_module_yaml, register_topics]
 
 #: Entry point group through which other distributions add subcommands: each entry point is a
 #: ``register(subparsers)`` function. The client distribution adds the commands below.
