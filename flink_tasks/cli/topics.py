@@ -42,6 +42,8 @@ def register_topics(subparsers: Subparsers) -> None:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
     from flink_tasks.runtime import kafka_secure
     from flink_tasks.runtime.module_yaml import deploy_target
     from flink_tasks.runtime.topics import (
@@ -77,10 +79,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
     except TopicsError as exc:
         print(f"flink-tasks topics: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:  # e.g. not authorized to describe or create topics
+        print(f"flink-tasks topics: Kafka at {bootstrap} refused: {exc}", file=sys.stderr)
+        return 2
     width = max(len(r.name) for r in reports)
     for report in reports:
         if report.partitions is None:
-            state = "MISSING (create it: flink-tasks topics create)"
+            state = "MISSING, or not visible to this user (create it: flink-tasks topics create)"
         else:
             state = "ok" if report.ok else "PROBLEM"
             state += f", {report.partitions} partition{'s' if report.partitions != 1 else ''}"
@@ -91,5 +96,6 @@ def cmd_topics(args: argparse.Namespace) -> int:
         print(f"{report.name:<{width}}  {state}")
         for problem in report.problems:
             print(f"{'':<{width}}    {problem}")
-            print(f"{'':<{width}}    fix: {fix_command(report, bootstrap)}")
+            if report.configs:
+                print(f"{'':<{width}}    fix: {fix_command(report, bootstrap)}")
     return 0 if all(r.ok for r in reports) else 1

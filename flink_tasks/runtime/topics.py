@@ -124,10 +124,15 @@ def inspect_topics(admin: Any, settings: LocalRuntimeSettings) -> list[TopicRepo
 
 
 def _ingress_problems(config: dict[str, str]) -> tuple[str, ...]:
-    policy = config.get("cleanup.policy", "")
+    if "cleanup.policy" not in config:  # Kafka answers a denied DescribeConfigs with nothing
+        return (
+            "its configs could not be read (is this user allowed DescribeConfigs on it?), so "
+            "whether it refuses records without a key is unknown",
+        )
+    policy = config["cleanup.policy"]
     if "compact" not in policy.split(","):
         return (
-            f"cleanup.policy={policy or '?'}: the broker accepts records without a key, and "
+            f"cleanup.policy={policy}: the broker accepts records without a key, and "
             "one would crash-loop StateFun's ingress (needs compact,delete)",
         )
     retention = int(config.get("retention.ms", _FOREVER))

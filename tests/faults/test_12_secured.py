@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -116,3 +118,48 @@ def test_wrong_password_and_untrusted_certificate(
         wrong_password_error_s=round(wrong_s, 1),
         untrusted_certificate_error_s=round(untrusted_s, 1),
     )
+
+
+def test_topics_check_over_sasl_ssl(secured_stack: FaultStack) -> None:
+    """`flink-tasks topics check` as a user runs it against a secured Kafka: SCRAM over TLS from
+    FLINK_TASKS_* variables, the password in a file. A user without the rights to see every
+    topic and its configs gets exit code 1 and says so, never a traceback or a false "ok"."""
+    s = secured_stack.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLINK_TASKS_")}
+    env["FLINK_TASKS_KAFKA_PORT"] = str(s.kafka_port)
+    for name, value in s.identity().items():  # this runtime's topic names and partitions
+        if name.endswith(("_topic", "_partitions")):
+            env[f"FLINK_TASKS_{name.upper()}"] = value
+
+    def check(role: str) -> subprocess.CompletedProcess[str]:
+        security = role_security(s, role)
+        return subprocess.run(
+            [sys.executable, "-m", "flink_tasks", "topics", "check"],
+            env={
+                **env,
+                "FLINK_TASKS_SECURITY_PROTOCOL": security.security_protocol,
+                "FLINK_TASKS_SSL_CAFILE": security.ssl_cafile,
+                "FLINK_TASKS_SASL_MECHANISM": security.sasl_mechanism,
+                "FLINK_TASKS_SASL_USERNAME": security.sasl_username,
+                "FLINK_TASKS_SASL_PASSWORD_FILE": security.sasl_password_file,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    admin = check("admin")
+    assert admin.returncode == 0, admin.stdout + admin.stderr
+    assert sorted(line.split()[0] for line in admin.stdout.splitlines() if " ok, " in line) == (
+        sorted(s.topic_partitions)
+    )
+    password = role_security(s, "admin").kafka_python_options()["sasl_plain_password"]
+    assert password not in admin.stdout + admin.stderr
+    submitter = check("submitter")  # may write requests and actions, read replies and events
+    assert submitter.returncode == 1, submitter.stdout + submitter.stderr
+    assert "Traceback" not in submitter.stderr
+    status = {line.split()[0]: line for line in submitter.stdout.splitlines() if line[:1] != " "}
+    for topic in s.ingress_topics:  # none of the three StateFun reads passes unseen
+        assert " ok, " not in status[topic], submitter.stdout
+    assert "could not be read" in submitter.stdout
