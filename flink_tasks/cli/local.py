@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import urllib.parse
 from collections.abc import Callable
@@ -20,6 +21,9 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 
 log = logging.getLogger("flink_tasks.cli")
+
+#: set (true or false), it decides for `local up` as the flags do; unset, `up` restores when it can
+RESTORE_VAR = "FLINK_TASKS_RESTORE_FROM_CHECKPOINT"
 
 
 def register_local(subparsers: Subparsers) -> None:
@@ -211,16 +215,22 @@ def settings_from_args(args: argparse.Namespace) -> LocalRuntimeSettings:
     return LocalRuntimeSettings.from_env(**overrides)
 
 
-def cmd_local_up(args: argparse.Namespace) -> int:
+def up_settings(args: argparse.Namespace) -> LocalRuntimeSettings:
+    """The settings of `local up`: unless a flag or the environment says, restore the newest
+    retained checkpoint when the run dir holds one."""
     settings = settings_from_args(args)
-    if args.from_checkpoint is None:
+    if args.from_checkpoint is None and RESTORE_VAR not in os.environ:
         # a runtime stopped with `local down` goes on where it stopped: its state and its
         # ingress offsets come from one checkpoint (a fresh job would re-read the records since
         # the last committed offsets without the state they belong to)
         settings = settings.replace(
             restore_from_checkpoint=latest_checkpoint(settings.checkpoints_dir) is not None
         )
-    runtime = LocalRuntime(settings)
+    return settings
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    runtime = LocalRuntime(up_settings(args))
     runtime.start()
     _print_status(runtime.status())
     if runtime.reused:

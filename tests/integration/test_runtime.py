@@ -268,6 +268,28 @@ def test_cli_parser_builds() -> None:
     assert args.checkpoint_interval == timedelta(seconds=2)
 
 
+def test_local_up_restores_when_it_can_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flink_tasks.cli import build_parser
+    from flink_tasks.cli.local import RESTORE_VAR, up_settings
+
+    monkeypatch.delenv(RESTORE_VAR, raising=False)
+
+    def restores(*flags: str) -> bool:
+        args = build_parser().parse_args(["local", "up", "--run-dir", str(tmp_path), *flags])
+        return up_settings(args).restore_from_checkpoint
+
+    assert not restores()  # nothing retained yet
+    chk = tmp_path / "statefun" / "checkpoints" / "0123abcd" / "chk-7"
+    chk.mkdir(parents=True)
+    assert not restores()  # a checkpoint still being written (no _metadata) is not one
+    (chk / "_metadata").write_bytes(b"")
+    assert restores() and not restores("--fresh") and restores("--from-checkpoint")
+    monkeypatch.setenv(RESTORE_VAR, "false")
+    assert not restores() and restores("--from-checkpoint")
+
+
 def test_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
