@@ -240,12 +240,14 @@ class StatefunJob:
                     log_file=self.settings.statefun_log_file,
                     log_tail=tail(self.settings.statefun_log_file),
                 )
-            if last is not None and last.ready:
-                if not wait_for_checkpoint or last.completed_checkpoints >= 1:
+            if last is not None and last.state == "RUNNING":
+                if last.ready and (not wait_for_checkpoint or last.completed_checkpoints >= 1):
                     return last
-                # a call to a worker that is not up yet holds the first checkpoint back (the
-                # subtask takes no barrier while its first request waits), e.g. restored or
-                # replayed input before `serve` starts: the job runs, and waits for the worker
+                # a call to a worker that is not up yet holds the job back: the subtask takes
+                # no checkpoint barrier while its first request waits, and a call restored
+                # from a checkpoint is resent before the task runs (it stays INITIALIZING).
+                # E.g. restored or replayed input before `serve` starts: the job is up, and
+                # goes on once the worker answers
                 running_since = running_since or time.monotonic()
                 missing = (
                     [url for url, up in self.workers_answering().items() if not up]
@@ -254,8 +256,12 @@ class StatefunJob:
                 )
                 if missing:
                     log.info(
-                        "StateFun job running; its first checkpoint waits for a worker at %s",
+                        "StateFun job running, waiting for a worker at %s (tasks %d/%d "
+                        "running, %d checkpoints)",
                         ", ".join(missing),
+                        last.tasks_running,
+                        last.tasks_total,
+                        last.completed_checkpoints,
                     )
                     return last
             if time.monotonic() > deadline:
