@@ -117,6 +117,11 @@ def inspect_topics(admin: Any, settings: LocalRuntimeSettings) -> list[TopicRepo
             continue
         config = configs.get(name, {})
         problems = _ingress_problems(config) if name in ingress else ()
+        if not partitions.get(name):  # listed, but Kafka would not describe it to this user
+            problems = (
+                "its partitions could not be read (is this user allowed Describe?)",
+                *problems,
+            )
         reports.append(
             TopicReport(name, parts, name in ingress, partitions.get(name, 0), config, problems)
         )
