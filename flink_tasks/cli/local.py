@@ -330,8 +330,7 @@ def _print_status(status: RuntimeStatus) -> None:
     if status.latest_checkpoint:
         print(f"checkpoint:  {status.latest_checkpoint}")
     for url, answering in status.workers.items():
-        port = urllib.parse.urlsplit(url).port
-        serve = "flink-tasks serve MODULE:tasks" + (f" --port {port}" if port != 18000 else "")
+        serve = f"flink-tasks serve MODULE:tasks --port {urllib.parse.urlsplit(url).port}"
         print(
             f"worker:      {url} {'answering' if answering else f'not answering (start: {serve})'}"
         )

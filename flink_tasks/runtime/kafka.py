@@ -274,14 +274,16 @@ class KafkaBroker:
             deadline = time.monotonic() + 60
             while True:
                 described = {
-                    _field(d, "name", "topic"): d for d in admin.describe_topics(list(wanted))
+                    describe_field(d, "name", "topic"): d
+                    for d in admin.describe_topics(list(wanted))
                 }
                 ready = all(
                     name in described
                     and not described[name].get("error_code")
                     and described[name].get("partitions")
                     and all(
-                        _field(p, "leader_id", "leader") >= 0 for p in described[name]["partitions"]
+                        describe_field(p, "leader_id", "leader") >= 0
+                        for p in described[name]["partitions"]
                     )
                     for name in wanted
                 )
@@ -332,7 +334,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _field(data: dict[str, Any], *names: str) -> Any:
+def describe_field(data: dict[str, Any], *names: str) -> Any:
     """First present key (kafka-python versions name metadata fields differently)."""
     for name in names:
         if name in data:

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -19,7 +18,13 @@ from flink_tasks.runtime.cluster import JOBMANAGER_MAIN, TaskManagers, cluster_f
 from flink_tasks.runtime.configs import render_flink_conf, statefun_dirs
 from flink_tasks.runtime.errors import StartupError
 from flink_tasks.runtime.module_yaml import render_module_yaml
-from flink_tasks.runtime.process import ManagedProcess, ensure_ports_free, rotate_log_file, tail
+from flink_tasks.runtime.process import (
+    ManagedProcess,
+    ensure_ports_free,
+    port_accepts,
+    rotate_log_file,
+    tail,
+)
 from flink_tasks.runtime.settings import LocalRuntimeSettings
 from flink_tasks.runtime.tools import JavaRuntime, maven_classpath
 
@@ -174,7 +179,7 @@ class StatefunJob:
             self.wait_ready(
                 self.settings.statefun_start_timeout.total_seconds(),
                 wait_for_checkpoint=self.settings.wait_for_checkpoint,
-                restored_from=restore_from,
+                restored_from=restore_from if savepoint is None else None,
             )
         except BaseException:
             self.process.stop(grace=5.0)
@@ -226,6 +231,9 @@ class StatefunJob:
     def wait_ready(
         self, timeout: float, *, wait_for_checkpoint: bool, restored_from: Path | None = None
     ) -> JobStatus:
+        """Until the job runs and has checkpointed (`wait_for_checkpoint`), or runs and waits
+        for a worker that does not answer; `restored_from`: the checkpoint it restores, named
+        in the error."""
         deadline = time.monotonic() + timeout
         checkpoint_grace = max(5.0, 3 * self.settings.checkpoint_interval.total_seconds())
         running_since: float | None = None
@@ -240,7 +248,9 @@ class StatefunJob:
                     log_file=self.settings.statefun_log_file,
                     log_tail=tail(self.settings.statefun_log_file),
                 )
-            if last is not None and last.state == "RUNNING":
+            if last is None or last.state != "RUNNING":
+                running_since = None  # (again) not running: the grace starts over
+            else:
                 if last.ready and (not wait_for_checkpoint or last.completed_checkpoints >= 1):
                     return last
                 # a call to a worker that is not up yet holds the job back: the subtask takes
@@ -295,11 +305,7 @@ class StatefunJob:
         for url in sorted(urls):
             parsed = urllib.parse.urlsplit(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
-            try:
-                socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=1).close()
-                answering[url] = True
-            except OSError:
-                answering[url] = False
+            answering[url] = port_accepts(port, parsed.hostname or "127.0.0.1")
         return answering
 
     def wait_for_checkpoint(self, *, after: int = 0, timeout: float = 60.0) -> JobStatus:

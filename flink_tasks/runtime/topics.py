@@ -18,12 +18,13 @@ beyond the partitions only idle). Existing topics are never changed: a check say
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from flink_tasks.kafka_security import KafkaSecurity
+from flink_tasks.runtime.kafka import describe_field
+from flink_tasks.runtime.process import port_accepts
 from flink_tasks.runtime.settings import KEYED_TOPIC_CONFIG, LocalRuntimeSettings
 
 #: Kafka's "forever" for retention.ms
@@ -80,15 +81,11 @@ def admin_client(
 def _probe(bootstrap_servers: str, timeout_s: float) -> None:
     """A TCP connection to some bootstrap server first: kafka-python leaks a thread and sockets
     when it cannot bootstrap."""
-    last: OSError | None = None
     for address in bootstrap_servers.split(","):
         host, _, port = address.strip().rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        if port_accepts(int(port), host.strip("[]"), timeout_s):
             return
-        except OSError as err:
-            last = err
-    raise TopicsError(f"no broker of {bootstrap_servers} accepts connections ({last})")
+    raise TopicsError(f"no broker of {bootstrap_servers} accepts connections")
 
 
 def inspect_topics(admin: Any, settings: LocalRuntimeSettings) -> list[TopicReport]:
@@ -100,7 +97,7 @@ def inspect_topics(admin: Any, settings: LocalRuntimeSettings) -> list[TopicRepo
     ingress = set(settings.ingress_topics)
     present = [name for name in wanted if name in existing]
     partitions = {
-        _field(d, "name", "topic"): len(d.get("partitions") or ())
+        describe_field(d, "name", "topic"): len(d.get("partitions") or ())
         for d in (admin.describe_topics(present) if present else [])
     }
     configs: dict[str, dict[str, str]] = {}
@@ -189,10 +186,3 @@ def create_missing(
     except KafkaError as err:
         raise TopicsError(f"creating {', '.join(t.name for t in missing)}: {err}") from None
     return [t.name for t in missing]
-
-
-def _field(data: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        if name in data:
-            return data[name]
-    raise KeyError(names[0])

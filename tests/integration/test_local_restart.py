@@ -15,14 +15,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from flink_tasks.runtime.local import LocalRuntime
+from flink_tasks.runtime.workers import WorkerProcesses
 from tests.deploy._ports import isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -50,7 +49,7 @@ class Cli:
             RESTART_TEST_RUNS=str(self.runs),
         )
         self.serve_log = tmp / "serve.log"
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: WorkerProcesses | None = None
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -69,37 +68,17 @@ class Cli:
         return proc.stdout
 
     def serve(self) -> None:
-        with self.serve_log.open("ab") as out:
-            self.worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "flink_tasks",
-                    "serve",
-                    f"{TASKS}:tasks",
-                    "--port",
-                    str(self.settings.worker_port),
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"{self.settings.worker_url}/healthz"
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.worker.poll() is None, self.serve_log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, self.serve_log.read_text()[-3000:]
-                time.sleep(0.2)
+        self.worker = WorkerProcesses(
+            f"{TASKS}:tasks",
+            port=self.settings.worker_port,
+            log_file=self.serve_log,
+            cwd=ROOT,
+            env=self.env,
+        ).start()
 
     def stop_worker(self) -> None:
         if self.worker is not None:
-            self.worker.terminate()
-            self.worker.wait(timeout=60)
+            self.worker.stop()
             self.worker = None
 
     def recorded_runs(self) -> list[int]:

@@ -66,6 +66,19 @@ LEASE_FELL_DUE = [
     ),
     pm(task_deadline=S.TaskDeadline(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)),
 ]
+#: task a of TWO_TASKS failed as lost: b skipped, the pipeline fails
+A_LOST = [
+    ("event", "skipped", ["b"]),
+    (
+        "reply",
+        "error",
+        errors.WORKER_LOST_ERROR,
+        "the worker running task 't.a' (attempt 1) sent no word for 3 s: its process "
+        "died or lost its connection",
+    ),
+    FAILED,
+    EXPIRE,
+]
 
 CASES = [
     # ---------------------------------------------------------------- submission
@@ -283,18 +296,7 @@ CASES = [
         S.WorkerReport(
             lease_check=S.TaskDeadline(task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000)
         ),
-        [
-            ("event", "skipped", ["b"]),
-            (
-                "reply",
-                "error",
-                errors.WORKER_LOST_ERROR,
-                "the worker running task 't.a' (attempt 1) sent no word for 3 s: its process "
-                "died or lost its connection",
-            ),
-            FAILED,
-            EXPIRE,
-        ],
+        A_LOST,
         prelude=[
             *LEASE_FELL_DUE,
         ],
@@ -306,18 +308,7 @@ CASES = [
                 task_id="a", attempt=1, invocation=1, beat=1, lease_ms=3000, redeliverable=True
             )
         ),
-        [
-            ("event", "skipped", ["b"]),
-            (
-                "reply",
-                "error",
-                errors.WORKER_LOST_ERROR,
-                "the worker running task 't.a' (attempt 1) sent no word for 3 s: its process "
-                "died or lost its connection",
-            ),
-            FAILED,
-            EXPIRE,
-        ],
+        A_LOST,
         prelude=[*LEASE_FELL_DUE],
     ),
     Case(
