@@ -118,8 +118,15 @@ def module_components(
         }
     )
     semantic: dict[str, YamlValue] = {"type": settings.delivery_semantic}
+    egress_properties = kafka_properties
     if settings.delivery_semantic == "exactly-once":
         semantic["transactionTimeout"] = format_duration(settings.transaction_timeout)
+    else:
+        # a job restored from an exactly-once checkpoint ends the transactions it recorded, and
+        # without this with Flink's 1 h default, which brokers refuse (15 min at most by default):
+        # the job would restart forever
+        timeout_ms = int(settings.transaction_timeout.total_seconds() * 1000)
+        egress_properties = [{"transaction.timeout.ms": str(timeout_ms)}, *kafka_properties]
     docs.append(
         {
             "kind": "io.statefun.kafka.v1/egress",
@@ -127,7 +134,7 @@ def module_components(
                 "id": wire.EGRESS_ID,
                 "address": kafka,
                 "deliverySemantic": semantic,
-                **({"properties": kafka_properties} if kafka_properties else {}),
+                **({"properties": egress_properties} if egress_properties else {}),
             },
         }
     )

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -74,6 +75,25 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
         if best is None or key[:2] > best[:2]:
             best = key
     return best[2] if best else None
+
+
+def prune_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Delete every job's checkpoint directory but the one holding the newest retained
+    checkpoint; returns the deleted ones. Call it only while no job of this run dir runs.
+
+    Each start is a new job id, and Flink 1.16 restores in NO_CLAIM mode: the restored job
+    never deletes what it restored from, and its first checkpoint is a full one, so an older
+    job's directory is not read again once a newer one holds a complete checkpoint.
+    """
+    newest = latest_checkpoint(checkpoints_dir)
+    if newest is None:
+        return []
+    deleted = []
+    for job_dir in sorted(checkpoints_dir.iterdir()):
+        if job_dir.is_dir() and job_dir != newest.parent:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            deleted.append(job_dir)
+    return deleted
 
 
 class StatefunJob:
@@ -160,6 +180,8 @@ class StatefunJob:
         ensure_ports_free(self.ports)
         classpath = self.classpath()
         self.write_configs()
+        for job_dir in prune_checkpoints(self.dirs["checkpoints"]):
+            log.info("deleted the checkpoints of an earlier job: %s", job_dir)
         restore_from = latest_checkpoint(self.dirs["checkpoints"]) if from_checkpoint else None
         restore_from = savepoint or restore_from
         if from_checkpoint and restore_from is None:

@@ -6,7 +6,8 @@ two working days, every step a CLI command in its own process:
 - `up` is ready while no worker runs yet, even though a pipeline submitted while the worker was
   stopped holds the job back (its call, re-read or restored, waits for the worker: no
   checkpoint, and a restored call keeps the task INITIALIZING); it finishes once `serve` starts;
-- `up --fresh` starts without the retained state.
+- `up --fresh` starts without the retained state;
+- a run dir keeps the checkpoints of the newest job that has one, not of every day before.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def test_local_down_and_up_go_on_from_the_retained_state(cli: Cli) -> None:
     # waits without holding checkpoints back); restored, it keeps its task INITIALIZING
     LocalRuntime.attach(cli.settings).wait_for_checkpoint()
     cli.ok("local", "down")
+    checkpoints = cli.settings.checkpoints_dir
+    (day_one_job,) = checkpoints.iterdir()
 
     # again, before the worker: ready (not held up by the waiting call), restored
     up = cli.run("local", "up", "--timeout", "90s", timeout=200)
@@ -125,10 +128,40 @@ def test_local_down_and_up_go_on_from_the_retained_state(cli: Cli) -> None:
     assert json.loads(attached) == 80
     assert cli.recorded_runs() == [4, 7]  # day-one's body ran once, before `down`
 
+    LocalRuntime.attach(cli.settings).wait_for_checkpoint()  # the restored job's own
     cli.stop_worker()
     cli.ok("local", "down")
     cli.ok("local", "up", "--fresh")
+    # day one's checkpoints went once a newer job held one; that job's stay until the new one's
+    assert day_one_job.parent == checkpoints and not day_one_job.exists()
+    assert len(list(checkpoints.iterdir())) == 2
     cli.serve()
     fresh = cli.run("result", "day-one")
     assert fresh.returncode == 1
     assert "unknown" in fresh.stderr, fresh.stderr
+
+
+def test_a_restore_may_switch_the_egress_semantic(cli: Cli) -> None:
+    """A checkpoint taken with exactly-once output holds the egress's Kafka transactions; the
+    job restored from it at least once ends them, and goes on, as does the switch back."""
+    cli.ok("local", "up", "--egress", "exactly-once")
+    cli.serve()
+    assert json.loads(cli.ok("submit", f"{TASKS}:chain_of_4", "--id", "once")) == 50
+    LocalRuntime.attach(cli.settings).wait_for_checkpoint()
+    cli.ok("local", "down")
+
+    up = cli.run("local", "up", "--egress", "at-least-once", "--timeout", "90s", timeout=200)
+    assert up.returncode == 0, up.stderr[-4000:]
+    assert "restoring StateFun from" in up.stderr
+    assert json.loads(cli.ok("result", "once")) == 50
+    assert json.loads(cli.ok("submit", f"{TASKS}:chain_of_7", "--id", "twice")) == 80
+    LocalRuntime.attach(cli.settings).wait_for_checkpoint()
+    cli.ok("local", "down")
+
+    up = cli.run("local", "up", "--egress", "exactly-once", "--timeout", "90s", timeout=200)
+    assert up.returncode == 0, up.stderr[-4000:]
+    assert json.loads(cli.ok("result", "twice")) == 80
+    assert json.loads(cli.ok("submit", f"{TASKS}:chain_of_4", "--id", "thrice")) == 50
+    status = json.loads(cli.ok("local", "status", "--json"))
+    assert status["job"]["state"] == "RUNNING", status
+    assert cli.recorded_runs() == [4, 7, 4]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import socket
 import subprocess
@@ -288,6 +289,32 @@ def test_local_up_restores_when_it_can_unless_told(
     assert restores() and not restores("--fresh") and restores("--from-checkpoint")
     monkeypatch.setenv(RESTORE_VAR, "false")
     assert not restores() and restores("--from-checkpoint")
+
+
+def test_only_the_job_holding_the_newest_checkpoint_keeps_its_directory(tmp_path: Path) -> None:
+    from flink_tasks.runtime.statefun import latest_checkpoint, prune_checkpoints
+
+    def checkpoint(job: str, n: int, *, complete: bool = True, mtime: float) -> Path:
+        chk = tmp_path / job / f"chk-{n}"
+        (chk.parent / "shared").mkdir(parents=True, exist_ok=True)
+        chk.mkdir()
+        if complete:
+            (chk / "_metadata").write_bytes(b"")
+            os.utime(chk / "_metadata", (mtime, mtime))
+        return chk
+
+    assert prune_checkpoints(tmp_path / "missing") == []
+    checkpoint("day-one", 9, mtime=1_000)
+    assert prune_checkpoints(tmp_path) == []  # the only job
+    # restored from day-one, stopped before its first checkpoint completed: day-one stays
+    checkpoint("day-two", 1, complete=False, mtime=2_000)
+    assert prune_checkpoints(tmp_path) == [tmp_path / "day-two"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "day-one" / "chk-9"
+    # restored again, and this time it checkpointed: day-one is not needed any more
+    checkpoint("day-three", 2, mtime=3_000)
+    assert prune_checkpoints(tmp_path) == [tmp_path / "day-one"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day-three"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "day-three" / "chk-2"
 
 
 def test_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
