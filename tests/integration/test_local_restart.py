@@ -143,7 +143,8 @@ def test_local_down_and_up_go_on_from_the_retained_state(cli: Cli) -> None:
 
 def test_a_restore_may_switch_the_egress_semantic(cli: Cli) -> None:
     """A checkpoint taken with exactly-once output holds the egress's Kafka transactions; the
-    job restored from it at least once ends them, and goes on, as does the switch back."""
+    job restored from it with the at-least-once egress ends them and goes on, as does the
+    switch back."""
     cli.ok("local", "up", "--egress", "exactly-once")
     cli.serve()
     assert json.loads(cli.ok("submit", f"{TASKS}:chain_of_4", "--id", "once")) == 50
