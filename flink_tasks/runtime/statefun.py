@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LAUNCHER_MAIN = "io.flinktasks.local.LocalStatefun"
 _CHK_RE = re.compile(r"chk-(\d+)$")
+_JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def prune_checkpoints(checkpoints_dir: Path) -> list[Path]:
         return []
     deleted = []
     for job_dir in sorted(checkpoints_dir.iterdir()):
-        if job_dir.is_dir() and job_dir != newest.parent:
+        # only what Flink wrote there: a directory named by a job id
+        if job_dir != newest.parent and job_dir.is_dir() and _JOB_ID_RE.fullmatch(job_dir.name):
             shutil.rmtree(job_dir, ignore_errors=True)
             deleted.append(job_dir)
     return deleted

@@ -294,6 +294,8 @@ def test_local_up_restores_when_it_can_unless_told(
 def test_only_the_job_holding_the_newest_checkpoint_keeps_its_directory(tmp_path: Path) -> None:
     from flink_tasks.runtime.statefun import latest_checkpoint, prune_checkpoints
 
+    day_one, day_two, day_three = ("1" * 32, "2" * 32, "3" * 32)  # Flink's job ids
+
     def checkpoint(job: str, n: int, *, complete: bool = True, mtime: float) -> Path:
         chk = tmp_path / job / f"chk-{n}"
         (chk.parent / "shared").mkdir(parents=True, exist_ok=True)
@@ -304,17 +306,18 @@ def test_only_the_job_holding_the_newest_checkpoint_keeps_its_directory(tmp_path
         return chk
 
     assert prune_checkpoints(tmp_path / "missing") == []
-    checkpoint("day-one", 9, mtime=1_000)
+    checkpoint(day_one, 9, mtime=1_000)
+    (tmp_path / "notes").mkdir()  # not Flink's: never deleted
     assert prune_checkpoints(tmp_path) == []  # the only job
-    # restored from day-one, stopped before its first checkpoint completed: day-one stays
-    checkpoint("day-two", 1, complete=False, mtime=2_000)
-    assert prune_checkpoints(tmp_path) == [tmp_path / "day-two"]
-    assert latest_checkpoint(tmp_path) == tmp_path / "day-one" / "chk-9"
-    # restored again, and this time it checkpointed: day-one is not needed any more
-    checkpoint("day-three", 2, mtime=3_000)
-    assert prune_checkpoints(tmp_path) == [tmp_path / "day-one"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["day-three"]
-    assert latest_checkpoint(tmp_path) == tmp_path / "day-three" / "chk-2"
+    # restored from day one, stopped before its first checkpoint completed: day one stays
+    checkpoint(day_two, 1, complete=False, mtime=2_000)
+    assert prune_checkpoints(tmp_path) == [tmp_path / day_two]
+    assert latest_checkpoint(tmp_path) == tmp_path / day_one / "chk-9"
+    # restored again, and this time it checkpointed: day one is not needed any more
+    checkpoint(day_three, 2, mtime=3_000)
+    assert prune_checkpoints(tmp_path) == [tmp_path / day_one]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [day_three, "notes"]
+    assert latest_checkpoint(tmp_path) == tmp_path / day_three / "chk-2"
 
 
 def test_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
