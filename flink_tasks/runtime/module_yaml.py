@@ -122,9 +122,9 @@ def module_components(
     if settings.delivery_semantic == "exactly-once":
         semantic["transactionTimeout"] = format_duration(settings.transaction_timeout)
     else:
-        # a job restored from an exactly-once checkpoint ends the transactions it recorded, and
-        # without this with Flink's 1 h default, which brokers refuse (15 min at most by default):
-        # the job would restart forever
+        # restored from an exactly-once checkpoint, the sink ends the transactions recorded
+        # there; without a timeout here it asks for Flink's 1 h, above the broker's maximum
+        # (15 min by default), and the job restarts forever
         timeout_ms = int(settings.transaction_timeout.total_seconds() * 1000)
         egress_properties = [{"transaction.timeout.ms": str(timeout_ms)}, *kafka_properties]
     docs.append(
