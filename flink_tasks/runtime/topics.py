@@ -85,7 +85,9 @@ def _probe(bootstrap_servers: str, timeout_s: float) -> None:
         host, _, port = address.strip().rpartition(":")
         if port_accepts(int(port), host.strip("[]"), timeout_s):
             return
-    raise TopicsError(f"no broker of {bootstrap_servers} accepts connections")
+    raise TopicsError(
+        f"no broker of {bootstrap_servers} accepts connections (waited {timeout_s:g} s for each)"
+    )
 
 
 def inspect_topics(admin: Any, settings: LocalRuntimeSettings) -> list[TopicReport]:
