@@ -92,6 +92,15 @@ def register_serve(subparsers: Subparsers) -> None:
         help="a long task with no heartbeat for this long fails as WorkerLostError (default 30s)",
     )
     serve.add_argument(
+        "--worker-timeout",
+        type=parse_duration,
+        default="30s",
+        metavar="DURATION",
+        help="with --workers N: a worker process that sends its supervisor no heartbeat for "
+        "this long (stopped, or its event loop blocked) is killed and started again; StateFun "
+        "retries the calls it held on the others (default 30s; 0: never)",
+    )
+    serve.add_argument(
         "--task-buckets",
         type=int,
         default=None,
@@ -153,6 +162,7 @@ def register_serve(subparsers: Subparsers) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
+        from flink_tasks.worker.heartbeat import MIN_TIMEOUT
         from flink_tasks.worker.serve import (
             EXTRA_NAMESPACES_VAR,
             RETENTION_VAR,
@@ -173,6 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             task_buckets = task_buckets_from_env()
         elif task_buckets < 0:
             raise ValueError(f"--task-buckets must be >= 0, got {task_buckets}")
+        if args.worker_timeout and args.worker_timeout.total_seconds() < MIN_TIMEOUT:
+            raise ValueError(f"--worker-timeout must be 0 or at least {MIN_TIMEOUT:g}s")
     except ValueError as exc:
         print(f"flink-tasks serve: error: {exc}", file=sys.stderr)
         return 2
@@ -197,6 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_wait=args.batch_wait,
         queue_wait=args.queue_wait,
         task_lease=args.task_lease,
+        worker_timeout=args.worker_timeout,
         pool=args.pool,
         pool_size=args.pool_size,
         max_memory_per_task=args.max_memory_per_task,

@@ -19,6 +19,7 @@ SIGTERM or SIGINT stops gracefully: stop accepting connections, let running requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ from flink_tasks.worker.functions import (
     DEFAULT_QUEUE_WAIT,
     Worker,
 )
+from flink_tasks.worker.heartbeat import beating_while_starting, heartbeat_fd, send_heartbeats
 from flink_tasks.worker.hooks import load_hooks
 from flink_tasks.worker.http import LISTEN_BACKLOG, create_app
 from flink_tasks.worker.reports import KafkaReportSink
@@ -91,6 +93,8 @@ class ServeOptions:
     batch_wait: timedelta = DEFAULT_BATCH_WAIT
     queue_wait: timedelta = DEFAULT_QUEUE_WAIT
     task_lease: timedelta = DEFAULT_LEASE
+    worker_timeout: timedelta = timedelta(seconds=30)
+    """With ``workers`` > 1: a worker process silent this long is killed (zero: never)."""
     env: dict[str, str] = field(default_factory=dict)
     pool: Literal["process", "thread"] = "process"
     pool_size: int | None = None
@@ -220,15 +224,22 @@ async def serve_async(
 
 
 def run_worker(options: ServeOptions) -> int:
-    """One worker process: serve until SIGTERM/SIGINT."""
-    worker = build_worker(load_registry(options.target), options)
+    """One worker process: serve until SIGTERM/SIGINT (beating to its supervisor, if any)."""
+    beats = heartbeat_fd()
+    with beating_while_starting(beats) if beats is not None else contextlib.nullcontext():
+        worker = build_worker(load_registry(options.target), options)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve_async(worker, options, stop)
+        beating = asyncio.create_task(send_heartbeats(beats)) if beats is not None else None
+        try:
+            await serve_async(worker, options, stop)
+        finally:
+            if beating is not None:
+                beating.cancel()
 
     asyncio.run(main())
     return 0

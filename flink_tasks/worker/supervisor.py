@@ -1,5 +1,6 @@
 """``serve --workers N``: the supervisor that runs N worker processes on one ``SO_REUSEPORT``
-port and starts again those that die, after a bounded back-off."""
+port, kills those that stop beating (`flink_tasks.worker.heartbeat`) and starts again those that
+die, after a bounded back-off."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from flink_tasks.worker.heartbeat import FIRST_BEAT_WITHIN, HEARTBEAT_FD_VAR, HeartbeatPipe
 from flink_tasks.worker.metrics import MULTIPROC_DIR_VAR
 
 if TYPE_CHECKING:
@@ -59,6 +61,8 @@ class _Slot:
     started_at: float = 0.0
     quick_exits: int = 0
     restart_at: float | None = None
+    heartbeat: HeartbeatPipe | None = None
+    killed_for_silence: bool = False
 
 
 class Supervisor:
@@ -66,7 +70,8 @@ class Supervisor:
 
     It never gives up: a worker that keeps dying is started again after a bounded exponential
     back-off (`RestartBackoff`), so a crash loop costs CPU, not the service. Each slot backs off
-    on its own; the others keep serving.
+    on its own; the others keep serving. A worker silent for ``options.worker_timeout`` (stopped,
+    or its event loop blocked) is SIGKILLed, and then started again like any that died.
     """
 
     def __init__(self, options: ServeOptions, backoff: RestartBackoff | None = None) -> None:
@@ -107,10 +112,22 @@ class Supervisor:
         return cmd
 
     def _spawn(self, index: int) -> None:
-        env = {**os.environ, **self.options.env, MULTIPROC_DIR_VAR: str(self.metrics_dir)}
-        proc = subprocess.Popen(self.child_command(), env=env, preexec_fn=_die_with_parent)
         slot = self.slots[index]
+        env = {**os.environ, **self.options.env, MULTIPROC_DIR_VAR: str(self.metrics_dir)}
+        if slot.heartbeat is not None:
+            slot.heartbeat.close()
+        slot.heartbeat = HeartbeatPipe() if self.options.worker_timeout else None
+        pass_fds: tuple[int, ...] = ()
+        if slot.heartbeat is not None:
+            env[HEARTBEAT_FD_VAR] = str(slot.heartbeat.child_fd)
+            pass_fds = (slot.heartbeat.child_fd,)
+        proc = subprocess.Popen(
+            self.child_command(), env=env, pass_fds=pass_fds, preexec_fn=_die_with_parent
+        )
+        if slot.heartbeat is not None:
+            slot.heartbeat.child_started()
         slot.proc, slot.started_at, slot.restart_at = proc, time.monotonic(), None
+        slot.killed_for_silence = False
         log.info("started worker %d, pid %d", index, proc.pid)
 
     @property
@@ -143,18 +160,46 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for slot in self.slots:
+                if slot.heartbeat is not None:
+                    slot.heartbeat.close()
             if self._own_metrics_dir:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _watch(self) -> None:
-        """Note workers that died and start each again when its back-off is over."""
+        """Kill silent workers, note workers that died and start each again when its back-off
+        is over."""
         now = time.monotonic()
         for i, slot in enumerate(self.slots):
+            if slot.proc is not None and slot.restart_at is None and slot.proc.poll() is None:
+                self._check_heartbeat(i, slot, now)
             if slot.proc is not None and slot.restart_at is None and slot.proc.poll() is not None:
                 self._schedule_restart(i, slot, now)
             if slot.restart_at is not None and now >= slot.restart_at and not self.stopping:
                 self.restarts += 1
                 self._spawn(i)
+
+    def _check_heartbeat(self, index: int, slot: _Slot, now: float) -> None:
+        if slot.heartbeat is None or slot.killed_for_silence or slot.proc is None:
+            return
+        slot.heartbeat.drain()
+        last = slot.heartbeat.last_beat
+        timeout = self.options.worker_timeout.total_seconds()
+        silent = now - (last if last is not None else slot.started_at)
+        if silent <= (timeout if last is not None else max(timeout, FIRST_BEAT_WITHIN)):
+            return
+        # a stopped process or a blocked loop holds StateFun's calls until their budget runs
+        # out; killed, its connections close and StateFun retries the calls on the others
+        log.error(
+            "worker %d (pid %d) sent no heartbeat for %.1f s (stopped, or its event loop "
+            "blocked); killing it",
+            index,
+            slot.proc.pid,
+            silent,
+        )
+        slot.killed_for_silence = True
+        with contextlib.suppress(ProcessLookupError):
+            slot.proc.kill()
 
     def _schedule_restart(self, index: int, slot: _Slot, now: float) -> None:
         assert slot.proc is not None

@@ -134,3 +134,76 @@ def test_supervisor_keeps_restarting_workers_that_keep_dying(tmp_path: Path) -> 
                 proc.wait()
     assert proc.returncode == 0, log()
     assert "all workers stopped" in log()
+
+
+def descendants(pid: int) -> set[int]:
+    """Children of every thread, and theirs (the pool's fork server and its children)."""
+    found, todo = set(), [pid]
+    while todo:
+        for thread in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = {int(p) for p in (thread / "children").read_text().split()}
+            except OSError:
+                continue
+            found |= kids
+            todo += kids
+    return found
+
+
+def test_a_worker_that_stops_beating_is_killed_and_replaced(tmp_path: Path) -> None:
+    """SIGSTOP one worker process: the supervisor kills it after --worker-timeout (its pool
+    children go with it) and starts another. A registry whose import takes longer than the
+    timeout, and than the wait for a new process's first heartbeat, is not taken for a frozen
+    worker: its process beats while it imports."""
+    (port,) = free_ports(1)
+    log_file = tmp_path / "serve.log"
+    env = {**os.environ, "FLINK_TASKS_TEST_IMPORT_DELAY": "12"}
+    command = [
+        sys.executable,
+        "-m",
+        "flink_tasks",
+        "serve",
+        "tests.deploy.slow_import_worker:tasks",
+    ]
+    command += ["--port", str(port), "--workers", "2", "--pool-size", "1", "--worker-timeout", "2s"]
+    with log_file.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log() -> str:
+        return log_file.read_text()
+
+    try:
+        wait_until(lambda: healthy(port) and len(children(proc.pid)) == 2, 90, "2 workers")
+        assert "sent no heartbeat" not in log()  # slow imports, and nothing was killed
+        first, second = sorted(children(proc.pid))
+        # the pool's fork server and its one child
+        wait_until(lambda: len(descendants(first)) >= 2, 30, "the pool child of a worker")
+        family = {first} | descendants(first)
+        os.kill(first, signal.SIGSTOP)
+        wait_until(
+            lambda: first not in children(proc.pid) and len(children(proc.pid)) == 2,
+            30,
+            "a new worker in place of the stopped one",
+        )
+        assert re.search(rf"worker \d \(pid {first}\) sent no heartbeat for [0-9.]+ s", log())
+        assert re.search(rf"\(pid {first}\) was killed by SIGKILL after", log())
+        wait_until(
+            lambda: not any(Path(f"/proc/{p}").exists() for p in family),
+            30,
+            f"the stopped worker and its pool children {family} gone",
+        )
+        assert second in children(proc.pid)
+        wait_until(lambda: healthy(port), 30, "/healthz after the replacement")
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, log()
+    assert log().count("sent no heartbeat") == 1, log()
