@@ -164,10 +164,13 @@ class ClientIO(ReplyDecoding):
         producer = self._link.producer
         if producer is not None:
             try:
-                return producer.send(topic, key=key, value=value)
+                sent = producer.send(topic, key=key, value=value)
             except Exception as err:
                 logger.warning("could not send %s to %s: %s", what, topic, err)
                 self._link.producer_failed(producer, f"send raised {type(err).__name__}: {err}")
+            else:
+                sent.add_errback(lambda err: self._distrust_after_expiry(producer, err))
+                return sent
         if self._closed:
             fail(ClientError(f"the client was closed before {what} was sent"))
             return None
@@ -182,6 +185,13 @@ class ClientIO(ReplyDecoding):
             ),
         )
         return None
+
+    def _distrust_after_expiry(self, producer: Any, err: BaseException) -> None:
+        """A record that expired unsent may leave kafka-python's idempotent producer without a
+        producer id for good (3.0.12: after a broker froze with a batch in flight, no later
+        send was ever attempted): rebuild that producer rather than find out send by send."""
+        if _kafka.send_expired(err):
+            self._link.producer_failed(producer, f"a send expired ({err})")
 
     def _watch_ack(self, sent: Any, on_timeout: Callable[[], None]) -> None:
         deadline = time.monotonic() + self._settings.send_timeout.total_seconds() + _ACK_GRACE_S

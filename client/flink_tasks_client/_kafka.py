@@ -11,7 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+)
 from kafka.protocol.sasl import SaslAuthenticateRequest
 
 from flink_tasks.errors import TransportError
@@ -237,6 +242,11 @@ def assign_all(
                 resolved[tp] = position
                 break
     return resolved
+
+
+def send_expired(err: BaseException) -> bool:
+    """Whether a send failed because its record was not delivered within the send timeout."""
+    return isinstance(err, KafkaTimeoutError)
 
 
 def send_failure(

@@ -60,6 +60,8 @@ class KafkaReportSink:
         self.max_report_bytes = max_report_bytes
         self._config = producer_config
         self._queue: queue.Queue[Any] = queue.Queue()
+        #: a producer whose record expired: rebuilt before the next send (see `_lost`)
+        self._expired_producer: Any = None
         self._thread = threading.Thread(target=self._run, name="task-reports", daemon=True)
         self._thread.start()
         self.sent = 0
@@ -87,7 +89,7 @@ class KafkaReportSink:
         )
 
     def _run(self) -> None:
-        from kafka.errors import MessageSizeTooLargeError
+        from kafka.errors import KafkaError, MessageSizeTooLargeError
 
         producer: Any = None
         backoff = 0.5
@@ -99,10 +101,13 @@ class KafkaReportSink:
                 break
             pipeline_id, report = item
             try:
+                if producer is not None and producer is self._expired_producer:
+                    _close_quietly(producer)
+                    producer = None
                 if producer is None:
                     producer = self._producer()
                 future = producer.send(self.topic, key=pipeline_id.encode(), value=report)
-                future.add_callback(self._delivered).add_errback(self._lost, pipeline_id)
+                future.add_callback(self._delivered).add_errback(self._lost, pipeline_id, producer)
                 item = None
                 backoff = 0.5
             except MessageSizeTooLargeError as err:
@@ -118,15 +123,24 @@ class KafkaReportSink:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
         if producer is not None:
-            producer.flush(timeout=5)
+            try:
+                producer.flush(timeout=5)
+            except KafkaError as err:  # the broker is away: what is queued is lost, and said so
+                logger.warning("task reports still queued at close are lost: %s", err)
             _close_quietly(producer)
 
     def _delivered(self, _metadata: Any) -> None:
         self.sent += 1
 
-    def _lost(self, err: BaseException, pipeline_id: str) -> None:
+    def _lost(self, pipeline_id: str, producer: Any, err: BaseException) -> None:
+        from kafka.errors import KafkaTimeoutError
+
         self.failed += 1
         logger.error("task report for %s lost: %s (its lease will expire)", pipeline_id, err)
+        if isinstance(err, KafkaTimeoutError):
+            # kafka-python 3.0.12: an idempotent producer whose batch expired in flight keeps no
+            # producer id and never sends again; a new one does
+            self._expired_producer = producer
 
 
 def _close_quietly(producer: Any) -> None:

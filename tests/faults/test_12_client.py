@@ -279,11 +279,10 @@ def test_reuse_allow(eo_stack: FaultStack, service_client: Any) -> None:
     assert running.result(timeout=60) == "first"
 
 
-def test_wait_result_from_another_process_after_the_first_was_killed(
-    eo_stack: FaultStack, service_client: Any, tmp_path: Path
-) -> None:
-    s = eo_stack.settings
-    env = {
+def _client_env(stack: FaultStack) -> dict[str, str]:
+    """The environment of `tests.faults.client_main` for this runtime."""
+    s = stack.settings
+    return {
         **os.environ,
         "FLINK_TASKS_BOOTSTRAP_SERVERS": s.bootstrap_servers,
         "FLINK_TASKS_REQUEST_TOPIC": s.requests_topic,
@@ -291,6 +290,12 @@ def test_wait_result_from_another_process_after_the_first_was_killed(
         "FLINK_TASKS_REPLY_TOPIC": s.replies_topic,
         "FLINK_TASKS_EVENTS_TOPIC": s.events_topic,
     }
+
+
+def test_wait_result_from_another_process_after_the_first_was_killed(
+    eo_stack: FaultStack, service_client: Any, tmp_path: Path
+) -> None:
+    env = _client_env(eo_stack)
     pipeline_id = f"crash-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, "-m", "tests.faults.client_main"]
     with (tmp_path / "first.log").open("wb") as first_log:
@@ -332,3 +337,90 @@ def test_wait_result_from_another_process_after_the_first_was_killed(
         scenario="client: wait_result from a second process after the submitter was SIGKILLed",
         waited_s=round(time.monotonic() - started, 1),
     )
+
+
+#: longer than kafka-python's request timeout (30 s): requests in flight at the stop time out
+STOPPED_S = 35.0
+
+
+def test_a_client_stopped_while_its_pipeline_ran_gets_the_result(
+    eo_stack: FaultStack, service_client: Any, tmp_path: Path
+) -> None:
+    """The submitting process is frozen (SIGSTOP: a laptop asleep, a paused container) while its
+    pipeline runs, until the pipeline has finished and the client's Kafka requests have timed
+    out; resumed, it reads the result that arrived meanwhile. (Frozen in the middle of a send,
+    a client fails that send with `TransportError` on resume: its ``send_timeout`` has passed.)"""
+    pipeline_id = f"frozen-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "tests.faults.client_main", "run", pipeline_id, "20", "late"]
+    with (tmp_path / "client.log").open("wb") as log:
+        client = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=_client_env(eo_stack),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    assert client.stdout is not None
+    try:
+        # its request has reached the pipeline function: the client only reads from now on
+        _wait_until(
+            lambda: service_client.get_status_sync(pipeline_id) == PipelineStatus.RUNNING, 60
+        )
+        os.kill(client.pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        _wait_until(
+            lambda: service_client.get_status_sync(pipeline_id) == PipelineStatus.COMPLETED, 60
+        )
+        _wait_until(lambda: time.monotonic() - stopped_at >= STOPPED_S, STOPPED_S + 1)
+        os.kill(client.pid, signal.SIGCONT)
+        resumed_at = time.monotonic()
+        out, _ = client.communicate(timeout=120)
+    finally:
+        client.stdout.close()
+        if client.poll() is None:
+            os.kill(client.pid, signal.SIGKILL)
+            client.wait(timeout=10)
+    assert client.returncode == 0, (tmp_path / "client.log").read_text()[-2000:]
+    assert json.loads(out.decode().strip().splitlines()[-1]) == "late"
+    record_result(
+        scenario=f"client: SIGSTOPped {STOPPED_S:g} s while its pipeline ran, then SIGCONT",
+        result_after_resume_s=round(time.monotonic() - resumed_at, 1),
+    )
+
+
+def test_a_frozen_broker(eo_stack: FaultStack, service_client: Any, reader: ReplyReader) -> None:
+    """The broker SIGSTOPped for longer than the Kafka clients' request timeouts (a paused VM,
+    a stalled disk): its connections stay open but nothing answers. A submit fails with
+    `TransportError` within ``send_timeout`` + 2 s, a pipeline in flight at the freeze
+    completes once afterwards, and the same client submits again once the broker is back."""
+    client = service_client
+    broker = eo_stack.runtime.kafka.process.pid
+    assert broker is not None
+    tag = f"frz{uuid.uuid4().hex[:6]}"
+    in_flight = fan_out(20, 0.2, tag)
+    pending = client.submit(in_flight.pipeline, timeout=RECOVERY_BOUND_S + STOPPED_S)
+    _wait_until(  # it runs
+        lambda: any(k.startswith(f"{tag}:") for k in eo_stack.worker.executions("square")), 30
+    )
+    os.kill(broker, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        failed_s = _submit_fails_fast(client)
+        _wait_until(lambda: time.monotonic() - frozen_at >= STOPPED_S, STOPPED_S + 1)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    resumed_at = time.monotonic()
+    assert pending.result(timeout=RECOVERY_BOUND_S) == in_flight.expected
+    in_flight_s = time.monotonic() - resumed_at
+    healthy_s = _wait_until(lambda: client.healthy, timeout=30)
+    pipeline_id, result_s = _submit_succeeds(client, reader, "after-freeze")
+    record_result(
+        scenario=f"client: broker SIGSTOPped {STOPPED_S:g} s (same client object)",
+        transport_error_while_frozen_s=round(failed_s, 1),
+        in_flight_result_after_resume_s=round(in_flight_s, 1),
+        healthy_after_resume_s=round(healthy_s, 1),
+        rebuilds=client.health.rebuilds,
+        first_new_result_s=round(result_s, 1),
+    )
+    _assert_one_reply_each(reader, [in_flight.id, pipeline_id])
