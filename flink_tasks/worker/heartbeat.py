@@ -15,7 +15,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 #: Environment variable through which a worker process learns its end of the pipe.
 HEARTBEAT_FD_VAR = "FLINK_TASKS_HEARTBEAT_FD"
@@ -23,14 +23,12 @@ HEARTBEAT_FD_VAR = "FLINK_TASKS_HEARTBEAT_FD"
 INTERVAL = 0.5
 #: The shortest ``--worker-timeout``: a few heartbeats, so that one late beat never kills.
 MIN_TIMEOUT = 4 * INTERVAL
-
-
 #: How long the supervisor waits for the first heartbeat of a new worker process, if longer
 #: than the timeout: the interpreter starting, before anything of ours runs.
 FIRST_BEAT_WITHIN = 10.0
 
 
-def heartbeat_fd(environ: dict[str, str] | os._Environ[str] = os.environ) -> int | None:
+def heartbeat_fd(environ: Mapping[str, str] = os.environ) -> int | None:
     """This worker process's end of the pipe, if a supervisor gave it one."""
     value = environ.get(HEARTBEAT_FD_VAR)
     return int(value) if value else None

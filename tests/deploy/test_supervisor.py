@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from flink_tasks.cli import main as cli_main
 from flink_tasks.worker.serve import RestartBackoff
 from tests.deploy._ports import free_ports
 
@@ -207,3 +208,10 @@ def test_a_worker_that_stops_beating_is_killed_and_replaced(tmp_path: Path) -> N
                 proc.wait()
     assert proc.returncode == 0, log()
     assert log().count("sent no heartbeat") == 1, log()
+
+
+def test_serve_refuses_a_worker_timeout_shorter_than_a_few_heartbeats(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli_main(["serve", "tests.deploy.crashing_worker:tasks", "--worker-timeout", "1s"]) == 2
+    assert "--worker-timeout must be 0 or at least 2s" in capsys.readouterr().err
