@@ -187,9 +187,10 @@ class ClientIO(ReplyDecoding):
         return None
 
     def _distrust_after_expiry(self, producer: Any, err: BaseException) -> None:
-        """A record that expired unsent may leave kafka-python's idempotent producer without a
-        producer id for good (3.0.12: after a broker froze with a batch in flight, no later
-        send was ever attempted): rebuild that producer rather than find out send by send."""
+        """A record that expired after it was sent leaves kafka-python 3.0.12's idempotent
+        producer without a producer id for good (`reset_producer_id` keeps the state READY, and
+        `init_producer_id` acts only in UNINITIALIZED; Java's client goes back to UNINITIALIZED):
+        every later send would expire too. So that producer is rebuilt."""
         if _kafka.send_expired(err):
             self._link.producer_failed(producer, f"a send expired ({err})")
 

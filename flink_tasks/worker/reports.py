@@ -138,8 +138,8 @@ class KafkaReportSink:
         self.failed += 1
         logger.error("task report for %s lost: %s (its lease will expire)", pipeline_id, err)
         if isinstance(err, KafkaTimeoutError):
-            # kafka-python 3.0.12: an idempotent producer whose batch expired in flight keeps no
-            # producer id and never sends again; a new one does
+            # kafka-python 3.0.12: an idempotent producer whose batch expired after it was sent
+            # keeps no producer id and never sends again (see the client's _client_io)
             self._expired_producer = producer
 
 
