@@ -12,9 +12,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 from flink_tasks.cli import main as cli_main
 from flink_tasks.worker.serve import RestartBackoff
 from tests.deploy._ports import free_ports
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,12 +57,15 @@ def test_restart_backoff_doubles_up_to_its_maximum() -> None:
     assert [custom.delay(n) for n in range(5)] == [0.0, 1.0, 3.0, 5.0, 5.0]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
+def stop_gracefully(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the supervisor (its process group is SIGKILLed if it takes over 30 s)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def children(pid: int) -> set[int]:
@@ -126,13 +128,7 @@ def test_supervisor_keeps_restarting_workers_that_keep_dying(tmp_path: Path) -> 
         )
         assert proc.poll() is None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_gracefully(proc)
     assert proc.returncode == 0, log()
     assert "all workers stopped" in log()
 
@@ -199,13 +195,7 @@ def test_a_worker_that_stops_beating_is_killed_and_replaced(tmp_path: Path) -> N
         wait_until(lambda: healthy(port), 30, "/healthz after the replacement")
         assert proc.poll() is None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_gracefully(proc)
     assert proc.returncode == 0, log()
     assert log().count("sent no heartbeat") == 1, log()
 

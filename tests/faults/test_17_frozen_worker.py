@@ -22,6 +22,7 @@ import pytest
 
 from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
 from tests.faults.workload import collect, fan_out_runs, mixed, run_again, submit_all
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -55,13 +56,6 @@ def alive(pid: int) -> bool:
 def statefun_retries(stack: FaultStack) -> int:
     """Calls StateFun has retried so far (its log's "Retry #n" lines)."""
     return (stack.settings.run_dir / "logs" / "statefun.log").read_text().count("Retry #")
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_a_frozen_worker_process_is_replaced_and_the_job_never_restarts(

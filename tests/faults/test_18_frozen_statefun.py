@@ -17,6 +17,7 @@ import pytest
 
 from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
 from tests.faults.workload import collect, fan_out_runs, mixed, submit_all
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,10 +43,11 @@ def test_a_frozen_statefun_jvm_heals_by_itself(frozen_jvm: FaultStack) -> None:
         jobs = mixed(2, 100, 3, 8, 0.05, "jf")
         fan_tags = {j.id.split("-")[1] for j in jobs if j.kind == "fan-out"}
         submit_all(stack.client, jobs)
-        deadline = time.monotonic() + 120
-        while not fan_out_runs(stack.worker.executions("square"), fan_tags):
-            assert time.monotonic() < deadline, "the fan-outs did not start"
-            time.sleep(0.05)
+        wait_until(
+            lambda: fan_out_runs(stack.worker.executions("square"), fan_tags),
+            120,
+            "the fan-outs to start",
+        )
         jvm = stack.runtime.statefun.process.pid
         assert jvm is not None
         os.kill(jvm, signal.SIGSTOP)
@@ -54,8 +56,7 @@ def test_a_frozen_statefun_jvm_heals_by_itself(frozen_jvm: FaultStack) -> None:
             late = mixed(1, 20, 1, 3, 0.0, "jfl")  # submitted while the job cannot run
             submit_all(stack.client, late)
             jobs += late
-            while time.monotonic() - frozen_at < FROZEN_S:  # the fault lasts this long
-                time.sleep(0.5)
+            time.sleep(max(0.0, FROZEN_S - (time.monotonic() - frozen_at)))  # the fault's length
         finally:
             os.kill(jvm, signal.SIGCONT)
         resumed_at = time.monotonic()

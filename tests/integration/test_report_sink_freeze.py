@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from flink_tasks.runtime import LocalRuntime, LocalRuntimeSettings
+from flink_tasks.runtime import LocalRuntime
 from flink_tasks.worker.reports import KafkaReportSink
-from tests.deploy._ports import free_ports
+from tests.deploy._ports import isolated_settings
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -27,23 +27,10 @@ pytestmark = [
 ]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_reports_are_delivered_again_after_one_expired_during_a_broker_freeze(
     tmp_path: Path,
 ) -> None:
-    kafka_port, controller_port, rest_port = free_ports(3)
-    settings = LocalRuntimeSettings(
-        run_dir=tmp_path / "runtime",
-        kafka_port=kafka_port,
-        kafka_controller_port=controller_port,
-        rest_port=rest_port,
-    )
+    settings = isolated_settings(tmp_path / "runtime")
     rt = LocalRuntime(settings)
     rt.kafka.start(rt.java(for_flink=False))
     sink = None
