@@ -26,7 +26,8 @@ def record_run(kind: str, key: Any) -> None:
         return
     if _EXEC_LOG_FD is None:
         _EXEC_LOG_FD = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(_EXEC_LOG_FD, f"{kind} {key}\n".encode())  # O_APPEND: one atomic line per write
+    # O_APPEND: one atomic line per write; the pid tells which worker process ran it
+    os.write(_EXEC_LOG_FD, f"{kind} {key} {os.getpid()}\n".encode())
 
 
 @tasks.bind()

@@ -120,10 +120,16 @@ class _KillableWorker:
         counts: Counter[str] = Counter()
         with contextlib.suppress(FileNotFoundError):
             for line in self.exec_log.read_text().splitlines():
-                k, _, key = line.partition(" ")
+                k, key, _pid = line.split(" ")
                 if kind is None or k == kind:
                     counts[key] += 1
         return counts
+
+    def runs_in(self, pid: int) -> int:
+        """How many recorded task bodies worker process `pid` started."""
+        with contextlib.suppress(FileNotFoundError):
+            return sum(line.endswith(f" {pid}") for line in self.exec_log.read_text().splitlines())
+        return 0
 
 
 class WorkerProcess(_KillableWorker):

@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.integration]
 # a budget that a call stuck on the frozen worker would run out of well within the test
 CALL_BUDGET = timedelta(seconds=20)
 WORKER_TIMEOUT_S = 4
-FAN_OUTS, FAN_SIZE, CHAINS, CHAIN_LENGTH, DELAY = 2, 200, 4, 10, 0.05
+# tasks long enough that one seen starting is still running (so holding its call) when frozen
+FAN_OUTS, FAN_SIZE, CHAINS, CHAIN_LENGTH, DELAY = 2, 200, 4, 10, 0.5
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,10 @@ def test_a_frozen_worker_process_is_replaced_and_the_job_never_restarts(
         os.kill(second, signal.SIGSTOP)
         time.sleep(1.0)  # the pause itself is the fault being injected
         os.kill(second, signal.SIGCONT)
-        # frozen for good
+        # frozen for good, just after it started a task body: it holds that task's call
         retries_before = statefun_retries(stack)
+        started = serve.runs_in(first)
+        wait_until(lambda: serve.runs_in(first) > started, 60, f"no task ran in pid {first}")
         os.kill(first, signal.SIGSTOP)
         frozen_at = time.monotonic()
         wait_until(lambda: not alive(first), 60, f"worker pid {first} is still there")
@@ -117,8 +120,8 @@ def test_a_frozen_worker_process_is_replaced_and_the_job_never_restarts(
     assert second in serve.worker_pids()
     assert f"(pid {first}) sent no heartbeat for" in log, log[-3000:]
     assert f"(pid {second}) sent no heartbeat" not in log
-    # the frozen process held calls (else nothing was tested), retried elsewhere once it was
-    # killed, not failed with the job
+    # the calls the frozen process held were retried elsewhere once it was killed, not failed
+    # with the job
     assert retried >= 1
     assert (after.jid, after.state) == (before.jid, "RUNNING")
     # (numRestarts lags up to 10 s; a failure since the start would also be the root exception)
