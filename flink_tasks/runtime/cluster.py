@@ -136,9 +136,10 @@ class TaskManagers:
             self.command(java, classpath, index), cwd=self.settings.run_dir, rotate_log=False
         )
 
-    def kill(self, index: int) -> list[int]:
-        """``kill -9`` the JVM of TaskManager ``index`` (1-based), as a container crashes: it is
-        started again by keep_running. Returns the pids killed."""
+    def kill(self, index: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
+        """Send ``sig`` to the JVM of TaskManager ``index`` (1-based): SIGKILL as a container
+        crashes (keep_running starts it again), SIGSTOP and SIGCONT as a node or VM pauses.
+        Returns the pids signalled."""
         keeper = self.processes[index - 1].pid
         if keeper is None:
             return []
@@ -149,7 +150,7 @@ class TaskManagers:
             pids = []
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
         return pids
 
     def check_alive(self, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -222,10 +223,11 @@ class LocalRuntime:
             self._write_state(state)
         return seconds
 
-    def kill_taskmanager(self, index: int) -> list[int]:
+    def kill_taskmanager(self, index: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
         """``kill -9`` the JVM of TaskManager ``index`` (1-based) of the cluster mode; it starts
-        again by itself, as a pod's container does. Returns the pids killed."""
-        return self.statefun.taskmanagers.kill(index)
+        again by itself, as a pod's container does (or ``sig``: SIGSTOP, SIGCONT). Returns the
+        pids signalled."""
+        return self.statefun.taskmanagers.kill(index, sig)
 
     def restart_taskmanager(self, index: int) -> int:
         """Start TaskManager ``index`` again (as Kubernetes restarts a pod); returns its pid."""

@@ -10,11 +10,15 @@ StateFun job at parallelism 2 with the exactly-once egress; the worker in its ow
   TaskManager may end itself too (a StateFun task cancelled mid-checkpoint never finishes
   cancelling; Flink ends its JVM after task.cancellation.timeout) and is started again the same
   way: before keep_running, that left the job without slots for good.
+- SIGSTOP of one TaskManager's JVM (a paused node) past the heartbeat timeout, then SIGCONT:
+  the same outcome once it is resumed (while it stays frozen the job waits for its slot).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -28,6 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 #: fan-outs submitted at once: one pipeline's 8 bucket keys all land on one subtask 1 time in 128
 FAN_OUTS = 3
+
+KILL = {"killed": signal.SIGKILL, "frozen": signal.SIGSTOP}
 
 
 async def test_a_fan_out_spans_both_taskmanagers(cluster: LocalRuntime) -> None:
@@ -56,8 +62,9 @@ async def test_a_fan_out_spans_both_taskmanagers(cluster: LocalRuntime) -> None:
     assert set(grown) == {0, 1} and all(n >= 3 for n in grown.values()), grown
 
 
-async def test_taskmanager_killed_mid_fan_out_every_pipeline_completes_once(
-    cluster: LocalRuntime,
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+async def test_taskmanager_lost_mid_fan_out_every_pipeline_completes_once(
+    cluster: LocalRuntime, fault: str
 ) -> None:
     before = job_health(cluster)
     placement = subtask_placement(cluster)
@@ -85,13 +92,20 @@ async def test_taskmanager_killed_mid_fan_out_every_pipeline_completes_once(
             await asyncio.sleep(0.2)
         done_at_kill = sum(1 for f in submitted if f.done())
         killed_at = time.monotonic()
-        assert cluster.kill_taskmanager(victim)
-        # the JobManager notices the loss and fails the job over; the JVM starts again by
-        # itself, as a pod's container does
-        while job_health(cluster).restarts == before.restarts:
+        # killed: the JVM starts again by itself, as a pod's container does; frozen (a node or
+        # VM paused): it keeps its sockets and answers nothing until it thaws
+        jvms = cluster.kill_taskmanager(victim, KILL[fault])
+        assert jvms
+        # the JobManager notices the loss (a refused connection, or the heartbeat timeout) and
+        # fails the job over: a new root exception (numRestarts lags, and while a TaskManager
+        # is frozen the REST API may not update it at all)
+        while job_health(cluster).root_exception == before.root_exception:
             assert time.monotonic() - killed_at < 120, "the TaskManager's loss went unnoticed"
             await asyncio.sleep(0.5)
         noticed_after = time.monotonic() - killed_at
+        if fault == "frozen":
+            for pid in jvms:
+                os.kill(pid, signal.SIGCONT)
         results = await asyncio.gather(*submitted)
         recovered_after = time.monotonic() - killed_at
         finals = await final_replies(client, reader, list(expected))
@@ -99,14 +113,18 @@ async def test_taskmanager_killed_mid_fan_out_every_pipeline_completes_once(
         await client.aclose()
         reader.close()
     cluster.statefun.wait_ready(120, wait_for_checkpoint=False)
-    after = job_health(cluster)
+    deadline = time.monotonic() + 60  # numRestarts lags the failover
+    while (after := job_health(cluster)).restarts == before.restarts:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     # a surviving TaskManager whose task was stuck cancelling ends itself and starts again
     exits = {
         log.stem: log.read_text(errors="replace").count("flink-tasks: the process exited")
         for log in cluster.statefun.taskmanagers.log_files()
     }
     print(
-        f"killed taskmanager-{victim} with {done_at_kill}/6 pipelines done; loss noticed after "
+        f"{fault} taskmanager-{victim} with {done_at_kill}/6 pipelines done; loss noticed after "
         f"{noticed_after:.1f}s; all done {recovered_after:.1f}s after the kill; restarts "
         f"{before.restarts} -> {after.restarts}; TaskManager JVM exits {exits}"
     )
