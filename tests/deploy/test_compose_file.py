@@ -180,6 +180,15 @@ def test_statefun_services_use_the_official_image_and_the_rendered_module(
             == "./deploy/compose/module.yaml"
         )
         assert mounts["/opt/flink/conf/flink-conf.yaml"] == "./deploy/compose/flink-conf.yaml"
+    # no HA in compose: the job manager restores the newest checkpoint by itself
+    jobmanager = services["jobmanager"]
+    assert jobmanager["entrypoint"] == ["bash", "/opt/flink-tasks/jobmanager-entrypoint.sh"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in jobmanager["volumes"]}
+    assert (
+        mounts["/opt/flink-tasks/jobmanager-entrypoint.sh"]
+        == "./deploy/compose/jobmanager-entrypoint.sh"
+    )
+    assert mounts["/checkpoints"] == "checkpoints"
 
 
 def test_bind_mounts_env_files_and_build_contexts_exist(
