@@ -20,10 +20,11 @@ done
 
 newest=""
 if [[ -d "$CHECKPOINTS_DIR" ]]; then
-  # newest _metadata by modification time, then the highest N
+  # newest _metadata by modification time, then the highest N; a directory find cannot read
+  # must not keep the job manager from starting
   newest="$(
-    find "$CHECKPOINTS_DIR" -mindepth 3 -maxdepth 3 -path '*/chk-*/_metadata' \
-      -printf '%T@ %h\n' 2>/dev/null |
+    { find "$CHECKPOINTS_DIR" -mindepth 3 -maxdepth 3 -path '*/chk-*/_metadata' \
+      -printf '%T@ %h\n' 2>/dev/null || true; } |
       sed -E 's/^([0-9.]+) (.*\/chk-([0-9]+))$/\1 \3 \2/' |
       sort -k1,1n -k2,2n | tail -n 1 | cut -d' ' -f3-
   )"
@@ -39,7 +40,7 @@ for dir in "$CHECKPOINTS_DIR"/*/; do
   dir="${dir%/}"
   if [[ "$dir" != "$job_dir" && "$(basename "$dir")" =~ ^[0-9a-f]{32}$ ]]; then
     echo "flink-tasks: deleting the checkpoints of an earlier job: $dir" >&2
-    rm -rf -- "$dir"
+    rm -rf -- "$dir" || echo "flink-tasks: could not delete $dir; going on" >&2
   fi
 done
 echo "flink-tasks: restoring the job from $newest" >&2
