@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument(
         "--topology-b3-sizes",
         default="1000,10000,100000,1000000",
-        help="B3 in the users' topology (above 100,000: automatic staging only, one run)",
+        help="B3 in the users' topology (above 100,000: one run of each variant)",
     )
     parser.add_argument("--b2-runs", type=int, default=200)
     parser.add_argument(
