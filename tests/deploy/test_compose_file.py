@@ -254,6 +254,10 @@ def test_compose_flink_conf_matches_the_settings() -> None:
     assert conf["state.backend.rocksdb.timer-service.factory"] == "ROCKSDB"
     assert conf["execution.checkpointing.unaligned"] == "false"
     assert "org.apache.flink.statefun" in conf["classloader.parent-first-patterns.additional"]
+    # the job manager's entrypoint restores from where the job writes its checkpoints
+    checkpoints = conf["state.checkpoints.dir"].removeprefix("file://")
+    entrypoint = (ROOT / "deploy" / "compose" / "jobmanager-entrypoint.sh").read_text()
+    assert f'FLINK_TASKS_CHECKPOINTS_DIR:-{checkpoints}}}"' in entrypoint
     # restarts without a limit, as settings.env says (an outage never fails the job for good)
     assert conf["restart-strategy"] == "exponential-delay"
     assert not [key for key in conf if key.startswith("restart-strategy.fixed-delay")]

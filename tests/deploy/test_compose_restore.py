@@ -82,13 +82,3 @@ def test_an_explicit_savepoint_is_passed_on_untouched(tmp_path: Path, flag: str)
     args, _ = start(tmp_path, root, flag, "file:///checkpoints/savepoints/savepoint-1")
     assert args == [flag, "file:///checkpoints/savepoints/savepoint-1"]
     assert (root / OLD_JOB).is_dir()  # nothing deleted
-
-
-def test_the_script_reads_where_the_compose_job_writes_its_checkpoints() -> None:
-    conf = dict(
-        line.split(": ", 1)
-        for line in (ROOT / "deploy" / "compose" / "flink-conf.yaml").read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    directory = conf["state.checkpoints.dir"].removeprefix("file://")
-    assert f'FLINK_TASKS_CHECKPOINTS_DIR:-{directory}}}"' in SCRIPT.read_text()

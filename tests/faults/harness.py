@@ -117,19 +117,18 @@ class _KillableWorker:
 
     def executions(self, kind: str | None = None) -> Counter[str]:
         """How often each recorded task body ran (all runs of this worker, across restarts)."""
-        counts: Counter[str] = Counter()
-        with contextlib.suppress(FileNotFoundError):
-            for line in self.exec_log.read_text().splitlines():
-                k, key, _pid = line.split(" ")
-                if kind is None or k == kind:
-                    counts[key] += 1
-        return counts
+        return Counter(key for k, key, _ in self._runs() if kind is None or k == kind)
 
     def runs_in(self, pid: int) -> int:
         """How many recorded task bodies worker process `pid` started."""
+        return sum(1 for _, _, ran_in in self._runs() if ran_in == pid)
+
+    def _runs(self) -> list[tuple[str, str, int]]:
+        """Every recorded run as (kind, key, pid): fault_tasks.record_run's lines."""
         with contextlib.suppress(FileNotFoundError):
-            return sum(line.endswith(f" {pid}") for line in self.exec_log.read_text().splitlines())
-        return 0
+            lines = self.exec_log.read_text().splitlines()
+            return [(k, key, int(pid)) for k, key, pid in (line.split(" ") for line in lines)]
+        return []
 
 
 class WorkerProcess(_KillableWorker):
