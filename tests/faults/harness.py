@@ -119,9 +119,9 @@ class _KillableWorker:
         """How often each recorded task body ran (all runs of this worker, across restarts)."""
         return Counter(key for k, key, _ in self._runs() if kind is None or k == kind)
 
-    def runs_in(self, pid: int) -> int:
-        """How many recorded task bodies worker process `pid` started."""
-        return sum(1 for _, _, ran_in in self._runs() if ran_in == pid)
+    def runs_by_process(self) -> Counter[int]:
+        """How many recorded task bodies each worker process (by pid) started."""
+        return Counter(pid for _, _, pid in self._runs())
 
     def _runs(self) -> list[tuple[str, str, int]]:
         """Every recorded run as (kind, key, pid): fault_tasks.record_run's lines."""

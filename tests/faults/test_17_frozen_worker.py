@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import FaultStack, fault_stack, job_health, record_result
+from tests.faults.harness import (
+    FaultStack,
+    ServeProcess,
+    fault_stack,
+    job_health,
+    record_result,
+)
 from tests.faults.workload import collect, fan_out_runs, mixed, run_again, submit_all
 from tests.waiting import wait_until
 
@@ -59,33 +65,42 @@ def statefun_retries(stack: FaultStack) -> int:
     return (stack.settings.run_dir / "logs" / "statefun.log").read_text().count("Retry #")
 
 
+def a_body_starts(serve: ServeProcess) -> int:
+    """The pid of the first worker process seen starting a task body (within one 50 ms poll)."""
+    seen, starting = serve.runs_by_process(), []
+
+    def started() -> bool:
+        nonlocal seen
+        now = serve.runs_by_process()
+        starting[:] = [pid for pid in now if now[pid] > seen[pid]]
+        seen = now
+        return bool(starting)
+
+    wait_until(started, 120, "a task body to start")
+    return starting[0]
+
+
 def test_a_frozen_worker_process_is_replaced_and_the_job_never_restarts(
     frozen: FaultStack,
 ) -> None:
     stack, serve = frozen, frozen.worker
     before = job_health(stack.runtime)
-    first, second = sorted(serve.worker_pids())
     reader = stack.reply_reader()
     try:
         jobs = mixed(FAN_OUTS, FAN_SIZE, CHAINS, CHAIN_LENGTH, DELAY, "fz")
         fan_tags = {j.id.split("-")[1] for j in jobs if j.kind == "fan-out"}
         submit_all(stack.client, jobs)
-        wait_until(
-            lambda: sum(fan_out_runs(serve.executions("square"), fan_tags).values())
-            >= FAN_OUTS * FAN_SIZE // 4,
-            120,
-            "the fan-outs did not start",
-        )
-        # a pause shorter than the timeout (a long GC pause, a debugger's breakpoint)
+        # frozen for good the moment it starts a task body: it holds that task's call (a call of
+        # its own until the body ends, a bucket's until the batch wait at the earliest)
+        retries_before = statefun_retries(stack)
+        first = a_body_starts(serve)
+        os.kill(first, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        (second,) = set(serve.worker_pids()) - {first}
+        # the other one paused for less than the timeout (a long GC pause, a debugger's breakpoint)
         os.kill(second, signal.SIGSTOP)
         time.sleep(1.0)  # the pause itself is the fault being injected
         os.kill(second, signal.SIGCONT)
-        # frozen for good, just after it started a task body: it holds that task's call
-        retries_before = statefun_retries(stack)
-        started = serve.runs_in(first)
-        wait_until(lambda: serve.runs_in(first) > started, 60, f"no task ran in pid {first}")
-        os.kill(first, signal.SIGSTOP)
-        frozen_at = time.monotonic()
         wait_until(lambda: not alive(first), 60, f"worker pid {first} is still there")
         replaced_after = time.monotonic() - frozen_at
         wait_until(lambda: len(serve.worker_pids()) == 2, 60, "no second worker again")
