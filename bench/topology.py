@@ -275,8 +275,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the `finally` that stops every process
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
+    """The options of the topology (runtime, serve, clients) and of its phases."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", required=True)
     parser.add_argument("--log-dir", default=str(ROOT / "bench" / "out"))
     realtime.add_runtime_options(parser)
@@ -348,7 +349,11 @@ def main() -> None:
         help="phase b5-extra: the same with these policies (attach: the client's default, "
         "a status lookup per submit)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
     results: dict[str, Any] = {

@@ -453,6 +453,8 @@ class Run(google.protobuf.message.Message):
     TASK_BEAT_FIELD_NUMBER: builtins.int
     LAST_PROGRESS_MS_FIELD_NUMBER: builtins.int
     LAST_BEAT_MS_FIELD_NUMBER: builtins.int
+    CHECK_DUE_MS_FIELD_NUMBER: builtins.int
+    EXPIRES_AT_CHECK_FIELD_NUMBER: builtins.int
     HELD_FIELD_NUMBER: builtins.int
     GROUP_UNORDERED_FIELD_NUMBER: builtins.int
     GROUP_PAUSE_POINTS_FIELD_NUMBER: builtins.int
@@ -509,6 +511,10 @@ class Run(google.protobuf.message.Message):
     """
     last_beat_ms: builtins.int
     """child: when it last told its root it made progress"""
+    check_due_ms: builtins.int
+    """root: when its pending stall check comes due"""
+    expires_at_check: builtins.bool
+    """finished: that check expires it (no Expire armed)"""
     held: builtins.bool
     """paused at a pause point: not even finishing goes on"""
     group_unordered: builtins.bool
@@ -582,6 +588,8 @@ class Run(google.protobuf.message.Message):
         task_beat: builtins.int = ...,
         last_progress_ms: builtins.int = ...,
         last_beat_ms: builtins.int = ...,
+        check_due_ms: builtins.int = ...,
+        expires_at_check: builtins.bool = ...,
         held: builtins.bool = ...,
         group_unordered: builtins.bool = ...,
         group_pause_points: builtins.bool = ...,
@@ -589,7 +597,7 @@ class Run(google.protobuf.message.Message):
         trace_context: global___TraceContext | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "input", b"input", "outcome", b"outcome", "state", b"state", "trace_context", b"trace_context"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_pause_points", b"group_pause_points", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "group_unordered", b"group_unordered", "has_outcome", b"has_outcome", "has_state", b"has_state", "held", b"held", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "metrics_started_ms", b"metrics_started_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["active_children", b"active_children", "attempt", b"attempt", "cancelling", b"cancelling", "check_due_ms", b"check_due_ms", "completed", b"completed", "cursor", b"cursor", "entry_started", b"entry_started", "error", b"error", "events_topic", b"events_topic", "expires_at_check", b"expires_at_check", "failing", b"failing", "finalizing", b"finalizing", "group_flatten", b"group_flatten", "group_id", b"group_id", "group_limit", b"group_limit", "group_pause_points", b"group_pause_points", "group_return_exceptions", b"group_return_exceptions", "group_size", b"group_size", "group_unordered", b"group_unordered", "has_outcome", b"has_outcome", "has_state", b"has_state", "held", b"held", "inline", b"inline", "input", b"input", "invocation", b"invocation", "last_beat_ms", b"last_beat_ms", "last_progress_ms", b"last_progress_ms", "metrics_started_ms", b"metrics_started_ms", "next_chain", b"next_chain", "outcome", b"outcome", "parent_entry_id", b"parent_entry_id", "parent_id", b"parent_id", "parent_invocation", b"parent_invocation", "parent_slot", b"parent_slot", "parked", b"parked", "paused", b"paused", "pending_retries", b"pending_retries", "reply_id", b"reply_id", "reply_topic", b"reply_topic", "root_pipeline_id", b"root_pipeline_id", "running", b"running", "size", b"size", "state", b"state", "status", b"status", "task_beat", b"task_beat", "task_id", b"task_id", "trace_context", b"trace_context"]) -> None: ...
 
 global___Run = Run
 

@@ -22,6 +22,13 @@ FINISHED_STATUSES = (
 REQUEST_STORE_SUFFIX = "~request"
 
 
+def check_slack_ms(stall_ms: int) -> int:
+    """How much later than the stall timeout a root's first stall check comes: 1 % of it, at
+    most a minute. A pipeline that finishes within that long has the same check expire it
+    (`finish.arm_expiry`): one delayed message per short pipeline instead of two."""
+    return min(stall_ms // 100, 60_000)
+
+
 def is_finally(entry: pipeline_pb2.Entry) -> bool:
     return entry.WhichOneof("kind") == "task" and entry.task.kind == pipeline_pb2.ENTRY_KIND_FINALLY
 

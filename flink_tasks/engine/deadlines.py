@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flink_tasks import errors
 from flink_tasks._proto import messages_pb2
-from flink_tasks.engine import control
-from flink_tasks.engine.common import FINISHED_STATUSES
+from flink_tasks.engine import control, finish
+from flink_tasks.engine.common import FINISHED_STATUSES, check_slack_ms
 from flink_tasks.engine.context import Context
 
 
@@ -18,12 +18,15 @@ def arm_deadlines(ctx: Context, deadline_ms: int) -> None:
     stall = ctx.stall_ms()
     if stall > 0 and not run.parent_id:
         run.last_progress_ms = ctx.now_ms()
-        arm_progress_check(ctx, stall)
+        arm_progress_check(ctx, stall + check_slack_ms(stall))
 
 
 def arm_progress_check(ctx: Context, delay_ms: int) -> None:
-    check = messages_pb2.PipelineProgressCheck(invocation=ctx.run.invocation)
-    ctx.send(ctx.address_id, messages_pb2.PipelineMessage(progress_check=check), max(1, delay_ms))
+    run = ctx.run
+    delay_ms = max(1, delay_ms)
+    run.check_due_ms = ctx.now_ms() + delay_ms
+    check = messages_pb2.PipelineProgressCheck(invocation=run.invocation)
+    ctx.send(ctx.address_id, messages_pb2.PipelineMessage(progress_check=check), delay_ms)
 
 
 def note_progress(ctx: Context) -> None:
@@ -46,6 +49,9 @@ def note_progress(ctx: Context) -> None:
 
 def on_progress_check(ctx: Context, check: messages_pb2.PipelineProgressCheck) -> None:
     run = ctx.state.run
+    if run is not None and run.expires_at_check and run.invocation == check.invocation:
+        finish.expire_run(ctx, run.invocation)  # finished, and its retention is over
+        return
     stall = ctx.stall_ms()
     if (
         run is None
@@ -62,6 +68,7 @@ def on_progress_check(ctx: Context, check: messages_pb2.PipelineProgressCheck) -
     idle = now - run.last_progress_ms
     if idle < stall:
         arm_progress_check(ctx, stall - idle)
+        ctx.state.touch_run()
         return
     control.end_early(
         ctx,

@@ -7,7 +7,13 @@ import logging
 from flink_tasks import errors
 from flink_tasks._proto import messages_pb2, values_pb2
 from flink_tasks.engine import effects, values
-from flink_tasks.engine.common import FINISHED_STATUSES, REQUEST_STORE_SUFFIX, S, task_exception
+from flink_tasks.engine.common import (
+    FINISHED_STATUSES,
+    REQUEST_STORE_SUFFIX,
+    S,
+    check_slack_ms,
+    task_exception,
+)
 from flink_tasks.engine.context import Context
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ def finish(ctx: Context) -> None:
     invocation = run.invocation
     reply_topic = run.reply_topic
     events_topic = run.events_topic
+    pending_check_ms = run.check_due_ms
     ctx.state.clear(keep_request=True)
     finished = messages_pb2.Run(
         status=status,
@@ -75,8 +82,22 @@ def finish(ctx: Context) -> None:
     if reply_topic:
         ctx.effects.append(effects.SendReply(reply_topic, ctx.address_id, outcome))
     ctx.emit_status(status)
-    expire = messages_pb2.PipelineMessage(expire=messages_pb2.Expire(invocation=invocation))
-    ctx.send(ctx.address_id, expire, delay_ms=int(ctx.settings.retention.total_seconds() * 1000))
+    arm_expiry(ctx, finished, pending_check_ms)
+
+
+def arm_expiry(ctx: Context, finished: messages_pb2.Run, pending_check_ms: int) -> None:
+    """Retention: an `Expire` when it is over, or none where the root's pending stall check
+    comes due at most its slack later (`common.check_slack_ms`): that check expires it."""
+    retention_ms = int(ctx.settings.retention.total_seconds() * 1000)
+    late_ms = pending_check_ms - (ctx.now_ms() + retention_ms)
+    if pending_check_ms and 0 <= late_ms <= check_slack_ms(ctx.stall_ms()):
+        finished.check_due_ms = pending_check_ms
+        finished.expires_at_check = True
+        return
+    expire = messages_pb2.PipelineMessage(
+        expire=messages_pb2.Expire(invocation=finished.invocation)
+    )
+    ctx.send(ctx.address_id, expire, delay_ms=retention_ms)
 
 
 def finish_child(ctx: Context, run: messages_pb2.Run, outcome: messages_pb2.Reply) -> None:
@@ -122,11 +143,18 @@ def on_expire(ctx: Context, expire: messages_pb2.Expire) -> None:
     if run is None and ctx.address_id.endswith(REQUEST_STORE_SUFFIX):
         ctx.state.clear()
         return
-    if run is not None and run.invocation == expire.invocation and run.status in FINISHED_STATUSES:
+    expire_run(ctx, expire.invocation)
+
+
+def expire_run(ctx: Context, invocation: int) -> None:
+    """Retention is over: clear a finished run of that invocation, and its stored request."""
+    run = ctx.state.run
+    if run is not None and run.invocation == invocation and run.status in FINISHED_STATUSES:
         stored_here = bool(ctx.state.cell("request"))
         ctx.state.clear()
         if not stored_here:
             store = ctx.address_id + REQUEST_STORE_SUFFIX
+            expire = messages_pb2.Expire(invocation=invocation)
             ctx.send(store, messages_pb2.PipelineMessage(expire=expire))
 
 

@@ -80,6 +80,25 @@ async def test_finished_pipelines_expire_after_retention_but_not_while_running()
         assert env.runtime.state_of(wire.PIPELINE_FUNCTION, slow.id + "~request") == {}
 
 
+async def test_a_short_pipeline_is_expired_by_its_stall_check_once_retention_is_over() -> None:
+    """Stall timeout and retention alike (both 24 h by default): the stall check armed at the
+    start comes 1 % later than the timeout, after the retention of a pipeline that finished by
+    then, and expires it instead of a delayed message of its own."""
+    engine = EngineSettings(retention=timedelta(seconds=10), stall_timeout=timedelta(seconds=10))
+    async with PipelineEnvironment.in_process(t.tasks, engine=engine, virtual_time=True) as env:
+        assert env.clock is not None and env.runtime is not None
+        short = t.echo.send("short")
+        assert await env.submit_async(short) == "short"
+        await env.runtime.settled()
+        assert env.clock.pending == 1  # the stall check; no expiry of its own
+        await env.sleep(timedelta(seconds=10))
+        assert await env.get_result(short.id) == "short"  # the whole retention
+        await env.sleep(timedelta(milliseconds=100))  # and the check's slack
+        assert await env.get_status(short.id) == PipelineStatus.PENDING
+        assert env.runtime.state_of(wire.PIPELINE_FUNCTION, short.id) == {}
+        assert env.clock.pending == 0
+
+
 async def test_a_reply_over_the_limit_is_a_clear_error() -> None:
     engine = EngineSettings(max_reply_bytes=1000)
     async with PipelineEnvironment.in_process(t.tasks, engine=engine) as env:

@@ -368,9 +368,10 @@ CASES = [
     Case(
         "a root arms one stall check",
         TWO_TASKS,
-        [CREATED, RUNNING, ("send", P, "progress_check", 10_000), ("task", "a", 1, 0, [1])],
+        # 10 s and its slack (1 %): a pipeline done by then needs no expiry of its own
+        [CREATED, RUNNING, ("send", P, "progress_check", 10_100), ("task", "a", 1, 0, [1])],
         settings=EngineSettings(stall_timeout=timedelta(seconds=10)),
-        run={"last_progress_ms": 1_000},
+        run={"last_progress_ms": 1_000, "check_due_ms": 11_100},
     ),
     Case(
         "a stall check after progress re-arms for the rest",
@@ -379,6 +380,7 @@ CASES = [
         prelude=[TWO_TASKS, ok("a", 1)],  # at 7_000 below: 6 s idle... of 10 s
         settings=EngineSettings(stall_timeout=timedelta(seconds=10)),
         now=7_000,
+        run={"check_due_ms": 11_000},
     ),
     # ---------------------------------------------------------------- control
     Case(
@@ -539,6 +541,71 @@ def test_a_small_request_after_a_large_one_at_the_same_id_clears_the_old_store()
         ("task", "b", 1, 0, []),
     ]
     assert engine.step(P, action(S.ACTION_GET_REQUEST)) == [("reply", "request", "r1")]
+
+
+STALL_AND_RETENTION_10S = EngineSettings(
+    stall_timeout=timedelta(seconds=10), retention=timedelta(seconds=10), task_buckets=0
+)
+STALL_CHECK = pm(progress_check=S.PipelineProgressCheck(invocation=1))
+
+
+def test_a_pipeline_done_within_the_checks_slack_is_expired_by_that_check() -> None:
+    """One delayed message for a short pipeline: the stall check armed at the start (10 s and
+    100 ms of slack) comes due after its retention (10 s from the end at 1_080), so it expires
+    the finished pipeline and no `Expire` is armed."""
+    engine = Engine(settings=STALL_AND_RETENTION_10S)
+    engine.step(P, request(task("a")))
+    engine.now = 1_080
+    assert engine.step(P, ok("a", 1)) == [("reply", "result", 1), COMPLETED]
+    assert (engine.run().expires_at_check, engine.run().check_due_ms) == (True, 11_100)
+    engine.now = 11_100
+    assert engine.step(P, action(S.ACTION_GET_RESULT)) == [("reply", "result", 1)]
+    assert engine.step(P, STALL_CHECK) == []
+    assert engine.states[P].run is None
+    assert engine.step(P, action(S.ACTION_GET_STATUS)) == [
+        ("reply", "status", "PIPELINE_STATUS_PENDING")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ended_at", "retention_s"),
+    [(1_101, 10), (1_080, 5), (1_080, 11)],
+    ids=["ran-past-the-slack", "shorter-retention", "longer-retention"],
+)
+def test_otherwise_the_finished_pipeline_gets_its_own_expire(
+    ended_at: int, retention_s: int
+) -> None:
+    """The check would come before the retention ends, or later than its slack after: an
+    `Expire` at the retention, and the check finds a finished pipeline and does nothing."""
+    engine = Engine(
+        settings=EngineSettings(
+            stall_timeout=timedelta(seconds=10),
+            retention=timedelta(seconds=retention_s),
+            task_buckets=0,
+        )
+    )
+    engine.step(P, request(task("a")))
+    engine.now = ended_at
+    assert engine.step(P, ok("a", 1)) == [
+        ("reply", "result", 1),
+        COMPLETED,
+        ("send", P, "expire", retention_s * 1000),
+    ]
+    assert not engine.run().expires_at_check
+    engine.now = 11_100
+    assert engine.step(P, STALL_CHECK) == []
+    assert engine.run().status == S.PIPELINE_STATUS_COMPLETED
+
+
+def test_a_run_again_at_a_finished_id_is_not_expired_by_the_old_check() -> None:
+    engine = Engine(settings=STALL_AND_RETENTION_10S)
+    engine.step(P, request(task("a")))
+    engine.step(P, ok("a", 1))
+    engine.now = 5_000
+    engine.step(P, request(task("b")))  # invocation 2, its own check
+    engine.now = 11_100
+    assert engine.step(P, STALL_CHECK) == []  # the first run's check (invocation 1)
+    assert engine.run().status == S.PIPELINE_STATUS_RUNNING
 
 
 def test_step_is_deterministic() -> None:
