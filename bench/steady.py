@@ -18,14 +18,11 @@ import re
 import time
 import urllib.request
 from concurrent.futures import wait
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flink_tasks_client import FlinkTasksClient
-
 from bench import tasks as bench_tasks
-from bench import topology
+from bench import topology, topology_client
 
 log = logging.getLogger("bench.steady")
 
@@ -41,17 +38,7 @@ def _pipeline_messages(top: topology.Topology) -> float:
 def measure(
     top: topology.Topology, rate: float, seconds: float, window_from: float
 ) -> dict[str, Any]:
-    s = top.settings
-    client = FlinkTasksClient(
-        bootstrap_servers=s.bootstrap_servers,
-        request_topic=s.requests_topic,
-        action_topic=s.actions_topic,
-        reply_topic=s.replies_topic,
-        events_topic=s.events_topic,
-        default_timeout=timedelta(minutes=2),
-        read_committed=False,  # the at-least-once egress
-        pipeline_reuse="allow",
-    )
+    client = topology_client.make_client(top.spec("steady", index=0))
     assert top.cpu is not None
     try:
         futures, sent, start = [], 0, time.monotonic()

@@ -30,7 +30,8 @@ from bench import tasks as bench_tasks
 log = logging.getLogger("bench.topology_client")
 
 
-def _client(spec: dict[str, Any]) -> FlinkTasksClient:
+def make_client(spec: dict[str, Any]) -> FlinkTasksClient:
+    """A ready `FlinkTasksClient` for a `Topology.spec` (closed again if it cannot start)."""
     client = FlinkTasksClient(
         bootstrap_servers=spec["bootstrap_servers"],
         request_topic=spec["requests_topic"],
@@ -126,7 +127,7 @@ def _realtime_args(spec: dict[str, Any]) -> argparse.Namespace:
 def main() -> None:
     spec: dict[str, Any] = json.loads(sys.argv[1])
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    client = _client(spec)
+    client = make_client(spec)
     try:
         mode = spec["mode"]
         if mode == "b5":

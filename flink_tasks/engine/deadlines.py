@@ -25,6 +25,7 @@ def arm_progress_check(ctx: Context, delay_ms: int) -> None:
     run = ctx.run
     delay_ms = max(1, delay_ms)
     run.check_due_ms = ctx.now_ms() + delay_ms
+    ctx.state.touch_run()
     check = messages_pb2.PipelineProgressCheck(invocation=run.invocation)
     ctx.send(ctx.address_id, messages_pb2.PipelineMessage(progress_check=check), delay_ms)
 
@@ -68,7 +69,6 @@ def on_progress_check(ctx: Context, check: messages_pb2.PipelineProgressCheck) -
     idle = now - run.last_progress_ms
     if idle < stall:
         arm_progress_check(ctx, stall - idle)
-        ctx.state.touch_run()
         return
     control.end_early(
         ctx,
